@@ -1,0 +1,174 @@
+"""The App: one configuration, its registered tasks, its producer, its event bus."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from kafka_jobs.errors import ConfigurationError, KafkaJobsError, UnknownTask
+from kafka_jobs.events import EventBus
+from kafka_jobs.producer import JobProducer
+from kafka_jobs.settings import Settings
+from kafka_jobs.task import KeySpec, Task, TaskOptions
+
+if TYPE_CHECKING:
+    from kafka_jobs.worker.runner import Worker
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class App:
+    """A kafka-jobs configuration with its task registry.
+
+    `App()` reads the environment (see `kafka_jobs.settings`); keywords override it,
+    e.g. `App(bootstrap_servers="kafka:9092", consumer_config={...})`. Most programs
+    use the default app through `@kafka_job`; several configurations need several Apps.
+
+    Thread-safe for enqueueing; register tasks at import time.
+    """
+
+    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
+        if settings is None:
+            settings = Settings.from_env(**overrides)
+        elif overrides:
+            settings = settings.replace(**overrides)
+        self.settings = settings
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self.events = EventBus()
+        self.producer = JobProducer(settings.producer_settings(), settings.delivery_timeout)
+
+    @overload
+    def job(self, fn: Callable[P, R]) -> Task[P, R]: ...
+
+    @overload
+    def job(
+        self, *, topic: str | None = None, key: KeySpec = None, name: str | None = None
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def job(
+        self,
+        fn: Callable[P, R] | None = None,
+        *,
+        topic: str | None = None,
+        key: KeySpec = None,
+        name: str | None = None,
+    ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+        """Register a function as a job of this app (decorator, with or without options)."""
+
+        def register(function: Callable[P, R]) -> Task[P, R]:
+            task_name = name or f"{function.__module__}.{function.__qualname__}"
+            options = TaskOptions(
+                topic=topic or self.settings.default_topic, name=task_name, key=key
+            )
+            existing = self.tasks.get(task_name)
+            if existing is not None and existing.fn is not function:
+                raise ConfigurationError(f"task name {task_name!r} is already registered")
+            task = Task(function, options, self)
+            self.tasks[task_name] = task
+            return task
+
+        return register if fn is None else register(fn)
+
+    def task(self, name: str) -> Task[Any, Any]:
+        """The registered task called `name`; `UnknownTask` when there is none."""
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise UnknownTask(f"task {name!r} is not registered in this worker") from None
+
+    def topics(self) -> list[str]:
+        """The topics the registered tasks are routed to, sorted."""
+        return sorted({task.options.topic for task in self.tasks.values()})
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every enqueued job is acknowledged; raise `DeliveryError` if any failed."""
+        self.producer.flush(timeout)
+
+    def create_topics(
+        self,
+        topics: Iterable[str] | None = None,
+        partitions: int = 1,
+        replication_factor: int = 1,
+        timeout: float = 15.0,
+    ) -> list[str]:
+        """Create missing topics (default: the registered tasks' topics); returns those created."""
+        admin = AdminClient(self.settings.admin_settings())
+        wanted = list(self.topics() if topics is None else topics)
+        existing = set(admin.list_topics(timeout=timeout).topics)
+        missing = [t for t in wanted if t not in existing]
+        if not missing:
+            return []
+        futures = admin.create_topics(
+            [NewTopic(t, partitions, replication_factor) for t in missing], request_timeout=timeout
+        )
+        for topic, future in futures.items():
+            try:
+                future.result(timeout)
+            except Exception as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise KafkaJobsError(f"cannot create topic {topic!r}: {exc}") from exc
+        return missing
+
+    def worker(self, **options: Any) -> Worker:
+        """A worker for this app; see `kafka_jobs.worker.Worker` for the options."""
+        from kafka_jobs.worker.runner import Worker
+
+        return Worker(self, **options)
+
+
+_default_app: App | None = None
+_default_lock = threading.Lock()
+
+
+def default_app() -> App:
+    """The process-wide app configured from the environment, created on first use."""
+    global _default_app
+    if _default_app is None:
+        with _default_lock:
+            if _default_app is None:
+                _default_app = App()
+    return _default_app
+
+
+@overload
+def kafka_job(fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+@overload
+def kafka_job(
+    *,
+    topic: str | None = None,
+    key: KeySpec = None,
+    name: str | None = None,
+    app: App | None = None,
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def kafka_job(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    topic: str | None = None,
+    key: KeySpec = None,
+    name: str | None = None,
+    app: App | None = None,
+) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+    """Register a function as a Kafka job of `app` (default: the environment's app).
+
+    `@kafka_job(topic="orders", key="order_id")` routes calls to the topic `orders`
+    with the value of the `order_id` argument as partition key.
+    """
+    target = app or default_app()
+    if fn is not None:
+        return target.job(fn)
+    return target.job(topic=topic, key=key, name=name)
+
+
+def flush(timeout: float | None = None) -> None:
+    """Flush the default app's producer; raise `DeliveryError` if any job failed to deliver."""
+    default_app().flush(timeout)

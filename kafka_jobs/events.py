@@ -1,0 +1,73 @@
+"""The event bus: the one instrumentation channel. Logs, metrics and tests subscribe.
+
+Event names (payload keys in parentheses):
+
+- ``job.succeeded`` (topic, partition, offset, job_id, task, duration)
+- ``job.failed`` (topic, partition, offset, job_id, task, error, duration)
+- ``record.rejected`` (topic, partition, offset, error): the record is not a runnable job
+- ``job.skipped`` (topic, partition, offset): its partition was revoked before it ran
+- ``partitions.assigned`` / ``partitions.revoked`` / ``partitions.lost`` (group, partitions)
+- ``offsets.committed`` (group, offsets)
+- ``worker.error`` (where, error): an internal error that was caught and survived
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("kafka_jobs.events")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened; `payload` keys depend on `name`."""
+
+    name: str
+    payload: dict[str, Any]
+
+
+Subscriber = Callable[[Event], None]
+
+
+class EventBus:
+    """Synchronous fan-out of events to subscribers.
+
+    Thread-safe. Subscribers run on the emitting thread (often a worker or the
+    listener), so they must be fast and must not raise; one that raises is logged.
+    """
+
+    def __init__(self) -> None:
+        self._subscribers: tuple[Subscriber, ...] = ()
+        self._lock = threading.Lock()
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Add a subscriber; returns a function that removes it."""
+        with self._lock:
+            self._subscribers = (*self._subscribers, subscriber)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._subscribers = tuple(s for s in self._subscribers if s is not subscriber)
+
+        return unsubscribe
+
+    @property
+    def active(self) -> bool:
+        """True when someone listens; lets hot paths skip building payloads."""
+        return bool(self._subscribers)
+
+    def emit(self, name: str, **payload: Any) -> None:
+        """Deliver an event to every subscriber."""
+        subscribers = self._subscribers
+        if not subscribers:
+            return
+        event = Event(name, payload)
+        for subscriber in subscribers:
+            try:
+                subscriber(event)
+            except Exception:
+                log.exception("event subscriber %r failed on %s", subscriber, name)

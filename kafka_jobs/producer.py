@@ -1,0 +1,173 @@
+"""The job producer: asynchronous, client-batched enqueue with tracked deliveries."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from kafka_jobs.errors import DeliveryError, DeliveryTimeout, EnqueueError
+from kafka_jobs.wire import Headers
+
+log = logging.getLogger("kafka_jobs.producer")
+
+
+class EnqueuedJob:
+    """Handle of an enqueued job: its id, and its delivery once the broker acknowledged it.
+
+    Thread contract: the delivery fields are written by whichever thread serves the
+    producer's callbacks; `wait()` may be called from any thread.
+    """
+
+    __slots__ = ("_error", "_pending", "_producer", "id", "offset", "partition", "topic")
+
+    def __init__(self, job_id: str, topic: str, producer: JobProducer) -> None:
+        self.id = job_id
+        self.topic = topic
+        self.partition: int | None = None
+        self.offset: int | None = None
+        self._error: str | None = None
+        self._pending = True
+        self._producer = producer
+
+    @property
+    def delivered(self) -> bool:
+        """True once the broker acknowledged the job."""
+        return not self._pending and self._error is None
+
+    def wait(self, timeout: float | None = None) -> EnqueuedJob:
+        """Block until the broker acknowledged the job; raise `DeliveryError` if it did not."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._pending:
+            left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+            if left <= 0:
+                raise DeliveryTimeout(f"job {self.id} not acknowledged within {timeout}s")
+            self._producer.poll(left)
+        if self._error is not None:
+            raise DeliveryError(
+                f"job {self.id} was not delivered: {self._error}", [(self.id, self._error)]
+            )
+        return self
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._error = err.str()
+            self._producer._record_failure(self.id, self.topic, self._error)
+        else:
+            self.partition = msg.partition()
+            self.offset = msg.offset()
+        self._pending = False
+
+    def __repr__(self) -> str:
+        state = "pending" if self._pending else ("failed" if self._error else "delivered")
+        return f"<EnqueuedJob {self.id} topic={self.topic} {state}>"
+
+
+class JobProducer:
+    """Wraps one confluent-kafka `Producer` per process.
+
+    Thread-safe: confluent-kafka's producer is, and the failure list is guarded.
+    A forked child gets a fresh client on first use (librdkafka does not survive fork).
+    """
+
+    def __init__(self, config: dict[str, Any], delivery_timeout: float) -> None:
+        self._config = config
+        self._delivery_timeout = delivery_timeout
+        self._lock = threading.Lock()
+        self._client: Producer | None = None
+        self._pid = 0
+        self._failures: list[tuple[str, str]] = []
+        self._exit_hook_registered = False
+
+    @property
+    def client(self) -> Producer:
+        """The underlying confluent-kafka producer, created on first use."""
+        client = self._client
+        if client is None or self._pid != os.getpid():
+            with self._lock:
+                if self._client is None or self._pid != os.getpid():
+                    self._client = Producer(self._config)
+                    self._pid = os.getpid()
+                    if not self._exit_hook_registered:
+                        atexit.register(self._flush_at_exit)
+                        self._exit_hook_registered = True
+                client = self._client
+        return client
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        headers: Headers,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+    ) -> None:
+        """Hand a record to the client; waits (bounded) only while its local queue is full."""
+        client = self.client
+        deadline = 0.0
+        while True:
+            try:
+                client.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                break
+            except BufferError:
+                # The local queue is full: serve deliveries to make room, but not forever.
+                now = time.monotonic()
+                deadline = deadline or now + self._delivery_timeout
+                if now > deadline:
+                    raise EnqueueError(
+                        f"producer queue stayed full for {self._delivery_timeout}s;"
+                        " is the broker reachable?"
+                    ) from None
+                client.poll(0.05)
+            except Exception as exc:  # KafkaException: unknown topic in config, too large...
+                raise EnqueueError(f"cannot enqueue to {topic!r}: {exc}") from exc
+        client.poll(0)
+
+    def enqueue(
+        self, topic: str, job_id: str, value: bytes, key: bytes | None, headers: Headers
+    ) -> EnqueuedJob:
+        """Produce one job record and return its handle."""
+        handle = EnqueuedJob(job_id, topic, self)
+        self.produce(topic, value, key, headers, handle._on_delivery)
+        return handle
+
+    def poll(self, timeout: float) -> None:
+        """Serve delivery callbacks."""
+        self.client.poll(timeout)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait for every pending delivery; raise if any failed or some are still pending."""
+        if self._client is None:
+            return
+        remaining = self._client.flush(self._delivery_timeout if timeout is None else timeout)
+        failures = self._take_failures()
+        if failures:
+            raise DeliveryError(
+                f"{len(failures)} job(s) were not delivered; first: {failures[0][1]}", failures
+            )
+        if remaining:
+            raise DeliveryTimeout(f"{remaining} job(s) still undelivered after {timeout}s")
+
+    def _take_failures(self) -> list[tuple[str, str]]:
+        with self._lock:
+            failures, self._failures = self._failures, []
+        return failures
+
+    def _record_failure(self, job_id: str, topic: str, reason: str) -> None:
+        log.error("job %s to topic %s was not delivered: %s", job_id, topic, reason)
+        with self._lock:
+            self._failures.append((job_id, reason))
+
+    def _flush_at_exit(self) -> None:
+        if self._client is None or self._pid != os.getpid():
+            return
+        try:
+            self.flush(self._delivery_timeout)
+        except DeliveryError as exc:
+            log.error("at exit: %s", exc)

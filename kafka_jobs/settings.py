@@ -1,0 +1,160 @@
+"""Worker and producer settings, and how they are read from the environment.
+
+Every field can be given to `App(...)` as a keyword or set through an
+environment variable (see `ENV_VARIABLES`). librdkafka settings pass through
+untouched: `KAFKA_JOBS_KAFKA_<NAME>` applies to every client,
+`KAFKA_JOBS_PRODUCER_<NAME>` and `KAFKA_JOBS_CONSUMER_<NAME>` to one kind,
+where `<NAME>` is the librdkafka key upper-cased with dots as underscores
+(`KAFKA_JOBS_CONSUMER_SESSION_TIMEOUT_MS=6000` sets `session.timeout.ms`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka_jobs.errors import ConfigurationError
+
+KafkaConfig = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Immutable configuration of an `App`.
+
+    bootstrap_servers: comma-separated `host:port` list of the Kafka cluster.
+    group_id: consumer group of the worker.
+    default_topic: topic of jobs declared without one.
+    concurrency: worker threads per worker process.
+    batch_size: most records taken per poll (librdkafka has no `max.poll.records`).
+    poll_timeout: seconds one poll may wait for records; bounds how fast the
+        listener reacts to finished jobs, rebalances and shutdown.
+    commit_interval: seconds between asynchronous offset commits while running;
+        revocation and shutdown always commit synchronously.
+    shutdown_timeout: seconds a stopping worker waits for in-flight jobs.
+    delivery_timeout: seconds the producer tries to deliver a job before it
+        reports the delivery as failed (librdkafka `message.timeout.ms`).
+    max_payload_bytes: largest encoded job accepted at enqueue and at consume.
+    tick_interval: seconds between scheduler ticks when no job finishes.
+    kafka_config: librdkafka settings for every client (SASL/SSL go here).
+    producer_config: librdkafka settings for the producer only.
+    consumer_config: librdkafka settings for consumers only.
+    """
+
+    bootstrap_servers: str = "localhost:9092"
+    group_id: str = "kafka-jobs"
+    default_topic: str = "kafka-jobs"
+    concurrency: int = 4
+    batch_size: int = 1000
+    poll_timeout: float = 0.1
+    commit_interval: float = 1.0
+    shutdown_timeout: float = 30.0
+    delivery_timeout: float = 30.0
+    max_payload_bytes: int = 1_000_000
+    tick_interval: float = 5.0
+    kafka_config: KafkaConfig = field(default_factory=dict)
+    producer_config: KafkaConfig = field(default_factory=dict)
+    consumer_config: KafkaConfig = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("concurrency", "batch_size", "max_payload_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"{name} must be at least 1")
+        for name in ("poll_timeout", "commit_interval", "delivery_timeout", "tick_interval"):
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(f"{name} must be positive")
+        if self.shutdown_timeout < 0:
+            raise ConfigurationError("shutdown_timeout must not be negative")
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with `changes` applied."""
+        return dataclasses.replace(self, **changes)
+
+    def producer_settings(self) -> dict[str, Any]:
+        """The librdkafka configuration of the job producer."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            # Batching is what makes enqueue fast; a few ms of linger is invisible to users.
+            "linger.ms": 5,
+            "enable.idempotence": True,
+            "message.timeout.ms": int(self.delivery_timeout * 1000),
+        }
+        conf.update(self.kafka_config)
+        conf.update(self.producer_config)
+        return conf
+
+    def consumer_settings(self, group_id: str | None = None) -> dict[str, Any]:
+        """The librdkafka configuration of a worker's consumer."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "group.id": group_id or self.group_id,
+            "auto.offset.reset": "earliest",
+            # Offsets are committed by the listener only after the jobs ran.
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "partition.assignment.strategy": "cooperative-sticky",
+        }
+        conf.update(self.kafka_config)
+        conf.update(self.consumer_config)
+        return conf
+
+    def admin_settings(self) -> dict[str, Any]:
+        """The librdkafka configuration of an admin client."""
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        conf.update(self.kafka_config)
+        return conf
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from environment variables, then `overrides` on top."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, variable in ENV_VARIABLES.items():
+            raw = env.get(variable)
+            if raw is None or raw == "":
+                continue
+            values[name] = _parse(name, variable, raw)
+        for name, prefix in _CLIENT_PREFIXES.items():
+            values[name] = {
+                key[len(prefix) :].lower().replace("_", "."): raw
+                for key, raw in env.items()
+                if key.startswith(prefix) and len(key) > len(prefix)
+            }
+        values.update(overrides)
+        return cls(**values)
+
+
+ENV_VARIABLES: dict[str, str] = {
+    "bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
+    "group_id": "KAFKA_JOBS_GROUP_ID",
+    "default_topic": "KAFKA_JOBS_DEFAULT_TOPIC",
+    "concurrency": "KAFKA_JOBS_CONCURRENCY",
+    "batch_size": "KAFKA_JOBS_BATCH_SIZE",
+    "poll_timeout": "KAFKA_JOBS_POLL_TIMEOUT",
+    "commit_interval": "KAFKA_JOBS_COMMIT_INTERVAL",
+    "shutdown_timeout": "KAFKA_JOBS_SHUTDOWN_TIMEOUT",
+    "delivery_timeout": "KAFKA_JOBS_DELIVERY_TIMEOUT",
+    "max_payload_bytes": "KAFKA_JOBS_MAX_PAYLOAD_BYTES",
+    "tick_interval": "KAFKA_JOBS_TICK_INTERVAL",
+}
+
+_CLIENT_PREFIXES = {
+    "kafka_config": "KAFKA_JOBS_KAFKA_",
+    "producer_config": "KAFKA_JOBS_PRODUCER_",
+    "consumer_config": "KAFKA_JOBS_CONSUMER_",
+}
+
+
+def _parse(name: str, variable: str, raw: str) -> Any:
+    kind = Settings.__dataclass_fields__[name].type
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{variable}={raw!r} is not a valid {kind}") from None
+    return raw

@@ -1,0 +1,127 @@
+"""Tasks: the user's decorated functions, and how a call becomes a record."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from kafka_jobs.errors import PayloadTooLarge
+from kafka_jobs.wire import encode_headers, encode_value, new_job_id
+
+if TYPE_CHECKING:
+    from kafka_jobs.app import App
+    from kafka_jobs.producer import EnqueuedJob
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+KeySpec = str | Callable[..., Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """How a task is routed.
+
+    topic: the Kafka topic its jobs go to.
+    key: name of the argument whose value is the partition key, or a callable
+        taking the call's arguments and returning it; None for no key.
+    name: registered name, by default `module.qualname`.
+    """
+
+    topic: str
+    name: str
+    key: KeySpec = None
+
+
+def key_bytes(value: Any) -> bytes | None:
+    """A partition key as bytes: bytes as they are, anything else via `str()`."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode()
+
+
+class Task(Generic[P, R]):
+    """A function registered as a job. Calling it runs it inline; `.delay()` enqueues it."""
+
+    def __init__(self, fn: Callable[P, R], options: TaskOptions, app: App) -> None:
+        self.fn = fn
+        self.options = options
+        self.app = app
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", options.name)
+        self.__wrapped__ = fn
+        self._key_position, self._key_default = _locate_key(fn, options.key)
+
+    @property
+    def name(self) -> str:
+        """The registered task name."""
+        return self.options.name
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> EnqueuedJob:
+        """Enqueue a call with these arguments; returns at once with a handle."""
+        return self.apply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        key: Any = None,
+        headers: Mapping[str, str | bytes] | None = None,
+        topic: str | None = None,
+    ) -> EnqueuedJob:
+        """Enqueue a call with explicit options.
+
+        key: overrides the partition key derived from the arguments.
+        headers: extra record headers (names starting with ``kj-`` are reserved).
+        topic: overrides the task's topic for this job.
+        """
+        kwargs = {} if kwargs is None else kwargs
+        value = encode_value(args, kwargs)
+        limit = self.app.settings.max_payload_bytes
+        if len(value) > limit:
+            raise PayloadTooLarge(
+                f"job for {self.name} is {len(value)} bytes; the limit is {limit}"
+            )
+        partition_key = key_bytes(key if key is not None else self._derive_key(args, kwargs))
+        job_id = new_job_id()
+        record_headers = encode_headers(self.name, job_id, partition_key, extra=headers)
+        return self.app.producer.enqueue(
+            topic or self.options.topic, job_id, value, partition_key, record_headers
+        )
+
+    def _derive_key(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        spec = self.options.key
+        if spec is None:
+            return None
+        if callable(spec):
+            return spec(*args, **kwargs)
+        if spec in kwargs:
+            return kwargs[spec]
+        if self._key_position is not None and self._key_position < len(args):
+            return args[self._key_position]
+        return self._key_default
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} topic={self.options.topic}>"
+
+
+def _locate_key(fn: Callable[..., Any], spec: KeySpec) -> tuple[int | None, Any]:
+    """Where the key argument sits, so `.delay()` never pays for `inspect` binding."""
+    if not isinstance(spec, str):
+        return None, None
+    parameters = inspect.signature(fn).parameters
+    if spec not in parameters:
+        raise TypeError(f"key={spec!r} is not a parameter of {fn.__qualname__}")
+    parameter = parameters[spec]
+    default = None if parameter.default is inspect.Parameter.empty else parameter.default
+    if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+        return list(parameters).index(spec), default
+    return None, default

@@ -1,0 +1,20 @@
+"""The worker: listeners, jobs queue, scheduler and worker threads."""
+
+from kafka_jobs.worker.executor import FailureHandler, LogFailures
+from kafka_jobs.worker.jobs import Job, PartitionState
+from kafka_jobs.worker.listener import SubscriptionGroup
+from kafka_jobs.worker.queue import JobsQueue
+from kafka_jobs.worker.runner import Worker
+from kafka_jobs.worker.scheduler import FifoScheduler, Scheduler
+
+__all__ = [
+    "FailureHandler",
+    "FifoScheduler",
+    "Job",
+    "JobsQueue",
+    "LogFailures",
+    "PartitionState",
+    "Scheduler",
+    "SubscriptionGroup",
+    "Worker",
+]

@@ -1,0 +1,96 @@
+"""Jobs: the scheduler's unit of work (one partition's batch), and per-partition state."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import Message
+
+from kafka_jobs.worker.offsets import OffsetTracker
+
+
+class PartitionState:
+    """What this process knows about one assigned partition.
+
+    `tracker` belongs to the listener thread. `revoked` is set by the listener and
+    read by workers and user code (a plain event, so it turns true at once, even
+    while every worker thread is busy).
+    """
+
+    __slots__ = ("_revoked", "partition", "topic", "tracker")
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.tracker = OffsetTracker()
+        self._revoked = threading.Event()
+
+    @property
+    def revoked(self) -> bool:
+        """True once this process lost the partition."""
+        return self._revoked.is_set()
+
+    def revoke(self) -> None:
+        """Mark the partition as lost (listener thread)."""
+        self._revoked.set()
+
+    def __repr__(self) -> str:
+        return (
+            f"<PartitionState {self.topic}[{self.partition}]{' revoked' if self.revoked else ''}>"
+        )
+
+
+class Job:
+    """A batch of records of one partition, run in offset order by one worker thread.
+
+    Built and scheduled by the listener; run by a worker; `done_offsets` is filled
+    by the worker and read by the listener after `finished` turns true.
+    `blocking` jobs hold back polling of their subscription group until they finish.
+    """
+
+    __slots__ = ("blocking", "done_offsets", "finished", "group_id", "records", "state")
+
+    def __init__(
+        self,
+        group_id: str,
+        state: PartitionState,
+        records: Sequence[Message],
+        blocking: bool = True,
+    ) -> None:
+        self.group_id = group_id
+        self.state = state
+        self.records = records
+        self.blocking = blocking
+        self.done_offsets: list[int] = []
+        self.finished = False
+
+    @property
+    def topic(self) -> str:
+        """The topic of the job's records."""
+        return self.state.topic
+
+    @property
+    def partition(self) -> int:
+        """The partition of the job's records."""
+        return self.state.partition
+
+    @property
+    def size(self) -> int:
+        """How many records the job holds."""
+        return len(self.records)
+
+    def describe(self) -> dict[str, Any]:
+        """A small summary for logs and events."""
+        first = self.records[0].offset() if self.records else None
+        return {
+            "topic": self.topic,
+            "partition": self.partition,
+            "first_offset": first,
+            "size": self.size,
+        }
+
+    def __repr__(self) -> str:
+        done = " done" if self.finished else ""
+        return f"<Job {self.topic}[{self.partition}] size={self.size}{done}>"

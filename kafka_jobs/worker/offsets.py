@@ -1,0 +1,54 @@
+"""Lowest-contiguous offset tracking for one partition: never commit past unfinished work."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+
+class OffsetTracker:
+    """Which offsets of one partition were handed out, which are done, what may be committed.
+
+    Offsets are registered in increasing order as records are dispatched (Kafka
+    offsets are not contiguous: transaction markers and compaction leave gaps)
+    and may be marked done in any order (virtual partitions finish out of order).
+    `committable()` is the offset to commit: one past the highest offset below
+    which every registered record is done.
+
+    Not thread-safe: the listener thread owns it.
+    """
+
+    __slots__ = ("_done", "_next", "_pending")
+
+    def __init__(self) -> None:
+        self._pending: deque[int] = deque()
+        self._done: set[int] = set()
+        self._next: int | None = None
+
+    def register(self, offsets: Iterable[int]) -> None:
+        """Record that these offsets were dispatched (ascending, above all earlier ones)."""
+        pending = self._pending
+        for offset in offsets:
+            if pending and offset <= pending[-1]:
+                raise ValueError(f"offset {offset} registered out of order after {pending[-1]}")
+            if not pending and self._next is not None and offset < self._next:
+                raise ValueError(f"offset {offset} is below the committable mark {self._next}")
+            pending.append(offset)
+
+    def mark_done(self, offsets: Iterable[int]) -> None:
+        """Record that these dispatched offsets finished (ran, or were dead-lettered)."""
+        self._done.update(offsets)
+        pending, done = self._pending, self._done
+        while pending and pending[0] in done:
+            offset = pending.popleft()
+            done.discard(offset)
+            self._next = offset + 1
+
+    def committable(self) -> int | None:
+        """The offset to commit (next to consume), or None when nothing finished yet."""
+        return self._next
+
+    @property
+    def in_flight(self) -> int:
+        """How many registered offsets are not part of the committable prefix yet."""
+        return len(self._pending)

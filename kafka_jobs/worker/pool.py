@@ -1,0 +1,68 @@
+"""Worker threads: take jobs from the queue, run them, always report them finished."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from kafka_jobs.events import EventBus
+from kafka_jobs.worker.executor import Executor
+from kafka_jobs.worker.queue import JobsQueue
+from kafka_jobs.worker.scheduler import SerializedScheduler
+
+log = logging.getLogger("kafka_jobs.worker")
+
+
+class ThreadPool:
+    """N daemon threads running jobs from the queue.
+
+    A thread never dies of a job: anything escaping the executor is reported as
+    a `worker.error` event and the job is still completed, so its listener never
+    waits forever. Threads are daemons so a shutdown that timed out can exit.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        queue: JobsQueue,
+        executor: Executor,
+        scheduler: SerializedScheduler,
+        events: EventBus,
+    ) -> None:
+        self.queue = queue
+        self.executor = executor
+        self.scheduler = scheduler
+        self.events = events
+        self.threads = [
+            threading.Thread(target=self._work, name=f"kafka-jobs-worker-{n}", daemon=True)
+            for n in range(size)
+        ]
+
+    def start(self) -> None:
+        """Start every thread."""
+        for thread in self.threads:
+            thread.start()
+
+    def join(self, timeout: float) -> None:
+        """Wait for the threads to end after the queue was closed."""
+        for thread in self.threads:
+            thread.join(timeout)
+
+    def _work(self) -> None:
+        queue = self.queue
+        while True:
+            job = queue.get()
+            if job is None:
+                return
+            try:
+                self.executor.run(job)
+            except BaseException as error:  # the thread must survive anything a job throws
+                log.exception("internal error while running %r", job)
+                self.events.emit("worker.error", where="executor", error=error)
+            finally:
+                queue.complete(job)
+            try:
+                self.scheduler.manage()
+            except Exception as error:
+                log.exception("scheduler.manage() failed")
+                self.events.emit("worker.error", where="scheduler", error=error)

@@ -1,0 +1,168 @@
+"""The Worker: wires listeners, the jobs queue, the scheduler and the thread pool together."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from kafka_jobs.errors import ConfigurationError
+from kafka_jobs.worker.executor import Executor, FailureHandler, LogFailures
+from kafka_jobs.worker.listener import Listener, SubscriptionGroup
+from kafka_jobs.worker.pool import ThreadPool
+from kafka_jobs.worker.queue import JobsQueue
+from kafka_jobs.worker.scheduler import FifoScheduler, Scheduler, SerializedScheduler
+
+if TYPE_CHECKING:
+    from kafka_jobs.app import App
+
+log = logging.getLogger("kafka_jobs.worker")
+
+
+class Worker:
+    """Runs an app's jobs: one listener per subscription group, one queue, N worker threads.
+
+    concurrency: worker threads (default: the app's `concurrency` setting).
+    group_id: Kafka consumer group (default: the app's `group_id`).
+    topics: topics to consume (default: every registered task's topic).
+    subscription_groups: name -> topics, each group gets its own consumer
+        connection; topics not named go to the group ``default``.
+    shutdown_timeout: seconds to wait for in-flight jobs on stop.
+    scheduler_class: builds the scheduler from the jobs queue (default FIFO).
+    failure_handler: what happens to records that cannot run or whose job raised.
+
+    `start()` / `stop()` / `join()` drive it from Python; `run()` blocks, handles
+    SIGTERM / SIGINT, and returns the process exit code.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        concurrency: int | None = None,
+        group_id: str | None = None,
+        topics: Iterable[str] | None = None,
+        subscription_groups: Mapping[str, Iterable[str]] | None = None,
+        shutdown_timeout: float | None = None,
+        scheduler_class: type[Scheduler] = FifoScheduler,
+        failure_handler: FailureHandler | None = None,
+    ) -> None:
+        settings = app.settings
+        if shutdown_timeout is not None:
+            settings = settings.replace(shutdown_timeout=shutdown_timeout)
+        self.app = app
+        self.settings = settings
+        self.concurrency = concurrency or settings.concurrency
+        self.group_id = group_id or settings.group_id
+        self.topics = list(topics) if topics is not None else app.topics()
+        if not self.topics:
+            raise ConfigurationError("the worker has no topics: register a task or pass topics=")
+        self.groups = _subscription_groups(self.topics, subscription_groups or {})
+        self.stopping = threading.Event()
+        self.queue = JobsQueue()
+        self.scheduler = SerializedScheduler(scheduler_class(self.queue))
+        self.executor = Executor(app, failure_handler or LogFailures(), self.stopping)
+        self.pool = ThreadPool(
+            self.concurrency, self.queue, self.executor, self.scheduler, app.events
+        )
+        consumer_config = settings.consumer_settings(self.group_id)
+        self.listeners = [
+            Listener(
+                group,
+                settings,
+                consumer_config,
+                self.queue,
+                self.scheduler,
+                app.events,
+                self.stopping,
+                self._listener_crashed,
+            )
+            for group in self.groups
+        ]
+        self.crashed: BaseException | None = None
+        self._started = False
+
+    def start(self) -> Worker:
+        """Start worker threads and listeners; returns at once."""
+        if self._started:
+            raise RuntimeError("worker already started")
+        self._started = True
+        self.pool.start()
+        for listener in self.listeners:
+            listener.start()
+        log.info(
+            "worker started: group=%s topics=%s concurrency=%d subscription_groups=%s",
+            self.group_id,
+            ",".join(self.topics),
+            self.concurrency,
+            ",".join(g.name for g in self.groups),
+        )
+        return self
+
+    def stop(self) -> None:
+        """Ask the worker to stop: no more fetching, in-flight jobs finish (bounded), commit."""
+        self.stopping.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the shutdown to complete; True if it did within `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for listener in self.listeners:
+            listener.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        done = not any(listener.thread.is_alive() for listener in self.listeners)
+        if done:
+            self.queue.close()
+            self.pool.join(0.5)
+        return done
+
+    def __enter__(self) -> Worker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.join(self.settings.shutdown_timeout + 30)
+
+    def run(self, install_signal_handlers: bool = True) -> int:
+        """Run until SIGTERM / SIGINT (or `stop()`); returns 0 after a clean shutdown."""
+        if install_signal_handlers:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, self._on_signal)
+        self.start()
+        while not self.stopping.wait(0.5):
+            pass
+        clean = self.join(self.settings.shutdown_timeout + 30)
+        if self.crashed is not None:
+            log.error("worker stopped after an internal error: %r", self.crashed)
+            return 1
+        return 0 if clean else 1
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        self.stop()
+
+    def _listener_crashed(self, error: BaseException) -> None:
+        self.crashed = error
+        self.stop()
+
+
+def _subscription_groups(
+    topics: list[str], named: Mapping[str, Iterable[str]]
+) -> list[SubscriptionGroup]:
+    groups: list[SubscriptionGroup] = []
+    placed: set[str] = set()
+    for name, members in named.items():
+        members = tuple(members)
+        overlap = placed.intersection(members)
+        if overlap:
+            raise ConfigurationError(
+                f"topics {sorted(overlap)} are in more than one subscription group"
+            )
+        placed.update(members)
+        groups.append(SubscriptionGroup(name, members))
+    rest = tuple(t for t in topics if t not in placed)
+    if rest:
+        groups.append(SubscriptionGroup("default", rest))
+    return groups

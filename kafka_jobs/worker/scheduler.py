@@ -1,0 +1,63 @@
+"""Schedulers decide when jobs handed over by listeners enter the jobs queue.
+
+A scheduler is built with the queue (`Scheduler(queue)`). Every call into it is
+serialised by one lock (`SerializedScheduler`), so a scheduler keeps plain state
+and needs no locking of its own. Listener threads call the `schedule_*` methods;
+worker threads and listener ticks call `manage()`; calls must be fast and must
+never block. Every job handed to a scheduler must end up `put` on the queue,
+except after `clear(group_id)`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from kafka_jobs.worker.jobs import Job
+from kafka_jobs.worker.queue import JobsQueue
+
+
+class Scheduler:
+    """Base scheduler: FIFO for every kind of job. Override what you need."""
+
+    def __init__(self, queue: JobsQueue) -> None:
+        self.queue = queue
+
+    def schedule_consumption(self, jobs: Sequence[Job]) -> None:
+        """New consumption jobs (one per partition batch) are ready."""
+        for job in jobs:
+            self.queue.put(job)
+
+    def manage(self) -> None:
+        """Called after every finished job and on every tick; stateless schedulers do nothing."""
+
+    def clear(self, group_id: str) -> list[Job]:
+        """Drop and return the unscheduled jobs of a group whose client is being reset."""
+        return []
+
+
+class FifoScheduler(Scheduler):
+    """Queues jobs in the order they arrive (the default)."""
+
+
+class SerializedScheduler:
+    """Wraps a scheduler so each call holds one lock. Thread-safe."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+        self._lock = threading.Lock()
+
+    def schedule_consumption(self, jobs: Sequence[Job]) -> None:
+        """Serialised `Scheduler.schedule_consumption`."""
+        with self._lock:
+            self.scheduler.schedule_consumption(jobs)
+
+    def manage(self) -> None:
+        """Serialised `Scheduler.manage`."""
+        with self._lock:
+            self.scheduler.manage()
+
+    def clear(self, group_id: str) -> list[Job]:
+        """Serialised `Scheduler.clear`."""
+        with self._lock:
+            return self.scheduler.clear(group_id)
