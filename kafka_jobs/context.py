@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ class JobContext:
     offset: int
     attempt: int
     key: bytes | None
+    headers: Mapping[str, bytes | None]
     _partition_revoked: threading.Event
     _worker_stopping: threading.Event
 

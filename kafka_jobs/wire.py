@@ -22,7 +22,7 @@ import json
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kafka_jobs.errors import NotDecodable, UnknownFormatVersion
@@ -57,6 +57,7 @@ class Envelope:
     attempt: int
     enqueued_at_ms: int
     key: bytes | None = None
+    headers: Mapping[str, bytes | None] = field(default_factory=dict)
 
 
 def new_job_id() -> str:
@@ -186,6 +187,7 @@ def decode(
         attempt=attempt,
         enqueued_at_ms=enqueued_at_ms,
         key=headers.get(H_KEY, key),
+        headers=headers,
     )
 
 

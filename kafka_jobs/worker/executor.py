@@ -115,6 +115,7 @@ class Executor:
                 cast(int, record.offset()),
                 envelope.attempt,
                 envelope.key,
+                envelope.headers,
                 job.state._revoked,
                 self.stopping,
             )

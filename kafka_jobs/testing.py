@@ -1,0 +1,148 @@
+"""pytest plugin: a real Kafka-protocol broker for tests, and helpers around it.
+
+Enable with `pytest -p kafka_jobs.testing` or `pytest_plugins = ["kafka_jobs.testing"]`.
+
+- `kafka_broker` (session): `KAFKA_BOOTSTRAP_SERVERS` when set, else the embedded
+  Tansu broker on a free loopback port, stopped at the end of the session.
+- `new_topic(partitions=1)`: creates a topic with a unique name.
+- `new_group()`: a unique consumer group id.
+- `kafka_app(**settings)`: an `App` on the broker with short group timeouts; the
+  test fails if the worker swallowed an internal error (`worker.error` event).
+- `wait_until(predicate, timeout)`: polls until true; never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from kafka_jobs.app import App
+from kafka_jobs.broker import EmbeddedBroker
+from kafka_jobs.events import Event
+from kafka_jobs.settings import Settings
+
+# Short group timeouts: the embedded broker completes a join after about half
+# of session.timeout.ms, and a killed member is noticed after all of it.
+TEST_CONSUMER_CONFIG: dict[str, Any] = {
+    "session.timeout.ms": 6000,
+    "heartbeat.interval.ms": 1000,
+}
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    """The broker of this test session."""
+
+    bootstrap_servers: str
+    embedded: EmbeddedBroker | None
+
+    def admin(self) -> AdminClient:
+        """An admin client on this broker."""
+        return AdminClient({"bootstrap.servers": self.bootstrap_servers})
+
+    def env(self) -> dict[str, str]:
+        """Environment for a worker subprocess on this broker, with the test timeouts."""
+        env = dict(os.environ)
+        env["KAFKA_BOOTSTRAP_SERVERS"] = self.bootstrap_servers
+        for key, value in TEST_CONSUMER_CONFIG.items():
+            env["KAFKA_JOBS_CONSUMER_" + key.upper().replace(".", "_")] = str(value)
+        return env
+
+
+def unique_name(prefix: str) -> str:
+    """`prefix` plus a random suffix, for topics and groups no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def create_topic(
+    bootstrap_servers: str, name: str, partitions: int = 1, timeout: float = 15.0
+) -> str:
+    """Create a topic and wait until its metadata shows every partition."""
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+        future.result(timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        topic = admin.list_topics(name, timeout=timeout).topics.get(name)
+        if topic is not None and topic.error is None and len(topic.partitions) == partitions:
+            return name
+        time.sleep(0.05)
+    raise TimeoutError(f"topic {name} did not appear within {timeout}s")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll `predicate` until it is true (returns True) or `timeout` passes (returns False)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerInfo]:
+    """The session's broker: `KAFKA_BOOTSTRAP_SERVERS`, else an embedded one."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield BrokerInfo(external, None)
+        return
+    log_path = Path(tmp_path_factory.mktemp("broker")) / "tansu.log"
+    broker = EmbeddedBroker(log_path=log_path).start()
+    try:
+        yield BrokerInfo(broker.bootstrap_servers, broker)
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def new_topic(kafka_broker: BrokerInfo) -> Callable[..., str]:
+    """Factory: `new_topic(partitions=1, prefix="t")` creates a uniquely named topic."""
+
+    def make(partitions: int = 1, prefix: str = "t") -> str:
+        return create_topic(kafka_broker.bootstrap_servers, unique_name(prefix), partitions)
+
+    return make
+
+
+@pytest.fixture
+def new_group() -> Callable[..., str]:
+    """Factory: `new_group(prefix="g")` returns a unique consumer group id."""
+    return lambda prefix="g": unique_name(prefix)
+
+
+@pytest.fixture
+def kafka_app(kafka_broker: BrokerInfo) -> Iterator[Callable[..., App]]:
+    """Factory of Apps on the session broker; fails the test on swallowed internal errors."""
+    apps: list[App] = []
+    internal_errors: list[Event] = []
+
+    def make(**overrides: Any) -> App:
+        consumer_config = {**TEST_CONSUMER_CONFIG, **overrides.pop("consumer_config", {})}
+        settings = Settings(
+            bootstrap_servers=kafka_broker.bootstrap_servers,
+            group_id=overrides.pop("group_id", unique_name("g")),
+            consumer_config=consumer_config,
+            **overrides,
+        )
+        app = App(settings)
+        app.events.subscribe(
+            lambda e: internal_errors.append(e) if e.name == "worker.error" else None
+        )
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.producer.flush(5)
+    assert not internal_errors, f"internal errors were swallowed: {internal_errors}"

@@ -1,0 +1,45 @@
+"""Shared fixtures of the integration tests (every one talks to a real broker)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from kafka_jobs import App, Task
+from kafka_jobs.testing import BrokerInfo
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def ledger_producer(kafka_app: Callable[..., App]) -> Callable[[str], Task[Any, None]]:
+    """Factory: a producer-side task `ledger.record` bound to a topic, for subprocess workers."""
+
+    def make(topic: str) -> Task[Any, None]:
+        app = kafka_app(default_topic=topic)
+
+        @app.job(key="key", name="ledger.record")
+        def record(seq: int, key: str) -> None:
+            raise AssertionError("runs in the worker process only")
+
+        return record
+
+    return make
+
+
+def enqueue_ledger_jobs(task: Task[Any, None], count: int, keys: int = 60) -> None:
+    """Enqueue `count` ledger jobs over `keys` keys, then wait for the broker's acks."""
+    for seq in range(count):
+        task.delay(seq, f"k{seq % keys}")
+    task.app.flush(30)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+__all__ = ["BrokerInfo", "enqueue_ledger_jobs"]

@@ -1,0 +1,34 @@
+"""A worker app for subprocess tests: every execution appends one line to a ledger file.
+
+Environment: LEDGER_TOPIC (topic of the job), LEDGER_DIR (where ledgers go),
+LEDGER_SLEEP (seconds each job sleeps, default 0).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from kafka_jobs import App, current_job
+
+app = App(default_topic=os.environ.get("LEDGER_TOPIC", "ledger"))
+_SLEEP = float(os.environ.get("LEDGER_SLEEP", "0"))
+_fd: int | None = None
+
+
+def _ledger() -> int:
+    global _fd
+    if _fd is None:
+        path = os.path.join(os.environ["LEDGER_DIR"], f"ledger-{os.getpid()}.txt")
+        _fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    return _fd
+
+
+@app.job(key="key", name="ledger.record")
+def record(seq: int, key: str) -> None:
+    """Sleep if asked, then append `seq key partition offset pid` (one write: kill -9 safe)."""
+    if _SLEEP:
+        time.sleep(_SLEEP)
+    job = current_job()
+    line = f"{seq} {key} {job.partition} {job.offset} {os.getpid()}\n"
+    os.write(_ledger(), line.encode())

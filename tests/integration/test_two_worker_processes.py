@@ -1,0 +1,34 @@
+"""10 000 jobs over 6 partitions, two worker processes in one group: all run, in order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kafka_jobs.testing import BrokerInfo, wait_until
+from tests.integration.conftest import enqueue_ledger_jobs
+from tests.integration.ledger import (
+    assert_order_per_worker_run,
+    distinct_seqs,
+    read_ledger,
+    start_worker,
+    stop,
+)
+
+JOBS = 10_000
+
+
+def test_two_workers_share_partitions_and_lose_nothing(
+    kafka_broker: BrokerInfo, new_topic, new_group, ledger_producer, tmp_path: Path
+) -> None:
+    topic, group = new_topic(partitions=6), new_group()
+    workers = [start_worker(kafka_broker, topic, group, tmp_path) for _ in range(2)]
+    try:
+        enqueue_ledger_jobs(ledger_producer(topic), JOBS)
+        assert wait_until(lambda: distinct_seqs(tmp_path) >= JOBS, timeout=120)
+    finally:
+        codes = [stop(w) for w in workers]
+    assert codes == [0, 0]
+    executions = read_ledger(tmp_path)
+    assert {e.seq for e in executions} == set(range(JOBS))
+    assert len({e.pid for e in executions}) == 2, "both processes should have run jobs"
+    assert_order_per_worker_run(executions)
