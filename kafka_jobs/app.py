@@ -89,6 +89,10 @@ class App:
         """Wait until every enqueued job is acknowledged; raise `DeliveryError` if any failed."""
         self.producer.flush(timeout)
 
+    def close(self, timeout: float | None = None) -> None:
+        """Flush pending jobs (raising on failures) and release the producer's connections."""
+        self.producer.close(timeout)
+
     def create_topics(
         self,
         topics: Iterable[str] | None = None,

@@ -154,6 +154,14 @@ class JobProducer:
         if remaining:
             raise DeliveryTimeout(f"{remaining} job(s) still undelivered after {timeout}s")
 
+    def close(self, timeout: float | None = None) -> None:
+        """Flush, then drop the client (a later enqueue creates a new one)."""
+        try:
+            self.flush(timeout)
+        finally:
+            with self._lock:
+                self._client = None
+
     def _take_failures(self) -> list[tuple[str, str]]:
         with self._lock:
             failures, self._failures = self._failures, []

@@ -1,0 +1,1 @@
+"""The orders example: enqueue orders, process them with a worker, print a summary."""
