@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
-import time
+import threading
 from collections.abc import Sequence
 
 from kafka_jobs.errors import KafkaJobsError
@@ -97,14 +98,17 @@ def _worker(options: argparse.Namespace) -> int:
 def _broker(options: argparse.Namespace) -> int:
     from kafka_jobs.broker import EmbeddedBroker
 
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())  # the broker child must not be orphaned
     broker = EmbeddedBroker(port=options.port, host=options.host).start()
     print(f"embedded broker listening on {broker.bootstrap_servers} (memory only; Ctrl-C stops it)")
     print(f"export KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}", flush=True)
     try:
-        while broker.process is not None and broker.process.poll() is None:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+        while not stop.wait(0.5):
+            if broker.process is None or broker.process.poll() is not None:
+                print("kafka-jobs: the broker process exited", file=sys.stderr)
+                return 1
     finally:
         broker.stop()
     return 0
