@@ -6,9 +6,12 @@ production and Docker users point `KAFKA_BOOTSTRAP_SERVERS` at Apache Kafka.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import IO
@@ -38,6 +41,17 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM it when its parent dies, so a killed test run leaves no broker.
+
+    Linux ties this to the thread that started the child: start brokers from a
+    thread that outlives them (the main thread).
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class EmbeddedBroker:
@@ -76,6 +90,7 @@ class EmbeddedBroker:
             stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
