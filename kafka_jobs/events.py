@@ -51,7 +51,14 @@ class EventBus:
 
         def unsubscribe() -> None:
             with self._lock:
-                self._subscribers = tuple(s for s in self._subscribers if s is not subscriber)
+                subscribers = list(self._subscribers)
+                for index, existing in enumerate(subscribers):
+                    if (
+                        existing is subscriber
+                    ):  # only this subscription, not others of the same callable
+                        del subscribers[index]
+                        break
+                self._subscribers = tuple(subscribers)
 
         return unsubscribe
 

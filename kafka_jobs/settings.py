@@ -11,6 +11,7 @@ where `<NAME>` is the librdkafka key upper-cased with dots as underscores
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -64,10 +65,11 @@ class Settings:
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be at least 1")
         for name in ("poll_timeout", "commit_interval", "delivery_timeout", "tick_interval"):
-            if getattr(self, name) <= 0:
-                raise ConfigurationError(f"{name} must be positive")
-        if self.shutdown_timeout < 0:
-            raise ConfigurationError("shutdown_timeout must not be negative")
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise ConfigurationError(f"{name} must be positive (and finite)")
+        if not math.isfinite(self.shutdown_timeout) or self.shutdown_timeout < 0:
+            raise ConfigurationError("shutdown_timeout must not be negative (and finite)")
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with `changes` applied."""

@@ -171,11 +171,11 @@ def decode(
         raise NotDecodable("record has no value")
     try:
         call = json.loads(value)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise NotDecodable(f"value is not JSON: {exc}") from None
     if type(call) is not dict:
         raise NotDecodable("value is not a JSON object")
-    args = call.get("args", ())
+    args = call.get("args", [])
     kwargs = call.get("kwargs", {})
     if type(args) is not list or type(kwargs) is not dict:
         raise NotDecodable("'args' must be a list and 'kwargs' an object")

@@ -1,6 +1,6 @@
 """Demo: start a broker (unless KAFKA_BOOTSTRAP_SERVERS is set), enqueue orders, run a worker.
 
-    python -m examples.orders.demo [--orders 20000] [--concurrency 4]
+python -m examples.orders.demo [--orders 20000] [--concurrency 4]
 """
 
 from __future__ import annotations

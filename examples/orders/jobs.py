@@ -1,4 +1,4 @@
-"""Jobs of the orders example. A worker serves them with `kafka-jobs worker -A examples.orders.jobs`."""
+"""Jobs of the orders example; served by `kafka-jobs worker -A examples.orders.jobs`."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from confluent_kafka import Message
 
 from kafka_jobs.app import App
 from kafka_jobs.context import JobContext, _set_current
-from kafka_jobs.errors import RecordRejected, RecordTooLarge
+from kafka_jobs.errors import NotDecodable, RecordRejected, RecordTooLarge
 from kafka_jobs.wire import Envelope, decode
 from kafka_jobs.worker.jobs import Job
 
@@ -88,6 +88,16 @@ class Executor:
             self.run_record(job, record)
             done.append(cast(int, record.offset()))
 
+    def _reject(self, job: Job, record: Message, error: RecordRejected) -> None:
+        self._events.emit(
+            "record.rejected",
+            topic=job.topic,
+            partition=job.partition,
+            offset=record.offset(),
+            error=error,
+        )
+        self.failures.rejected(record, error)
+
     def run_record(self, job: Job, record: Message) -> None:
         """Run one record; every failure is handed to the failure handler, never raised."""
         try:
@@ -97,14 +107,10 @@ class Executor:
             envelope = decode(value, record.headers(), record.key())
             task = self.app.task(envelope.task)
         except RecordRejected as error:
-            self._events.emit(
-                "record.rejected",
-                topic=job.topic,
-                partition=job.partition,
-                offset=record.offset(),
-                error=error,
-            )
-            self.failures.rejected(record, error)
+            self._reject(job, record, error)
+            return
+        except Exception as error:  # a decoder bug must not stall the partition
+            self._reject(job, record, NotDecodable(f"decoding failed: {error!r}"))
             return
         _set_current(
             JobContext(

@@ -35,7 +35,7 @@ def test_prefers_app_attribute(modules: Path) -> None:
 
 def test_explicit_attribute(modules: Path) -> None:
     assert load_app("named_app:other") is sys.modules["named_app"].other
-    with pytest.raises(ConfigurationError, match="not a kafka_jobs.App"):
+    with pytest.raises(ConfigurationError, match=r"not a kafka_jobs\.App"):
         load_app("named_app:missing")
 
 
