@@ -44,7 +44,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after the `attempt`-th failed run."""
-        base = min(self.backoff_max, self.backoff * (2 ** max(0, attempt - 1)))
+        base = min(self.backoff_max, self.backoff * 2.0 ** max(0, attempt - 1))
         if not self.jitter or not base:
             return base
         spread = base * self.jitter
