@@ -5,9 +5,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from kafka_jobs.errors import KafkaJobsError
+
+if TYPE_CHECKING:
+    from kafka_jobs.producer import EnqueuedJob
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +28,7 @@ class JobContext:
     headers: Mapping[str, bytes | None]
     _partition_revoked: threading.Event
     _worker_stopping: threading.Event
+    _children: list[EnqueuedJob] = field(default_factory=list)
 
     def revoked(self) -> bool:
         """True once this process lost the job's partition; the job should wrap up."""
@@ -47,3 +52,10 @@ def current_job() -> JobContext:
 
 def _set_current(context: JobContext | None) -> None:
     _current.set(context)
+
+
+def _enqueued_from_job(handle: EnqueuedJob) -> None:
+    """Note a job enqueued by the running job: it must be acknowledged before the parent is done."""
+    context = _current.get()
+    if context is not None:
+        context._children.append(handle)

@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,8 @@ from kafka_jobs.wire import Headers
 
 log = logging.getLogger("kafka_jobs.producer")
 
+_MAX_KEPT_FAILURES = 10_000
+
 
 class EnqueuedJob:
     """Handle of an enqueued job: its id, and its delivery once the broker acknowledged it.
@@ -25,10 +28,11 @@ class EnqueuedJob:
     producer's callbacks; `wait()` may be called from any thread.
     """
 
-    __slots__ = ("_error", "_pending", "_producer", "id", "offset", "partition", "topic")
+    __slots__ = ("_error", "_pending", "_pid", "_producer", "id", "offset", "partition", "topic")
 
-    def __init__(self, job_id: str, topic: str, producer: JobProducer) -> None:
+    def __init__(self, job_id: str, topic: str, producer: JobProducer, pid: int) -> None:
         self.id = job_id
+        self._pid = pid
         self.topic = topic
         self.partition: int | None = None
         self.offset: int | None = None
@@ -44,12 +48,15 @@ class EnqueuedJob:
     def wait(self, timeout: float | None = None) -> EnqueuedJob:
         """Block until the broker acknowledged the job; raise `DeliveryError` if it did not."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self._pending and self._pid != os.getpid():
+            raise DeliveryError(f"job {self.id} was enqueued by another process; wait there")
         while self._pending:
             left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
             if left <= 0:
                 raise DeliveryTimeout(f"job {self.id} not acknowledged within {timeout}s")
             self._producer.poll(left)
         if self._error is not None:
+            self._producer._forget_failure(self.id)  # reported here, not again by flush()
             raise DeliveryError(
                 f"job {self.id} was not delivered: {self._error}", [(self.id, self._error)]
             )
@@ -79,11 +86,17 @@ class JobProducer:
     def __init__(self, config: dict[str, Any], delivery_timeout: float) -> None:
         self._config = config
         self._delivery_timeout = delivery_timeout
+        self._exit_hook_registered = False
+        self._reset()
+        _producers.add(self)
+
+    def _reset(self) -> None:
+        """Fresh state; also run in a forked child (the parent's client and lock are unusable)."""
         self._lock = threading.Lock()
         self._client: Producer | None = None
         self._pid = 0
-        self._failures: list[tuple[str, str]] = []
-        self._exit_hook_registered = False
+        self._failures: dict[str, str] = {}
+        self._failures_dropped = 0
 
     @property
     def client(self) -> Producer:
@@ -133,7 +146,7 @@ class JobProducer:
         self, topic: str, job_id: str, value: bytes, key: bytes | None, headers: Headers
     ) -> EnqueuedJob:
         """Produce one job record and return its handle."""
-        handle = EnqueuedJob(job_id, topic, self)
+        handle = EnqueuedJob(job_id, topic, self, os.getpid())
         self.produce(topic, value, key, headers, handle._on_delivery)
         return handle
 
@@ -164,13 +177,24 @@ class JobProducer:
 
     def _take_failures(self) -> list[tuple[str, str]]:
         with self._lock:
-            failures, self._failures = self._failures, []
-        return failures
+            failures, self._failures = self._failures, {}
+            dropped, self._failures_dropped = self._failures_dropped, 0
+        taken = list(failures.items())
+        if dropped:
+            taken.append(("(more)", f"{dropped} further failures were logged but not kept"))
+        return taken
 
     def _record_failure(self, job_id: str, topic: str, reason: str) -> None:
         log.error("job %s to topic %s was not delivered: %s", job_id, topic, reason)
         with self._lock:
-            self._failures.append((job_id, reason))
+            if len(self._failures) < _MAX_KEPT_FAILURES:
+                self._failures[job_id] = reason
+            else:  # nobody flushes: keep memory bounded, the log has every one
+                self._failures_dropped += 1
+
+    def _forget_failure(self, job_id: str) -> None:
+        with self._lock:
+            self._failures.pop(job_id, None)
 
     def _flush_at_exit(self) -> None:
         if self._client is None or self._pid != os.getpid():
@@ -179,3 +203,14 @@ class JobProducer:
             self.flush(self._delivery_timeout)
         except DeliveryError as exc:
             log.error("at exit: %s", exc)
+
+
+_producers: weakref.WeakSet[JobProducer] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for producer in list(_producers):
+        producer._reset()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)

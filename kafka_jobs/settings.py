@@ -70,6 +70,7 @@ class Settings:
                 raise ConfigurationError(f"{name} must be positive (and finite)")
         if not math.isfinite(self.shutdown_timeout) or self.shutdown_timeout < 0:
             raise ConfigurationError("shutdown_timeout must not be negative (and finite)")
+        self.consumer_settings()  # fail now, not when a worker starts
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with `changes` applied."""
@@ -94,13 +95,17 @@ class Settings:
             "bootstrap.servers": self.bootstrap_servers,
             "group.id": group_id or self.group_id,
             "auto.offset.reset": "earliest",
-            # Offsets are committed by the listener only after the jobs ran.
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
             "partition.assignment.strategy": "cooperative-sticky",
         }
         conf.update(self.kafka_config)
         conf.update(self.consumer_config)
+        for key, value in _CONSUMER_INVARIANTS.items():
+            if key in conf and str(conf[key]).lower() != str(value).lower():
+                raise ConfigurationError(
+                    f"{key}={conf[key]!r} would commit offsets of jobs that have not run;"
+                    " kafka-jobs commits them itself"
+                )
+            conf[key] = value
         return conf
 
     def admin_settings(self) -> dict[str, Any]:
@@ -128,6 +133,9 @@ class Settings:
         values.update(overrides)
         return cls(**values)
 
+
+# Offsets are committed by the listener only after the jobs ran: never by librdkafka.
+_CONSUMER_INVARIANTS = {"enable.auto.commit": False, "enable.auto.offset.store": False}
 
 ENV_VARIABLES: dict[str, str] = {
     "bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from kafka_jobs.context import _enqueued_from_job
 from kafka_jobs.errors import PayloadTooLarge
 from kafka_jobs.wire import encode_headers, encode_value, new_job_id
 
@@ -93,9 +94,11 @@ class Task(Generic[P, R]):
         partition_key = key_bytes(key if key is not None else self._derive_key(args, kwargs))
         job_id = new_job_id()
         record_headers = encode_headers(self.name, job_id, partition_key, extra=headers)
-        return self.app.producer.enqueue(
+        handle = self.app.producer.enqueue(
             topic or self.options.topic, job_id, value, partition_key, record_headers
         )
+        _enqueued_from_job(handle)
+        return handle
 
     def _derive_key(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
         spec = self.options.key

@@ -19,12 +19,15 @@ class PartitionState:
     while every worker thread is busy).
     """
 
-    __slots__ = ("_revoked", "partition", "topic", "tracker")
+    __slots__ = ("_revoked", "failures", "partition", "topic", "tracker")
 
     def __init__(self, topic: str, partition: int) -> None:
         self.topic = topic
         self.partition = partition
         self.tracker = OffsetTracker()
+        # Failed runs per offset, for in-place retries (the record's headers cannot change).
+        # Written by the worker running the partition's job; one job per partition runs at once.
+        self.failures: dict[int, int] = {}
         self._revoked = threading.Event()
 
     @property
@@ -45,12 +48,24 @@ class PartitionState:
 class Job:
     """A batch of records of one partition, run in offset order by one worker thread.
 
-    Built and scheduled by the listener; run by a worker; `done_offsets` is filled
-    by the worker and read by the listener after `finished` turns true.
-    `blocking` jobs hold back polling of their subscription group until they finish.
+    Built and scheduled by the listener; run by a worker. The worker appends to
+    `done_offsets` in order (the listener may read a prefix while the job runs,
+    `marked` counts how much it took) and sets `resume_from` / `retry_at` when a
+    record must run again later. `blocking` jobs hold back polling of their
+    subscription group until they finish.
     """
 
-    __slots__ = ("blocking", "done_offsets", "finished", "group_id", "records", "state")
+    __slots__ = (
+        "blocking",
+        "done_offsets",
+        "finished",
+        "group_id",
+        "marked",
+        "records",
+        "resume_from",
+        "retry_at",
+        "state",
+    )
 
     def __init__(
         self,
@@ -64,6 +79,9 @@ class Job:
         self.records = records
         self.blocking = blocking
         self.done_offsets: list[int] = []
+        self.marked = 0
+        self.resume_from: int | None = None
+        self.retry_at = 0.0
         self.finished = False
 
     @property

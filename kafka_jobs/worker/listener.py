@@ -60,6 +60,10 @@ class Listener:
         self._consumer_config = consumer_config
         self._consumer: Consumer | None = None
         self._committed: dict[TopicPartitionKey, int] = {}
+        self._in_flight: set[Job] = set()
+        # Partitions paused until a record is retried: key -> (monotonic due time, offset).
+        self._retries: dict[TopicPartitionKey, tuple[float, int]] = {}
+        self.abandoned = 0
         self._last_commit = 0.0
         self._last_tick = 0.0
         self.thread = threading.Thread(
@@ -107,10 +111,13 @@ class Listener:
         poll_timeout = self.settings.poll_timeout
         while not self.stopping.is_set():
             self._collect_finished()
+            self._resume_due_retries()
             self._commit_if_due()
             self._tick_if_due()
             if not self.queue.wait_unblocked(self.group.name, poll_timeout):
                 continue
+            # Blocking jobs that just finished may ask for a retry: pause before fetching more.
+            self._collect_finished()
             records = self.consumer.consume(self.settings.batch_size, poll_timeout)
             if records:
                 self._schedule(self._build_jobs(records))
@@ -130,26 +137,71 @@ class Listener:
         jobs = []
         for key, batch in batches.items():
             state = self.states.get(key)
-            if state is None:  # fetched just before the partition was revoked
+            # Not owned any more, or waiting for a retry (fetched before the pause took effect).
+            if state is None or key in self._retries:
                 continue
-            state.tracker.register(cast(int, record.offset()) for record in batch)
+            tracker = state.tracker
+            first = cast(int, batch[0].offset())
+            last = tracker.last_registered
+            if last is not None and first <= last:  # the position moved backwards
+                log.warning("%s[%d] went back to offset %d; re-running from there", *key, first)
+                tracker.rewind(first)
+            tracker.register(cast(int, record.offset()) for record in batch)
             jobs.append(Job(self.group.name, state, batch))
         return jobs
 
     def _schedule(self, jobs: list[Job]) -> None:
         if not jobs:
             return
+        self._in_flight.update(jobs)
         self.queue.track(jobs)
         self.scheduler.schedule_consumption(jobs)
 
     def _collect_finished(self) -> None:
         for job in self.queue.take_finished(self.group.name):
-            if not job.state.revoked and job.done_offsets:
-                job.state.tracker.mark_done(job.done_offsets)
+            self._in_flight.discard(job)
+            state = job.state
+            if state.revoked:
+                continue
+            self._mark_progress(job)
+            if job.resume_from is not None:
+                self._pause_for_retry(job, job.resume_from, job.retry_at)
+
+    def _mark_progress(self, job: Job) -> None:
+        """Mark the records a job finished so far (it appends in order; read a stable prefix)."""
+        done = job.done_offsets
+        count = len(done)
+        if count > job.marked:
+            job.state.tracker.mark_done(done[job.marked : count])
+            job.marked = count
+
+    def _pause_for_retry(self, job: Job, offset: int, due: float) -> None:
+        key = (job.topic, job.partition)
+        job.state.tracker.rewind(offset)
+        self.consumer.pause([TopicPartition(job.topic, job.partition)])
+        self._retries[key] = (due, offset)
+
+    def _resume_due_retries(self) -> None:
+        if not self._retries:
+            return
+        now = time.monotonic()
+        for key, (due, offset) in list(self._retries.items()):
+            if due > now:
+                continue
+            del self._retries[key]
+            if key in self.states:
+                # Pausing dropped the prefetched records: fetch again from the retried one.
+                partition = TopicPartition(key[0], key[1], offset)
+                self.consumer.seek(partition)
+                self.consumer.resume([partition])
 
     def _commit_if_due(self) -> None:
         now = time.monotonic()
         if now - self._last_commit >= self.settings.commit_interval:
+            # Long batches commit what they finished so far, so progress survives a kick.
+            for job in self._in_flight:
+                if not job.state.revoked:
+                    self._mark_progress(job)
             self._commit(asynchronous=True)
 
     def _tick_if_due(self) -> None:
@@ -161,7 +213,11 @@ class Listener:
     # --- offsets -----------------------------------------------------------
 
     def _commit(self, asynchronous: bool, keys: Sequence[TopicPartitionKey] | None = None) -> None:
-        """Commit every owned partition whose committable offset moved (listener thread)."""
+        """Commit owned partitions whose committable offset moved (listener thread).
+
+        Synchronous commits (revocation, shutdown) ignore what earlier asynchronous
+        commits claimed: one of those may still fail.
+        """
         self._last_commit = time.monotonic()
         offsets = []
         for key in self.states if keys is None else keys:
@@ -169,32 +225,39 @@ class Listener:
             if state is None or state.revoked:
                 continue
             offset = state.tracker.committable()
-            if offset is not None and offset != self._committed.get(key):
+            if offset is not None and (not asynchronous or offset != self._committed.get(key)):
                 offsets.append(TopicPartition(key[0], key[1], offset))
         if not offsets:
             return
         try:
             if asynchronous:
                 self.consumer.commit(offsets=offsets, asynchronous=True)
-            else:
-                self.consumer.commit(offsets=offsets, asynchronous=False)
+                for tp in offsets:  # optimistic; _on_commit forgets failures
+                    self._committed[(tp.topic, tp.partition)] = tp.offset
+                return
+            result = self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             # Not fatal: the offsets stay uncommitted and the records may run again.
             log.warning("offset commit failed for %s: %s", self.group.name, exc)
             return
-        for tp in offsets:
-            self._committed[(tp.topic, tp.partition)] = tp.offset
-        if not asynchronous:
-            self.events.emit("offsets.committed", group=self.group.name, offsets=_as_dict(offsets))
+        self._on_commit(None, result)
 
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
-        if error is not None and error.code() != KafkaError._NO_OFFSET:
-            log.warning("asynchronous offset commit failed: %s", error)
-            for tp in partitions:  # forget so the next round retries it
-                self._committed.pop((tp.topic, tp.partition), None)
-        elif error is None:
+        if error is not None and error.code() == KafkaError._NO_OFFSET:
+            return
+        committed = []
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            if error is not None or tp.error is not None:
+                log.warning("offset commit of %s[%d] failed: %s", *key, error or tp.error)
+                if self._committed.get(key) == tp.offset:
+                    del self._committed[key]  # so the next round commits it again
+            else:
+                self._committed[key] = tp.offset
+                committed.append(tp)
+        if committed:
             self.events.emit(
-                "offsets.committed", group=self.group.name, offsets=_as_dict(partitions)
+                "offsets.committed", group=self.group.name, offsets=_as_dict(committed)
             )
 
     # --- rebalance callbacks (run inside consume(), on the listener thread) --------
@@ -225,6 +288,7 @@ class Listener:
             if state is not None:
                 state.revoke()
             self._committed.pop(key, None)
+            self._retries.pop(key, None)
 
     # --- shutdown -----------------------------------------------------------
 
@@ -241,15 +305,20 @@ class Listener:
             # Keep polling so the group membership and rebalances are served; with every
             # partition paused nothing new is fetched, and stray records are never committed.
             self.consumer.consume(self.settings.batch_size, 0)
+            self._tick_if_due()  # a scheduler holding jobs until a tick must release them
             self.queue.wait_finished(self.group.name, self.settings.poll_timeout)
             self._collect_finished()
         self._collect_finished()
-        left = self.queue.unfinished(self.group.name)
-        if left:
+        for job in self._in_flight:  # what abandoned jobs finished so far still counts
+            if not job.state.revoked:
+                self._mark_progress(job)
+        self.abandoned = self.queue.unfinished(self.group.name)
+        if self.abandoned:
             log.warning(
-                "%s: %d job(s) still running after shutdown_timeout; not committed",
+                "%s: %d job(s) still running after shutdown_timeout; their unfinished"
+                " records are not committed",
                 self.group.name,
-                left,
+                self.abandoned,
             )
         self._commit(asynchronous=False)
 

@@ -44,6 +44,24 @@ class OffsetTracker:
             done.discard(offset)
             self._next = offset + 1
 
+    def rewind(self, offset: int) -> None:
+        """Forget dispatched offsets from `offset` on: they will be fetched and registered again.
+
+        Used when a record is retried (the partition is sought back to it) and when
+        the consumer's position moved backwards. Offsets already marked done stay
+        done; the committable mark only moves back if `offset` lies below it.
+        """
+        pending = self._pending
+        while pending and pending[-1] >= offset:
+            pending.pop()
+        if self._next is not None and self._next > offset:
+            self._next = offset
+
+    @property
+    def last_registered(self) -> int | None:
+        """The highest offset dispatched and not yet part of the committable prefix."""
+        return self._pending[-1] if self._pending else None
+
     def committable(self) -> int | None:
         """The offset to commit (next to consume), or None when nothing finished yet."""
         return self._next

@@ -110,6 +110,8 @@ class JobsQueue:
                     continue
                 job.finished = True
                 self._locked.discard(job)
+                if job in self._ready:
+                    self._ready.remove(job)
                 self._unfinished[group_id] -= 1
                 if job.blocking:
                     self._blocking[group_id] -= 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -137,10 +138,18 @@ class Worker:
         if self.crashed is not None:
             log.error("worker stopped after an internal error: %r", self.crashed)
             return 1
-        return 0 if clean else 1
+        abandoned = sum(listener.abandoned for listener in self.listeners)
+        if abandoned:
+            log.error("%d job(s) did not finish within the shutdown timeout", abandoned)
+        return 0 if clean and not abandoned else 1
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        log.info("received %s: stopping", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if self.stopping.is_set():
+            # A second signal means "now": nothing more is committed; unfinished work re-runs.
+            log.warning("received %s again: exiting at once", name)
+            os._exit(1)
+        log.info("received %s: stopping (send it again to exit at once)", name)
         self.stop()
 
     def _listener_crashed(self, error: BaseException) -> None:
@@ -153,6 +162,8 @@ def _subscription_groups(
 ) -> list[SubscriptionGroup]:
     groups: list[SubscriptionGroup] = []
     placed: set[str] = set()
+    if "default" in named:
+        raise ConfigurationError("'default' is reserved for the topics not placed in a group")
     for name, members in named.items():
         members = tuple(members)
         overlap = placed.intersection(members)

@@ -195,9 +195,17 @@ def test_merge_order_defaults_then_kafka_config_then_specific() -> None:
 
 
 def test_client_configs_may_override_the_defaults() -> None:
-    settings = Settings(consumer_config={"enable.auto.commit": True, "group.id": "forced"})
-    assert settings.consumer_settings()["enable.auto.commit"] is True
+    settings = Settings(consumer_config={"auto.offset.reset": "latest", "group.id": "forced"})
+    assert settings.consumer_settings()["auto.offset.reset"] == "latest"
     assert settings.consumer_settings("ignored")["group.id"] == "forced"
+
+
+@pytest.mark.parametrize("key", ["enable.auto.commit", "enable.auto.offset.store"])
+def test_automatic_offset_commits_are_refused(key: str) -> None:
+    # librdkafka committing on its own would commit jobs that have not run yet.
+    with pytest.raises(ConfigurationError, match=key):
+        Settings(kafka_config={key: True})
+    assert Settings(consumer_config={key: "false"}).consumer_settings()[key] is False
 
 
 def test_client_settings_are_fresh_dicts() -> None:
