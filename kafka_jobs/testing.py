@@ -121,28 +121,46 @@ def new_group() -> Callable[..., str]:
     return lambda prefix="g": unique_name(prefix)
 
 
-@pytest.fixture
-def kafka_app(kafka_broker: BrokerInfo) -> Iterator[Callable[..., App]]:
-    """Factory of Apps on the session broker; fails the test on swallowed internal errors."""
-    apps: list[App] = []
-    internal_errors: list[Event] = []
+class AppFactory:
+    """Builds Apps on the session broker and watches them for swallowed internal errors.
 
-    def make(**overrides: Any) -> App:
+    Call it like `App(...)`; `allow("failure-handler")` accepts `worker.error`
+    events from that place in a test that provokes them on purpose.
+    """
+
+    def __init__(self, broker: BrokerInfo) -> None:
+        self.broker = broker
+        self.apps: list[App] = []
+        self.internal_errors: list[Event] = []
+        self.allowed: set[str] = set()
+
+    def __call__(self, **overrides: Any) -> App:
         consumer_config = {**TEST_CONSUMER_CONFIG, **overrides.pop("consumer_config", {})}
         settings = Settings(
-            bootstrap_servers=kafka_broker.bootstrap_servers,
+            bootstrap_servers=self.broker.bootstrap_servers,
             group_id=overrides.pop("group_id", unique_name("g")),
             consumer_config=consumer_config,
             **overrides,
         )
         app = App(settings)
-        app.events.subscribe(
-            lambda e: internal_errors.append(e) if e.name == "worker.error" else None
-        )
-        apps.append(app)
+        app.events.subscribe(self._watch)
+        self.apps.append(app)
         return app
 
-    yield make
-    for app in apps:
+    def allow(self, where: str) -> None:
+        """Do not fail the test for internal errors reported from `where`."""
+        self.allowed.add(where)
+
+    def _watch(self, event: Event) -> None:
+        if event.name == "worker.error" and event.payload.get("where") not in self.allowed:
+            self.internal_errors.append(event)
+
+
+@pytest.fixture
+def kafka_app(kafka_broker: BrokerInfo) -> Iterator[AppFactory]:
+    """Factory of Apps on the session broker; fails the test on swallowed internal errors."""
+    factory = AppFactory(kafka_broker)
+    yield factory
+    for app in factory.apps:
         app.producer.flush(5)
-    assert not internal_errors, f"internal errors were swallowed: {internal_errors}"
+    assert not factory.internal_errors, f"internal errors were swallowed: {factory.internal_errors}"
