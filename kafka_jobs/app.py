@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, Unpack, overload
 
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from kafka_jobs.errors import ConfigurationError, KafkaJobsError, UnknownTask
 from kafka_jobs.events import EventBus
+from kafka_jobs.options import (
+    FailurePolicy,
+    JobOptions,
+    RetryOptions,
+    TopicOptions,
+    resolve,
+    retry_policy,
+)
 from kafka_jobs.producer import JobProducer
 from kafka_jobs.settings import Settings
-from kafka_jobs.task import KeySpec, Task, TaskOptions
+from kafka_jobs.task import Task, TaskOptions
 
 if TYPE_CHECKING:
     from kafka_jobs.worker.runner import Worker
@@ -39,6 +47,8 @@ class App:
             settings = settings.replace(**overrides)
         self.settings = settings
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.topic_options: dict[str, TopicOptions] = {}
+        self.secret = settings.signing_secret.encode() if settings.signing_secret else None
         self.events = EventBus()
         self.producer = JobProducer(settings.producer_settings(), settings.delivery_timeout)
 
@@ -46,33 +56,57 @@ class App:
     def job(self, fn: Callable[P, R]) -> Task[P, R]: ...
 
     @overload
-    def job(
-        self, *, topic: str | None = None, key: KeySpec = None, name: str | None = None
-    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+    def job(self, **options: Unpack[JobOptions]) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def job(
-        self,
-        fn: Callable[P, R] | None = None,
-        *,
-        topic: str | None = None,
-        key: KeySpec = None,
-        name: str | None = None,
+        self, fn: Callable[P, R] | None = None, **options: Unpack[JobOptions]
     ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
-        """Register a function as a job of this app (decorator, with or without options)."""
+        """Register a function as a job of this app (decorator, with or without options).
+
+        Options (all keyword): see `kafka_jobs.options.JobOptions`.
+        """
+        serializer = options.get("serializer", "json")
+        if serializer not in ("json", "dill"):
+            raise ConfigurationError(f"unknown serializer {serializer!r}: use 'json' or 'dill'")
+        if serializer == "dill" and not self.settings.signing_secret:
+            raise ConfigurationError(
+                "serializer='dill' needs a signing secret (KAFKA_JOBS_SIGNING_SECRET)"
+            )
 
         def register(function: Callable[P, R]) -> Task[P, R]:
-            task_name = name or f"{function.__module__}.{function.__qualname__}"
-            options = TaskOptions(
-                topic=topic or self.settings.default_topic, name=task_name, key=key
+            task_name = options.get("name") or f"{function.__module__}.{function.__qualname__}"
+            task_options = TaskOptions(
+                topic=options.get("topic") or self.settings.default_topic,
+                name=task_name,
+                key=options.get("key"),
+                retry=retry_policy(options),
+                dead_letter_topic=options.get("dead_letter_topic"),
+                serializer=serializer,
             )
             existing = self.tasks.get(task_name)
             if existing is not None and existing.fn is not function:
                 raise ConfigurationError(f"task name {task_name!r} is already registered")
-            task = Task(function, options, self)
+            task = Task(function, task_options, self)
             self.tasks[task_name] = task
             return task
 
         return register if fn is None else register(fn)
+
+    def configure_topic(self, topic: str, **options: Unpack[RetryOptions]) -> None:
+        """Set retry and dead-letter defaults for every job consumed from `topic`."""
+        self.topic_options[topic] = TopicOptions(
+            retry=retry_policy(options), dead_letter_topic=options.get("dead_letter_topic")
+        )
+
+    def failure_policy(self, topic: str, task_name: str | None) -> FailurePolicy:
+        """Retry policy and dead-letter topic for a record of `task_name` consumed from `topic`."""
+        task = self.tasks.get(task_name) if task_name else None
+        return resolve(
+            topic,
+            task.options.retry if task else None,
+            task.options.dead_letter_topic if task else None,
+            self.topic_options.get(topic),
+        )
 
     def task(self, name: str) -> Task[Any, Any]:
         """The registered task called `name`; `UnknownTask` when there is none."""
@@ -145,32 +179,24 @@ def kafka_job(fn: Callable[P, R], /) -> Task[P, R]: ...
 
 @overload
 def kafka_job(
-    *,
-    topic: str | None = None,
-    key: KeySpec = None,
-    name: str | None = None,
-    app: App | None = None,
+    *, app: App | None = None, **options: Unpack[JobOptions]
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
 def kafka_job(
-    fn: Callable[P, R] | None = None,
-    /,
-    *,
-    topic: str | None = None,
-    key: KeySpec = None,
-    name: str | None = None,
-    app: App | None = None,
+    fn: Callable[P, R] | None = None, /, *, app: App | None = None, **options: Unpack[JobOptions]
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Register a function as a Kafka job of `app` (default: the environment's app).
 
-    `@kafka_job(topic="orders", key="order_id")` routes calls to the topic `orders`
-    with the value of the `order_id` argument as partition key.
+    `@kafka_job(topic="orders", key="order_id", retries=3)` routes calls to the topic
+    `orders` with the value of the `order_id` argument as partition key, and retries
+    a failed run three times before the record goes to `orders.dlq`. All options:
+    `kafka_jobs.options.JobOptions`.
     """
     target = app or default_app()
     if fn is not None:
         return target.job(fn)
-    return target.job(topic=topic, key=key, name=name)
+    return target.job(**options)
 
 
 def flush(timeout: float | None = None) -> None:

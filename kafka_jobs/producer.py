@@ -116,7 +116,7 @@ class JobProducer:
     def produce(
         self,
         topic: str,
-        value: bytes,
+        value: bytes | None,
         key: bytes | None,
         headers: Headers,
         on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
@@ -143,7 +143,7 @@ class JobProducer:
         client.poll(0)
 
     def enqueue(
-        self, topic: str, job_id: str, value: bytes, key: bytes | None, headers: Headers
+        self, topic: str, job_id: str, value: bytes | None, key: bytes | None, headers: Headers
     ) -> EnqueuedJob:
         """Produce one job record and return its handle."""
         handle = EnqueuedJob(job_id, topic, self, os.getpid())

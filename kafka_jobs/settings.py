@@ -40,6 +40,8 @@ class Settings:
         reports the delivery as failed (librdkafka `message.timeout.ms`).
     max_payload_bytes: largest encoded job accepted at enqueue and at consume.
     tick_interval: seconds between scheduler ticks when no job finishes.
+    signing_secret: HMAC key for signed (dill) payloads; workers without it
+        dead-letter such payloads unread.
     kafka_config: librdkafka settings for every client (SASL/SSL go here).
     producer_config: librdkafka settings for the producer only.
     consumer_config: librdkafka settings for consumers only.
@@ -56,6 +58,7 @@ class Settings:
     delivery_timeout: float = 30.0
     max_payload_bytes: int = 1_000_000
     tick_interval: float = 5.0
+    signing_secret: str | None = field(default=None, repr=False)
     kafka_config: KafkaConfig = field(default_factory=dict)
     producer_config: KafkaConfig = field(default_factory=dict)
     consumer_config: KafkaConfig = field(default_factory=dict)
@@ -149,6 +152,7 @@ ENV_VARIABLES: dict[str, str] = {
     "delivery_timeout": "KAFKA_JOBS_DELIVERY_TIMEOUT",
     "max_payload_bytes": "KAFKA_JOBS_MAX_PAYLOAD_BYTES",
     "tick_interval": "KAFKA_JOBS_TICK_INTERVAL",
+    "signing_secret": "KAFKA_JOBS_SIGNING_SECRET",
 }
 
 _CLIENT_PREFIXES = {

@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from kafka_jobs.context import _enqueued_from_job
 from kafka_jobs.errors import PayloadTooLarge
-from kafka_jobs.wire import encode_headers, encode_value, new_job_id
+from kafka_jobs.options import DeadLetterSetting, KeySpec
+from kafka_jobs.retry import RetryPolicy
+from kafka_jobs.signing import sign
+from kafka_jobs.wire import encode_dill_value, encode_headers, encode_value, new_job_id
 
 if TYPE_CHECKING:
     from kafka_jobs.app import App
@@ -17,8 +20,6 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-KeySpec = str | Callable[..., Any] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,11 +30,16 @@ class TaskOptions:
     key: name of the argument whose value is the partition key, or a callable
         taking the call's arguments and returning it; None for no key.
     name: registered name, by default `module.qualname`.
+    retry / dead_letter_topic: failure policy (None: the topic's, then the defaults).
+    serializer: "json", or "dill" for signed payloads.
     """
 
     topic: str
     name: str
     key: KeySpec = None
+    retry: RetryPolicy | None = None
+    dead_letter_topic: DeadLetterSetting = None
+    serializer: str = "json"
 
 
 def key_bytes(value: Any) -> bytes | None:
@@ -85,7 +91,8 @@ class Task(Generic[P, R]):
         topic: overrides the task's topic for this job.
         """
         kwargs = {} if kwargs is None else kwargs
-        value = encode_value(args, kwargs)
+        dill = self.options.serializer == "dill"
+        value = encode_dill_value(args, kwargs) if dill else encode_value(args, kwargs)
         limit = self.app.settings.max_payload_bytes
         if len(value) > limit:
             raise PayloadTooLarge(
@@ -93,7 +100,10 @@ class Task(Generic[P, R]):
             )
         partition_key = key_bytes(key if key is not None else self._derive_key(args, kwargs))
         job_id = new_job_id()
-        record_headers = encode_headers(self.name, job_id, partition_key, extra=headers)
+        signature = sign(self.app.secret, self.name, job_id, value) if dill else None
+        record_headers = encode_headers(
+            self.name, job_id, partition_key, extra=headers, signature=signature
+        )
         handle = self.app.producer.enqueue(
             topic or self.options.topic, job_id, value, partition_key, record_headers
         )

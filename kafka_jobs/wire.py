@@ -9,11 +9,14 @@ Headers (all values UTF-8):
 ``kj-key``         partition key, when the job has one
 ``kj-attempt``     attempt number, 1 for the first run
 ``kj-enqueued-at`` enqueue time, milliseconds since the epoch
-``content-type``   ``application/json``
+``content-type``   ``application/json``, or ``application/x-dill`` (signed)
+``kj-signature``   hex HMAC-SHA256 of task, job id and value (dill only)
 =================  =========================================================
 
-The value is ``{"args": [...], "kwargs": {...}}``. The worker routes on
-headers alone; it decodes the value only to run the job.
+The value is ``{"args": [...], "kwargs": {...}}``, as JSON or, opted in per task,
+as a dill pickle. A dill value is unpickled only after its signature verifies
+under the worker's signing secret. The worker routes on headers alone; it
+decodes the value only to run the job.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from kafka_jobs.errors import NotDecodable, UnknownFormatVersion
+from kafka_jobs.signing import verify
 
 FORMAT_VERSION = 1
 JSON_CONTENT_TYPE = "application/json"
@@ -37,9 +41,12 @@ H_KEY = "kj-key"
 H_ATTEMPT = "kj-attempt"
 H_ENQUEUED_AT = "kj-enqueued-at"
 H_CONTENT_TYPE = "content-type"
+H_SIGNATURE = "kj-signature"
+DILL_CONTENT_TYPE = "application/x-dill"
 
 _VERSION_BYTES = str(FORMAT_VERSION).encode()
 _JSON_BYTES = JSON_CONTENT_TYPE.encode()
+_DILL_BYTES = DILL_CONTENT_TYPE.encode()
 _REQUIRED = (H_VERSION, H_TASK, H_ID, H_ATTEMPT, H_ENQUEUED_AT, H_CONTENT_TYPE)
 
 Headers = list[tuple[str, str | bytes | None]]
@@ -75,20 +82,34 @@ def encode_value(args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
         ) from None
 
 
-def _unencodable_argument(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+def encode_dill_value(args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
+    """The record value for a call, pickled with dill (closures, lambdas, objects)."""
+    import dill
+
+    try:
+        return bytes(dill.dumps({"args": tuple(args), "kwargs": dict(kwargs)}))
+    except Exception as exc:
+        raise TypeError(
+            f"{_unencodable_argument(args, kwargs, dill.dumps)} cannot be pickled: {exc}"
+        ) from None
+
+
+def _unencodable_argument(
+    args: Sequence[Any], kwargs: Mapping[str, Any], dumps: Callable[[Any], Any] = json.dumps
+) -> str:
     for position, value in enumerate(args):
-        if not _encodes(value):
+        if not _encodes(value, dumps):
             return f"positional argument {position} ({type(value).__name__})"
     for name, value in kwargs.items():
-        if not _encodes(value):
+        if not _encodes(value, dumps):
             return f"argument {name!r} ({type(value).__name__})"
     return "an argument"
 
 
-def _encodes(value: Any) -> bool:
+def _encodes(value: Any, dumps: Callable[[Any], Any]) -> bool:
     try:
-        json.dumps(value)
-    except (TypeError, ValueError):
+        dumps(value)
+    except Exception:
         return False
     return True
 
@@ -100,6 +121,7 @@ def encode_headers(
     attempt: int = 1,
     enqueued_at_ms: int | None = None,
     extra: Mapping[str, str | bytes] | None = None,
+    signature: bytes | None = None,
 ) -> Headers:
     """The record headers of a job; `extra` (user headers) come last and cannot replace ours."""
     headers: Headers = [
@@ -108,8 +130,10 @@ def encode_headers(
         (H_ID, job_id.encode()),
         (H_ATTEMPT, str(attempt).encode()),
         (H_ENQUEUED_AT, str(enqueued_at_ms if enqueued_at_ms is not None else now_ms()).encode()),
-        (H_CONTENT_TYPE, _JSON_BYTES),
+        (H_CONTENT_TYPE, _JSON_BYTES if signature is None else _DILL_BYTES),
     ]
+    if signature is not None:
+        headers.append((H_SIGNATURE, signature))
     if key is not None:
         headers.append((H_KEY, key))
     if extra:
@@ -148,16 +172,21 @@ def decode(
     value: bytes | None,
     raw_headers: RawHeaders,
     key: bytes | None = None,
+    secret: bytes | None = None,
 ) -> Envelope:
-    """Decode and validate one record; raises a `RecordRejected` subclass naming what is wrong."""
+    """Decode and validate one record; raises a `RecordRejected` subclass naming what is wrong.
+
+    A dill value is unpickled only if its signature verifies under `secret`.
+    """
     headers = header_map(raw_headers)
     for name in _REQUIRED:
         if headers.get(name) is None:
             raise NotDecodable(f"missing header {name!r}")
     if headers[H_VERSION] != _VERSION_BYTES:
         raise UnknownFormatVersion(f"wire-format version {headers[H_VERSION]!r} is not supported")
-    if headers[H_CONTENT_TYPE] != _JSON_BYTES:
-        raise NotDecodable(f"content type {headers[H_CONTENT_TYPE]!r} is not supported")
+    content_type = headers[H_CONTENT_TYPE]
+    if content_type != _JSON_BYTES and content_type != _DILL_BYTES:
+        raise NotDecodable(f"content type {content_type!r} is not supported")
     try:
         task = _text(headers, H_TASK)
         job_id = _text(headers, H_ID)
@@ -169,15 +198,19 @@ def decode(
         raise NotDecodable("empty task name, empty job id, or attempt below 1")
     if value is None:
         raise NotDecodable("record has no value")
-    try:
-        call = json.loads(value)
-    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
-        raise NotDecodable(f"value is not JSON: {exc}") from None
+    if content_type == _JSON_BYTES:
+        try:
+            call = json.loads(value)
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+            raise NotDecodable(f"value is not JSON: {exc}") from None
+    else:
+        verify(secret, task, job_id, value, headers.get(H_SIGNATURE))
+        call = _unpickle(value)
     if type(call) is not dict:
         raise NotDecodable("value is not a JSON object")
     args = call.get("args", [])
     kwargs = call.get("kwargs", {})
-    if type(args) is not list or type(kwargs) is not dict:
+    if type(args) not in (list, tuple) or type(kwargs) is not dict:
         raise NotDecodable("'args' must be a list and 'kwargs' an object")
     return Envelope(
         task=task,
@@ -189,6 +222,16 @@ def decode(
         key=headers.get(H_KEY, key),
         headers=headers,
     )
+
+
+def _unpickle(value: bytes) -> Any:
+    """Only ever called on a value whose signature verified."""
+    import dill
+
+    try:
+        return dill.loads(value)
+    except Exception as exc:
+        raise NotDecodable(f"signed dill value does not unpickle: {exc!r}") from None
 
 
 def _text(headers: Mapping[str, bytes | None], name: str) -> str:

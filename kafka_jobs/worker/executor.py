@@ -5,77 +5,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, Protocol, cast
+from typing import cast
 
 from confluent_kafka import Message
 
 from kafka_jobs.app import App
 from kafka_jobs.context import JobContext, _set_current
+from kafka_jobs.deadletter import JOB_FAILED
 from kafka_jobs.errors import NotDecodable, RecordRejected, RecordTooLarge
 from kafka_jobs.task import Task
-from kafka_jobs.wire import Envelope, decode
+from kafka_jobs.wire import Envelope, decode, now_ms, read_task_name
+from kafka_jobs.worker.failures import Disposition, Failure, FailureHandler, RetryLater
 from kafka_jobs.worker.jobs import Job
 
 log = logging.getLogger("kafka_jobs.worker")
 
-
-Disposition = float | None
-"""What a failure handler decided: None, the record is settled and its offset may be
-committed; a number, run the record again after that many seconds (only its
-partition waits)."""
-
 INTERNAL_ERROR_RETRY_DELAY = 1.0
-
-
-class FailureHandler(Protocol):
-    """Decides what happens to a record that cannot run or whose job raised.
-
-    Called on the worker thread that ran the record; returns a `Disposition`.
-    Returning None settles the record, so a handler that writes a dead letter
-    returns only once the write is acknowledged, or asks for a retry.
-    """
-
-    def rejected(self, record: Message, error: RecordRejected) -> Disposition:
-        """The record is not a runnable job (undecodable, unknown task, too large...)."""
-
-    def failed(
-        self, record: Message, envelope: Envelope, error: BaseException, attempt: int
-    ) -> Disposition:
-        """The job's `attempt`-th run raised `error`."""
-
-
-class LogFailures:
-    """Logs the failure with its record's coordinates and settles the record."""
-
-    def rejected(self, record: Message, error: RecordRejected) -> Disposition:
-        """Log a record that cannot run."""
-        log.error(
-            "rejected record topic=%s partition=%s offset=%s reason=%s: %s",
-            record.topic(),
-            record.partition(),
-            record.offset(),
-            error.reason,
-            error,
-        )
-        return None
-
-    def failed(
-        self, record: Message, envelope: Envelope, error: BaseException, attempt: int
-    ) -> Disposition:
-        """Log a job that raised."""
-        log.error(
-            "job failed topic=%s partition=%s offset=%s job_id=%s task=%s attempt=%d: %r",
-            record.topic(),
-            record.partition(),
-            record.offset(),
-            envelope.job_id,
-            envelope.task,
-            attempt,
-            error,
-            exc_info=error,
-        )
-        return None
+"""Seconds before a failure handler that raised is asked again."""
 
 
 class Executor:
@@ -104,10 +50,14 @@ class Executor:
                     "job.skipped", topic=job.topic, partition=job.partition, offset=offset
                 )
                 break
-            retry_in = self.run_record(job, record)
-            if retry_in is not None:
+            unsettled = state.unsettled.pop(offset, None)
+            if unsettled is not None:  # the job ran; only its failure handling is retried
+                disposition = self._settle(unsettled, job)
+            else:
+                disposition = self.run_record(job, record)
+            if disposition is not None:
                 job.resume_from = offset
-                job.retry_at = time.monotonic() + retry_in
+                job.retry_at = time.monotonic() + disposition.delay
                 break
             done.append(offset)
 
@@ -123,10 +73,15 @@ class Executor:
                 offset=record.offset(),
                 error=error,
             )
-            return self._settle(self.failures.rejected, record, error)
+            now = now_ms()
+            return self._settle(
+                Failure(record, error, error.reason, read_task_name(record.headers()), 1, now, now),
+                job,
+            )
         offset = cast(int, record.offset())
         failures = job.state.failures
-        attempt = envelope.attempt + failures.get(offset, 0)
+        runs, first_failed_ms = failures.get(offset, (0, 0))
+        attempt = envelope.attempt + runs
         context = JobContext(
             envelope.task,
             envelope.job_id,
@@ -157,12 +112,16 @@ class Executor:
                 attempt=attempt,
                 duration=time.perf_counter() - started,
             )
-            retry_in = self._settle(self.failures.failed, record, envelope, error, attempt)
-            if retry_in is not None:
-                failures[offset] = failures.get(offset, 0) + 1
-            else:
+            now = now_ms()
+            failure = Failure(
+                record, error, JOB_FAILED, envelope.task, attempt, first_failed_ms or now, now
+            )
+            disposition = self._settle(failure, job)
+            if disposition is not None and disposition.rerun:
+                failures[offset] = (runs + 1, failure.first_failed_ms)
+            elif disposition is None:
                 failures.pop(offset, None)
-            return retry_in
+            return disposition
         else:
             if failures:
                 failures.pop(offset, None)
@@ -185,7 +144,7 @@ class Executor:
             value = record.value()
             if value is not None and len(value) > self._max_bytes:
                 raise RecordTooLarge(f"value is {len(value)} bytes; the limit is {self._max_bytes}")
-            envelope = decode(value, record.headers(), record.key())
+            envelope = decode(value, record.headers(), record.key(), self.app.secret)
             return envelope, self.app.task(envelope.task)
         except RecordRejected:
             raise
@@ -197,10 +156,14 @@ class Executor:
         for child in context._children:
             child.wait(self._delivery_timeout)
 
-    def _settle(self, decide: Callable[..., Disposition], *args: Any) -> Disposition:
+    def _settle(self, failure: Failure, job: Job) -> Disposition:
+        """Ask the failure handler; remember failures whose handling must be retried."""
         try:
-            return decide(*args)
-        except Exception as error:  # e.g. a dead-letter write that failed: retry, never skip
-            log.exception("failure handler raised; the record will be retried")
+            disposition = self.failures.handle(failure)
+        except Exception as error:  # e.g. an unexpected bug in a custom handler: ask again later
+            log.exception("failure handler raised; it will be asked again: %s", failure.describe())
             self._events.emit("worker.error", where="failure-handler", error=error)
-            return INTERNAL_ERROR_RETRY_DELAY
+            disposition = RetryLater(INTERNAL_ERROR_RETRY_DELAY, rerun=False)
+        if disposition is not None and not disposition.rerun:
+            job.state.unsettled[failure.offset] = failure
+        return disposition

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Message
 
 from kafka_jobs.worker.offsets import OffsetTracker
+
+if TYPE_CHECKING:
+    from kafka_jobs.worker.failures import Failure
 
 
 class PartitionState:
@@ -19,15 +22,17 @@ class PartitionState:
     while every worker thread is busy).
     """
 
-    __slots__ = ("_revoked", "failures", "partition", "topic", "tracker")
+    __slots__ = ("_revoked", "failures", "partition", "topic", "tracker", "unsettled")
 
     def __init__(self, topic: str, partition: int) -> None:
         self.topic = topic
         self.partition = partition
         self.tracker = OffsetTracker()
-        # Failed runs per offset, for in-place retries (the record's headers cannot change).
-        # Written by the worker running the partition's job; one job per partition runs at once.
-        self.failures: dict[int, int] = {}
+        # Per offset: (failed runs, first failure ms), for in-place retries (a consumed
+        # record's headers cannot change), and failures whose handling must be retried
+        # without running the job again. Written by the worker running the partition's job.
+        self.failures: dict[int, tuple[int, int]] = {}
+        self.unsettled: dict[int, Failure] = {}
         self._revoked = threading.Event()
 
     @property

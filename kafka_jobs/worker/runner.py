@@ -12,7 +12,8 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from kafka_jobs.errors import ConfigurationError
-from kafka_jobs.worker.executor import Executor, FailureHandler, LogFailures
+from kafka_jobs.worker.executor import Executor
+from kafka_jobs.worker.failures import FailureHandler, RetryThenDeadLetter
 from kafka_jobs.worker.listener import Listener, SubscriptionGroup
 from kafka_jobs.worker.pool import ThreadPool
 from kafka_jobs.worker.queue import JobsQueue
@@ -34,7 +35,8 @@ class Worker:
         connection; topics not named go to the group ``default``.
     shutdown_timeout: seconds to wait for in-flight jobs on stop.
     scheduler_class: builds the scheduler from the jobs queue (default FIFO).
-    failure_handler: what happens to records that cannot run or whose job raised.
+    failure_handler: what happens to records that cannot run or whose job raised
+        (default: retry per the job's policy, then the dead-letter topic).
 
     `start()` / `stop()` / `join()` drive it from Python; `run()` blocks, handles
     SIGTERM / SIGINT, and returns the process exit code.
@@ -66,7 +68,8 @@ class Worker:
         self.stopping = threading.Event()
         self.queue = JobsQueue()
         self.scheduler = SerializedScheduler(scheduler_class(self.queue))
-        self.executor = Executor(app, failure_handler or LogFailures(), self.stopping)
+        handler = failure_handler or RetryThenDeadLetter(app, self.group_id)
+        self.executor = Executor(app, handler, self.stopping)
         self.pool = ThreadPool(
             self.concurrency, self.queue, self.executor, self.scheduler, app.events
         )
@@ -92,6 +95,7 @@ class Worker:
         if self._started:
             raise RuntimeError("worker already started")
         self._started = True
+        self._create_dead_letter_topics()
         self.pool.start()
         for listener in self.listeners:
             listener.start()
@@ -103,6 +107,30 @@ class Worker:
             ",".join(g.name for g in self.groups),
         )
         return self
+
+    def dead_letter_topics(self) -> list[str]:
+        """The dead-letter topics of the consumed topics and their tasks, sorted."""
+        found: set[str] = set()
+        for topic in self.topics:
+            names = [None, *(t.name for t in self.app.tasks.values() if t.options.topic == topic)]
+            for name in names:
+                target = self.app.failure_policy(topic, name).dead_letter_topic
+                if target:
+                    found.add(target)
+        return sorted(found)
+
+    def _create_dead_letter_topics(self) -> None:
+        """Create missing dead-letter topics (brokers may not auto-create them)."""
+        wanted = self.dead_letter_topics()
+        if not wanted:
+            return
+        try:
+            created = self.app.create_topics(wanted, partitions=1)
+        except Exception as exc:  # the first dead letter will say it again if this matters
+            log.warning("could not create dead-letter topics %s: %s", wanted, exc)
+            return
+        if created:
+            log.info("created dead-letter topics: %s", ", ".join(created))
 
     def stop(self) -> None:
         """Ask the worker to stop: no more fetching, in-flight jobs finish (bounded), commit."""

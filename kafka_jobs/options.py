@@ -1,0 +1,90 @@
+"""Per-job and per-topic options, and how they combine into one failure policy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict
+
+from kafka_jobs import deadletter
+from kafka_jobs.retry import RetryPolicy
+
+KeySpec = str | Callable[..., Any] | None
+"""An argument name, or a callable of the call's arguments, giving the partition key."""
+
+DeadLetterSetting = str | Literal[False] | None
+"""A topic name, False for none, None to inherit (finally `<topic>.dlq`)."""
+
+
+class RetryOptions(TypedDict, total=False):
+    """Retry and dead-letter keywords shared by `@kafka_job` and `App.configure_topic`.
+
+    retries: further attempts after a failed run (default 0).
+    backoff / backoff_max: first delay and cap in seconds (doubling, with jitter).
+    retry_on / give_up_on: exception classes retried / never retried.
+    dead_letter_topic: where records go after the last attempt; False disables.
+    """
+
+    retries: int
+    backoff: float
+    backoff_max: float
+    retry_on: tuple[type[BaseException], ...]
+    give_up_on: tuple[type[BaseException], ...]
+    dead_letter_topic: DeadLetterSetting
+
+
+class JobOptions(RetryOptions, total=False):
+    """Keywords of `@kafka_job` / `App.job`.
+
+    topic: the topic the job's records go to (default: the app's default topic).
+    key: argument name (or callable of the call's arguments) giving the partition key.
+    name: registered name (default `module.qualname`).
+    serializer: "json" (default) or "dill" (signed; needs a signing secret).
+    """
+
+    topic: str
+    key: KeySpec
+    name: str
+    serializer: Literal["json", "dill"]
+
+
+_RETRY_FIELDS = ("retries", "backoff", "backoff_max", "retry_on", "give_up_on")
+
+
+def retry_policy(options: RetryOptions) -> RetryPolicy | None:
+    """The retry policy the options ask for, or None when they name no retry setting."""
+    given = {name: options[name] for name in _RETRY_FIELDS if name in options}  # type: ignore[literal-required]
+    return RetryPolicy(**given) if given else None
+
+
+@dataclass(frozen=True, slots=True)
+class TopicOptions:
+    """Defaults for every job consumed from one topic."""
+
+    retry: RetryPolicy | None = None
+    dead_letter_topic: DeadLetterSetting = None
+
+
+@dataclass(frozen=True, slots=True)
+class FailurePolicy:
+    """What to do with a failed record of one task on one topic."""
+
+    retry: RetryPolicy
+    dead_letter_topic: str | None
+
+
+def resolve(
+    topic: str,
+    task_retry: RetryPolicy | None,
+    task_dead_letter: DeadLetterSetting,
+    topic_options: TopicOptions | None,
+) -> FailurePolicy:
+    """Job options win over topic options, which win over the defaults."""
+    topic_options = topic_options or TopicOptions()
+    retry = task_retry or topic_options.retry or RetryPolicy()
+    setting = task_dead_letter if task_dead_letter is not None else topic_options.dead_letter_topic
+    if setting is None:
+        dead_letter: str | None = deadletter.default_topic(topic)
+    else:
+        dead_letter = setting or None
+    return FailurePolicy(retry, dead_letter)

@@ -1,0 +1,167 @@
+"""What happens to a record that cannot run or whose job raised: retry, dead-letter, or log."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from confluent_kafka import Message
+
+from kafka_jobs import deadletter
+from kafka_jobs.errors import DeliveryError, EnqueueError
+
+if TYPE_CHECKING:
+    from kafka_jobs.app import App
+
+log = logging.getLogger("kafka_jobs.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryLater:
+    """Run the record again after `delay` seconds; only its partition waits.
+
+    rerun: True runs the job again (a retry); False only asks the failure handler
+    again (e.g. the dead-letter write failed: the job itself must not run twice).
+    """
+
+    delay: float
+    rerun: bool = True
+
+
+Disposition = RetryLater | None
+"""None settles the record: its offset may be committed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A record that could not run (`reason` names why) or whose job raised (`job-failed`)."""
+
+    record: Message
+    error: BaseException
+    reason: str
+    task: str | None
+    attempt: int
+    first_failed_ms: int
+    last_failed_ms: int
+
+    @property
+    def topic(self) -> str:
+        """The record's topic."""
+        return str(self.record.topic())
+
+    @property
+    def partition(self) -> int:
+        """The record's partition."""
+        return int(self.record.partition() or 0)
+
+    @property
+    def offset(self) -> int:
+        """The record's offset."""
+        return int(self.record.offset() or 0)
+
+    def describe(self) -> str:
+        """Coordinates and cause, for log lines."""
+        return (
+            f"topic={self.topic} partition={self.partition} offset={self.offset}"
+            f" task={self.task or '?'} attempt={self.attempt} reason={self.reason}: {self.error!r}"
+        )
+
+
+class FailureHandler(Protocol):
+    """Decides what happens to a failure; called on the worker thread that met it.
+
+    Returning None settles the record; to hold its offset back until something is
+    done (a dead-letter write acknowledged) return only once it is, or `RetryLater`.
+    Must not raise; if it does, the worker logs it and asks again later.
+    """
+
+    def handle(self, failure: Failure) -> Disposition:
+        """Retry, park or drop the failed record."""
+
+
+class LogFailures:
+    """Logs every failure and settles the record: no retries, no dead letters."""
+
+    def handle(self, failure: Failure) -> Disposition:
+        """Log and move on."""
+        log.error("giving up on record %s", failure.describe(), exc_info=failure.error)
+        return None
+
+
+class RetryThenDeadLetter:
+    """The default: retry per the job's policy, then write the record to its dead-letter topic.
+
+    Records that cannot run go to the dead-letter topic at once. The offset moves on
+    only after the broker acknowledged the dead letter; a failed write is retried
+    with backoff (the job is not run again). Topics whose dead-letter topic is
+    disabled log and move on.
+    """
+
+    def __init__(self, app: App, group_id: str) -> None:
+        self.app = app
+        self.group_id = group_id
+
+    def handle(self, failure: Failure) -> Disposition:
+        """Retry, dead-letter, or (dead letters disabled) log and drop."""
+        policy = self.app.failure_policy(failure.topic, failure.task)
+        events = self.app.events
+        if failure.reason == deadletter.JOB_FAILED and policy.retry.should_retry(
+            failure.error, failure.attempt
+        ):
+            delay = policy.retry.delay(failure.attempt)
+            log.warning("retrying in %.2fs: %s", delay, failure.describe())
+            events.emit("job.retrying", **_coordinates(failure), delay=delay)
+            return RetryLater(delay)
+        if policy.dead_letter_topic is None:
+            log.error("giving up (no dead-letter topic): %s", failure.describe())
+            return None
+        try:
+            self._write(failure, policy.dead_letter_topic)
+        except (DeliveryError, EnqueueError) as error:
+            delay = policy.retry.delay(max(1, failure.attempt))
+            log.error(
+                "dead-letter write to %s failed, retrying in %.2fs; the record stays"
+                " unconsumed: %s (%s)",
+                policy.dead_letter_topic,
+                delay,
+                failure.describe(),
+                error,
+            )
+            events.emit("dead_letter.failed", **_coordinates(failure), error=error)
+            return RetryLater(max(delay, 0.5), rerun=False)
+        log.warning("dead-lettered to %s: %s", policy.dead_letter_topic, failure.describe())
+        events.emit(
+            "job.dead_lettered", **_coordinates(failure), dead_letter_topic=policy.dead_letter_topic
+        )
+        return None
+
+    def _write(self, failure: Failure, topic: str) -> None:
+        record = failure.record
+        headers = deadletter.error_headers(
+            error=failure.error,
+            reason=failure.reason,
+            topic=failure.topic,
+            partition=failure.partition,
+            offset=failure.offset,
+            group=self.group_id,
+            attempts=failure.attempt if failure.reason == deadletter.JOB_FAILED else 0,
+            first_failed_ms=failure.first_failed_ms,
+            last_failed_ms=failure.last_failed_ms,
+            original=record.headers(),  # type: ignore[arg-type]
+        )
+        producer = self.app.producer
+        handle = producer.enqueue(topic, "", record.value(), record.key(), headers)
+        handle.wait(self.app.settings.delivery_timeout)
+
+
+def _coordinates(failure: Failure) -> dict[str, object]:
+    return {
+        "topic": failure.topic,
+        "partition": failure.partition,
+        "offset": failure.offset,
+        "task": failure.task,
+        "attempt": failure.attempt,
+        "error": failure.error,
+        "reason": failure.reason,
+    }
