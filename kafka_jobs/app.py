@@ -16,6 +16,7 @@ from kafka_jobs.options import (
     JobOptions,
     RetryOptions,
     TopicOptions,
+    is_valid_topic_name,
     resolve,
     retry_policy,
 )
@@ -135,8 +136,11 @@ class App:
         timeout: float = 15.0,
     ) -> list[str]:
         """Create missing topics (default: the registered tasks' topics); returns those created."""
-        admin = AdminClient(self.settings.admin_settings())
         wanted = list(self.topics() if topics is None else topics)
+        invalid = [t for t in wanted if not is_valid_topic_name(t)]
+        if invalid:
+            raise ConfigurationError(f"invalid topic name(s): {invalid}")
+        admin = AdminClient(self.settings.admin_settings())
         existing = set(admin.list_topics(timeout=timeout).topics)
         missing = [t for t in wanted if t not in existing]
         if not missing:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import logging
 import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from kafka_jobs.errors import KafkaJobsError
+
+if TYPE_CHECKING:
+    from kafka_jobs.app import App
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,6 +67,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(command=_worker)
 
+    dlq = commands.add_parser("dlq", help="list, show and replay dead letters")
+    dlq_commands = dlq.add_subparsers(required=True, metavar="ACTION")
+    listing = dlq_commands.add_parser("list", help="a table of the dead letters in a topic")
+    listing.add_argument("topic")
+    listing.add_argument("--all", action="store_true", help="include letters already replayed")
+    listing.set_defaults(command=_dlq_list)
+    show = dlq_commands.add_parser("show", help="one dead letter, whole")
+    show.add_argument("topic")
+    show.add_argument("offset", type=int)
+    show.add_argument("--partition", type=int, default=0)
+    show.set_defaults(command=_dlq_show)
+    replay = dlq_commands.add_parser("replay", help="re-enqueue dead letters to their topics")
+    replay.add_argument("topic")
+    replay.add_argument("--task", help="only letters of this task")
+    replay.add_argument("--limit", type=int, help="at most this many")
+    replay.set_defaults(command=_dlq_replay)
+    for action in (listing, show, replay):
+        action.add_argument("-A", "--app", metavar="MODULE[:APP]", help="app whose settings to use")
+
     broker = commands.add_parser(
         "broker", help="run the embedded development broker in the foreground"
     )
@@ -93,6 +117,98 @@ def _worker(options: argparse.Namespace) -> int:
         ],
     )
     return worker.run()
+
+
+def _app_for(options: argparse.Namespace) -> App:
+    from kafka_jobs.app import App
+    from kafka_jobs.loader import load_app
+
+    return load_app(options.app) if options.app else App()
+
+
+def _dlq_list(options: argparse.Namespace) -> int:
+    from kafka_jobs import dlq
+
+    found = dlq.read(_app_for(options), options.topic)
+    letters = found.letters if options.all else found.pending()
+    rows = []
+    for letter in letters:
+        info = letter.info
+        rows.append(
+            [
+                f"{letter.partition}:{letter.offset}",
+                letter.task,
+                info.get("reason", "?"),
+                info.get("exception", "?").rsplit(".", 1)[-1],
+                _shorten(info.get("message", ""), 50),
+                info.get("attempts", "?"),
+                _when(info.get("last-failed-at")),
+                "yes" if (letter.partition, letter.offset) in found.replayed else "",
+            ]
+        )
+    header = ["partition:offset", "task", "reason", "error", "message", "attempts", "failed at"]
+    _print_table([*header, "replayed"], rows)
+    print(f"{len(letters)} dead letter(s) in {options.topic}", flush=True)
+    return 0
+
+
+def _dlq_show(options: argparse.Namespace) -> int:
+    from kafka_jobs import dlq
+
+    found = dlq.read(_app_for(options), options.topic)
+    for letter in found.letters:
+        if (letter.partition, letter.offset) == (options.partition, options.offset):
+            break
+    else:
+        print(f"no dead letter at {options.topic}[{options.partition}]@{options.offset}")
+        return 1
+    info = letter.info
+    rows = [[name, _shorten(value, 100)] for name, value in info.items() if name != "traceback"]
+    rows.append(["key", repr(letter.key)])
+    rows.append(["task", letter.task])
+    replayed = (letter.partition, letter.offset) in found.replayed
+    rows.append(["replayed", "yes" if replayed else "no"])
+    _print_table(["field", "value"], rows)
+    print("value:")
+    print(_text(letter.value))
+    print("traceback:")
+    print(info.get("traceback", "(none)"), flush=True)
+    return 0
+
+
+def _dlq_replay(options: argparse.Namespace) -> int:
+    from kafka_jobs import dlq
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % max(1, total // 10) == 0:
+            print(f"  re-enqueued {done}/{total}", flush=True)
+
+    replayed = dlq.replay(
+        _app_for(options), options.topic, task=options.task, limit=options.limit, progress=progress
+    )
+    print(f"replayed {len(replayed)} dead letter(s) from {options.topic}", flush=True)
+    return 0
+
+
+def _shorten(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _when(ms: str | None) -> str:
+    if not ms or not ms.isdigit():
+        return "?"
+    moment = datetime.datetime.fromtimestamp(int(ms) / 1000, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _text(value: bytes | None) -> str:
+    if value is None:
+        return "(none)"
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return f"({len(value)} bytes, not text) {value[:200]!r}"
 
 
 def _broker(options: argparse.Namespace) -> int:

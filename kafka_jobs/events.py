@@ -3,7 +3,10 @@
 Event names (payload keys in parentheses):
 
 - ``job.succeeded`` (topic, partition, offset, job_id, task, duration)
-- ``job.failed`` (topic, partition, offset, job_id, task, error, duration)
+- ``job.failed`` (topic, partition, offset, job_id, task, error, attempt, duration)
+- ``job.retrying`` (topic, partition, offset, task, attempt, error, reason, delay)
+- ``job.dead_lettered`` (topic, partition, offset, task, attempt, error, reason, dead_letter_topic)
+- ``dead_letter.failed`` (topic, partition, offset, task, attempt, error, reason, write_error)
 - ``record.rejected`` (topic, partition, offset, error): the record is not a runnable job
 - ``job.skipped`` (topic, partition, offset): its partition was revoked before it ran
 - ``partitions.assigned`` / ``partitions.revoked`` / ``partitions.lost`` (group, partitions)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
@@ -46,6 +47,14 @@ class JobOptions(RetryOptions, total=False):
     key: KeySpec
     name: str
     serializer: Literal["json", "dill"]
+
+
+_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+
+
+def is_valid_topic_name(name: str) -> bool:
+    """Kafka's rule for topic names (some brokers accept more; Apache Kafka does not)."""
+    return bool(_TOPIC_NAME.fullmatch(name)) and name not in (".", "..")
 
 
 _RETRY_FIELDS = ("retries", "backoff", "backoff_max", "retry_on", "give_up_on")

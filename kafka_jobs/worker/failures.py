@@ -128,7 +128,7 @@ class RetryThenDeadLetter:
                 failure.describe(),
                 error,
             )
-            events.emit("dead_letter.failed", **_coordinates(failure), error=error)
+            events.emit("dead_letter.failed", **_coordinates(failure), write_error=error)
             return RetryLater(max(delay, 0.5), rerun=False)
         log.warning("dead-lettered to %s: %s", policy.dead_letter_topic, failure.describe())
         events.emit(
