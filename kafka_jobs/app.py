@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, Unpack, overload
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from kafka_jobs.delay import cancel_topic, tier_topics
 from kafka_jobs.errors import ConfigurationError, KafkaJobsError, UnknownTask
 from kafka_jobs.events import EventBus
 from kafka_jobs.options import (
@@ -155,6 +156,11 @@ class App:
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise KafkaJobsError(f"cannot create topic {topic!r}: {exc}") from exc
         return missing
+
+    def delay_topics(self) -> list[str]:
+        """The topics delayed jobs wait in: the tiers and the cancellations."""
+        prefix = self.settings.delay_topic_prefix
+        return [*tier_topics(prefix), cancel_topic(prefix)]
 
     def worker(self, **options: Any) -> Worker:
         """A worker for this app; see `kafka_jobs.worker.Worker` for the options."""

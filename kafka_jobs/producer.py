@@ -28,7 +28,18 @@ class EnqueuedJob:
     producer's callbacks; `wait()` may be called from any thread.
     """
 
-    __slots__ = ("_error", "_pending", "_pid", "_producer", "id", "offset", "partition", "topic")
+    __slots__ = (
+        "_cancel_topic",
+        "_error",
+        "_pending",
+        "_pid",
+        "_producer",
+        "eta_ms",
+        "id",
+        "offset",
+        "partition",
+        "topic",
+    )
 
     def __init__(self, job_id: str, topic: str, producer: JobProducer, pid: int) -> None:
         self.id = job_id
@@ -39,6 +50,8 @@ class EnqueuedJob:
         self._error: str | None = None
         self._pending = True
         self._producer = producer
+        self.eta_ms: int | None = None
+        self._cancel_topic: str | None = None
 
     @property
     def delivered(self) -> bool:
@@ -61,6 +74,17 @@ class EnqueuedJob:
                 f"job {self.id} was not delivered: {self._error}", [(self.id, self._error)]
             )
         return self
+
+    def cancel(self) -> EnqueuedJob:
+        """Cancel a delayed job (best effort until about a second before it is due).
+
+        Returns the cancellation's own handle; `wait()` on it to know it was written.
+        """
+        if self._cancel_topic is None or self.eta_ms is None:
+            raise ValueError(f"job {self.id} was not delayed; only delayed jobs can be cancelled")
+        return self._producer.enqueue(
+            self._cancel_topic, "", str(self.eta_ms).encode(), self.id.encode(), []
+        )
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:

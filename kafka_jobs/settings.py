@@ -42,6 +42,7 @@ class Settings:
     tick_interval: seconds between scheduler ticks when no job finishes.
     signing_secret: HMAC key for signed (dill) payloads; workers without it
         dead-letter such payloads unread.
+    delay_topic_prefix: delayed jobs wait in `<prefix>.<N>s` tier topics.
     kafka_config: librdkafka settings for every client (SASL/SSL go here).
     producer_config: librdkafka settings for the producer only.
     consumer_config: librdkafka settings for consumers only.
@@ -59,6 +60,7 @@ class Settings:
     max_payload_bytes: int = 1_000_000
     tick_interval: float = 5.0
     signing_secret: str | None = field(default=None, repr=False)
+    delay_topic_prefix: str = "kafka-jobs.delay"
     kafka_config: KafkaConfig = field(default_factory=dict)
     producer_config: KafkaConfig = field(default_factory=dict)
     consumer_config: KafkaConfig = field(default_factory=dict)
@@ -153,6 +155,7 @@ ENV_VARIABLES: dict[str, str] = {
     "max_payload_bytes": "KAFKA_JOBS_MAX_PAYLOAD_BYTES",
     "tick_interval": "KAFKA_JOBS_TICK_INTERVAL",
     "signing_secret": "KAFKA_JOBS_SIGNING_SECRET",
+    "delay_topic_prefix": "KAFKA_JOBS_DELAY_TOPIC_PREFIX",
 }
 
 _CLIENT_PREFIXES = {

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import datetime
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from kafka_jobs.context import _enqueued_from_job
+from kafka_jobs.delay import cancel_topic, next_hop, tier_topic, with_delay_headers
 from kafka_jobs.errors import PayloadTooLarge
 from kafka_jobs.options import DeadLetterSetting, KeySpec
 from kafka_jobs.retry import RetryPolicy
 from kafka_jobs.signing import sign
-from kafka_jobs.wire import encode_dill_value, encode_headers, encode_value, new_job_id
+from kafka_jobs.wire import (
+    encode_dill_value,
+    encode_headers,
+    encode_value,
+    new_job_id,
+    now_ms,
+)
 
 if TYPE_CHECKING:
     from kafka_jobs.app import App
@@ -83,12 +91,16 @@ class Task(Generic[P, R]):
         key: Any = None,
         headers: Mapping[str, str | bytes] | None = None,
         topic: str | None = None,
+        countdown: float | None = None,
+        eta: datetime.datetime | None = None,
     ) -> EnqueuedJob:
         """Enqueue a call with explicit options.
 
         key: overrides the partition key derived from the arguments.
         headers: extra record headers (names starting with ``kj-`` are reserved).
         topic: overrides the task's topic for this job.
+        countdown / eta: run no earlier than this many seconds from now / this
+            time (use an aware datetime). See `kafka_jobs.delay`.
         """
         kwargs = {} if kwargs is None else kwargs
         dill = self.options.serializer == "dill"
@@ -104,9 +116,25 @@ class Task(Generic[P, R]):
         record_headers = encode_headers(
             self.name, job_id, partition_key, extra=headers, signature=signature
         )
-        handle = self.app.producer.enqueue(
-            topic or self.options.topic, job_id, value, partition_key, record_headers
-        )
+        target = topic or self.options.topic
+        hop = None
+        if countdown is not None or eta is not None:
+            now = now_ms()
+            due = now + int(countdown * 1000) if countdown is not None else 0
+            if eta is not None:
+                due = max(due, int(eta.timestamp() * 1000))
+            hop = next_hop(now, due)
+        if hop is None:
+            handle = self.app.producer.enqueue(target, job_id, value, partition_key, record_headers)
+        else:
+            prefix = self.app.settings.delay_topic_prefix
+            seconds, not_before = hop
+            record_headers = with_delay_headers(record_headers, due, target, not_before)
+            handle = self.app.producer.enqueue(
+                tier_topic(prefix, seconds), job_id, value, partition_key, record_headers
+            )
+            handle.eta_ms = due
+            handle._cancel_topic = cancel_topic(prefix)
         _enqueued_from_job(handle)
         return handle
 

@@ -139,6 +139,8 @@ class AppFactory:
         settings = Settings(
             bootstrap_servers=self.broker.bootstrap_servers,
             group_id=overrides.pop("group_id", unique_name("g")),
+            # Delayed jobs of one test must not be released by another test's workers.
+            delay_topic_prefix=overrides.pop("delay_topic_prefix", unique_name("delay")),
             consumer_config=consumer_config,
             **overrides,
         )

@@ -12,6 +12,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from kafka_jobs.errors import ConfigurationError
+from kafka_jobs.worker.dispatcher import DelayDispatcher
 from kafka_jobs.worker.executor import Executor
 from kafka_jobs.worker.failures import FailureHandler, RetryThenDeadLetter
 from kafka_jobs.worker.listener import Listener, SubscriptionGroup
@@ -37,6 +38,7 @@ class Worker:
     scheduler_class: builds the scheduler from the jobs queue (default FIFO).
     failure_handler: what happens to records that cannot run or whose job raised
         (default: retry per the job's policy, then the dead-letter topic).
+    dispatch_delayed: also run the delay dispatcher that releases delayed jobs.
 
     `start()` / `stop()` / `join()` drive it from Python; `run()` blocks, handles
     SIGTERM / SIGINT, and returns the process exit code.
@@ -53,6 +55,7 @@ class Worker:
         shutdown_timeout: float | None = None,
         scheduler_class: type[Scheduler] = FifoScheduler,
         failure_handler: FailureHandler | None = None,
+        dispatch_delayed: bool = True,
     ) -> None:
         settings = app.settings
         if shutdown_timeout is not None:
@@ -87,6 +90,11 @@ class Worker:
             )
             for group in self.groups
         ]
+        self.dispatcher = (
+            DelayDispatcher(app, self.stopping, self._listener_crashed)
+            if dispatch_delayed
+            else None
+        )
         self.crashed: BaseException | None = None
         self._started = False
 
@@ -99,6 +107,9 @@ class Worker:
         self.pool.start()
         for listener in self.listeners:
             listener.start()
+        if self.dispatcher is not None:
+            self._create_topics(self.app.delay_topics(), "delay")
+            self.dispatcher.start()
         log.info(
             "worker started: group=%s topics=%s concurrency=%d subscription_groups=%s",
             self.group_id,
@@ -121,16 +132,18 @@ class Worker:
 
     def _create_dead_letter_topics(self) -> None:
         """Create missing dead-letter topics (brokers may not auto-create them)."""
-        wanted = self.dead_letter_topics()
+        self._create_topics(self.dead_letter_topics(), "dead-letter")
+
+    def _create_topics(self, wanted: list[str], kind: str) -> None:
         if not wanted:
             return
         try:
             created = self.app.create_topics(wanted, partitions=1)
-        except Exception as exc:  # the first dead letter will say it again if this matters
-            log.warning("could not create dead-letter topics %s: %s", wanted, exc)
+        except Exception as exc:  # the first write there will say it again if this matters
+            log.warning("could not create %s topics %s: %s", kind, wanted, exc)
             return
         if created:
-            log.info("created dead-letter topics: %s", ", ".join(created))
+            log.info("created %s topics: %s", kind, ", ".join(created))
 
     def stop(self) -> None:
         """Ask the worker to stop: no more fetching, in-flight jobs finish (bounded), commit."""
@@ -139,9 +152,13 @@ class Worker:
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the shutdown to complete; True if it did within `timeout`."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        for listener in self.listeners:
-            listener.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        done = not any(listener.thread.is_alive() for listener in self.listeners)
+        threads = [listener.thread for listener in self.listeners]
+        if self.dispatcher is not None:
+            threads.append(self.dispatcher.thread)
+        for thread in threads:
+            if thread.ident is not None:
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        done = not any(thread.is_alive() for thread in threads)
         if done:
             self.queue.close()
             self.pool.join(0.5)
