@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, Unpack, overload
@@ -15,8 +16,8 @@ from kafka_jobs.events import EventBus
 from kafka_jobs.options import (
     FailurePolicy,
     JobOptions,
-    RetryOptions,
     TopicOptions,
+    TopicSettings,
     is_valid_topic_name,
     resolve,
     retry_policy,
@@ -84,6 +85,9 @@ class App:
                 retry=retry_policy(options),
                 dead_letter_topic=options.get("dead_letter_topic"),
                 serializer=serializer,
+                topic_flags=TopicOptions.from_settings(options)
+                if {"long_running", "manual_offsets", "subscription_group"} & options.keys()
+                else None,
             )
             existing = self.tasks.get(task_name)
             if existing is not None and existing.fn is not function:
@@ -94,11 +98,31 @@ class App:
 
         return register if fn is None else register(fn)
 
-    def configure_topic(self, topic: str, **options: Unpack[RetryOptions]) -> None:
-        """Set retry and dead-letter defaults for every job consumed from `topic`."""
-        self.topic_options[topic] = TopicOptions(
-            retry=retry_policy(options), dead_letter_topic=options.get("dead_letter_topic")
-        )
+    def configure_topic(self, topic: str, **options: Unpack[TopicSettings]) -> None:
+        """Set how `topic` is consumed and the failure defaults of its jobs."""
+        self.topic_options[topic] = TopicOptions.from_settings(options)
+
+    def consumption(self, topic: str) -> TopicOptions:
+        """How `topic` is consumed: its options, with flags its tasks set merged in."""
+        options = self.topic_options.get(topic) or TopicOptions()
+        for task in self.tasks.values():
+            flags = task.options.topic_flags
+            if task.options.topic != topic or flags is None:
+                continue
+            if flags.subscription_group and options.subscription_group not in (
+                None,
+                flags.subscription_group,
+            ):
+                raise ConfigurationError(
+                    f"topic {topic!r} is given two subscription groups by its tasks"
+                )
+            options = dataclasses.replace(
+                options,
+                long_running=options.long_running or flags.long_running,
+                manual_offsets=options.manual_offsets or flags.manual_offsets,
+                subscription_group=options.subscription_group or flags.subscription_group,
+            )
+        return options
 
     def failure_policy(self, topic: str, task_name: str | None) -> FailurePolicy:
         """Retry policy and dead-letter topic for a record of `task_name` consumed from `topic`."""

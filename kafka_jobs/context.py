@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kafka_jobs.errors import KafkaJobsError
@@ -14,21 +13,62 @@ if TYPE_CHECKING:
     from kafka_jobs.producer import EnqueuedJob
 
 
-@dataclass(frozen=True, slots=True)
 class JobContext:
-    """The record and worker state behind the job running on this thread."""
+    """The record and worker state behind the job running on this thread.
 
-    task: str
-    job_id: str
-    topic: str
-    partition: int
-    offset: int
-    attempt: int
-    key: bytes | None
-    headers: Mapping[str, bytes | None]
-    _partition_revoked: threading.Event
-    _worker_stopping: threading.Event
-    _children: list[EnqueuedJob] = field(default_factory=list)
+    Attributes: task, job_id, topic, partition, offset, attempt (1 for the first
+    run), key (partition key bytes or None), headers (name -> bytes). Built by the
+    worker once per record (a plain slotted class: cheaper than a dataclass);
+    treat it as read-only.
+    """
+
+    __slots__ = (
+        "_children",
+        "_mark_through",
+        "_partition_revoked",
+        "_worker_stopping",
+        "attempt",
+        "headers",
+        "job_id",
+        "key",
+        "offset",
+        "partition",
+        "task",
+        "topic",
+    )
+
+    def __init__(
+        self,
+        task: str,
+        job_id: str,
+        topic: str,
+        partition: int,
+        offset: int,
+        attempt: int,
+        key: bytes | None,
+        headers: Mapping[str, bytes | None],
+        partition_revoked: threading.Event,
+        worker_stopping: threading.Event,
+        mark_through: Callable[[int], None],
+    ) -> None:
+        self.task = task
+        self.job_id = job_id
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.attempt = attempt
+        self.key = key
+        self.headers = headers
+        self._partition_revoked = partition_revoked
+        self._worker_stopping = worker_stopping
+        self._mark_through = mark_through
+        self._children: list[EnqueuedJob] = []
+
+    def __repr__(self) -> str:
+        return (
+            f"<JobContext {self.task} id={self.job_id} "
+            f"{self.topic}[{self.partition}]@{self.offset} attempt={self.attempt}>"
+        )
 
     def revoked(self) -> bool:
         """True once this process lost the job's partition; the job should wrap up."""
@@ -37,6 +77,15 @@ class JobContext:
     def stopping(self) -> bool:
         """True once the worker is shutting down; a long job may return early."""
         return self._worker_stopping.is_set()
+
+    def mark_as_consumed(self) -> None:
+        """Count this record, and the job's records before it, as done.
+
+        On `manual_offsets` topics this is the only way a record becomes committable:
+        a job that processes in steps marks its progress so a restart resumes there.
+        Elsewhere it is harmless (records are marked when their job returns).
+        """
+        self._mark_through(self.offset)
 
 
 _current: ContextVar[JobContext | None] = ContextVar("kafka_jobs_current_job", default=None)

@@ -34,7 +34,22 @@ class RetryOptions(TypedDict, total=False):
     dead_letter_topic: DeadLetterSetting
 
 
-class JobOptions(RetryOptions, total=False):
+class TopicSettings(RetryOptions, total=False):
+    """Keywords of `App.configure_topic` (and, for their topic, of `@kafka_job`).
+
+    long_running: pause the partition while its batch runs and keep polling, so a
+        job may take longer than `max.poll.interval.ms`.
+    manual_offsets: records count as done only when the job calls
+        `current_job().mark_as_consumed()`.
+    subscription_group: name of the consumer connection the topic is read on.
+    """
+
+    long_running: bool
+    manual_offsets: bool
+    subscription_group: str
+
+
+class JobOptions(TopicSettings, total=False):
     """Keywords of `@kafka_job` / `App.job`.
 
     topic: the topic the job's records go to (default: the app's default topic).
@@ -68,10 +83,24 @@ def retry_policy(options: RetryOptions) -> RetryPolicy | None:
 
 @dataclass(frozen=True, slots=True)
 class TopicOptions:
-    """Defaults for every job consumed from one topic."""
+    """Defaults for every job consumed from one topic, and how the topic is consumed."""
 
     retry: RetryPolicy | None = None
     dead_letter_topic: DeadLetterSetting = None
+    long_running: bool = False
+    manual_offsets: bool = False
+    subscription_group: str | None = None
+
+    @classmethod
+    def from_settings(cls, options: TopicSettings) -> TopicOptions:
+        """Topic options from `configure_topic` / `@kafka_job` keywords."""
+        return cls(
+            retry=retry_policy(options),
+            dead_letter_topic=options.get("dead_letter_topic"),
+            long_running=options.get("long_running", False),
+            manual_offsets=options.get("manual_offsets", False),
+            subscription_group=options.get("subscription_group"),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 from kafka_jobs.context import _enqueued_from_job
 from kafka_jobs.delay import cancel_topic, next_hop, tier_topic, with_delay_headers
 from kafka_jobs.errors import PayloadTooLarge
-from kafka_jobs.options import DeadLetterSetting, KeySpec
+from kafka_jobs.options import DeadLetterSetting, KeySpec, TopicOptions
 from kafka_jobs.retry import RetryPolicy
 from kafka_jobs.signing import sign
 from kafka_jobs.wire import (
@@ -40,6 +40,8 @@ class TaskOptions:
     name: registered name, by default `module.qualname`.
     retry / dead_letter_topic: failure policy (None: the topic's, then the defaults).
     serializer: "json", or "dill" for signed payloads.
+    topic_flags: long_running / manual_offsets / subscription_group asked for by
+        this task, applied to its whole topic (see `App.consumption`).
     """
 
     topic: str
@@ -48,6 +50,7 @@ class TaskOptions:
     retry: RetryPolicy | None = None
     dead_letter_topic: DeadLetterSetting = None
     serializer: str = "json"
+    topic_flags: TopicOptions | None = None
 
 
 def key_bytes(value: Any) -> bytes | None:

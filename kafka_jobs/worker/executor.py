@@ -59,7 +59,9 @@ class Executor:
                 job.resume_from = offset
                 job.retry_at = time.monotonic() + disposition.delay
                 break
-            done.append(offset)
+            job.processed += 1
+            if not job.manual:
+                done.append(offset)
 
     def run_record(self, job: Job, record: Message) -> Disposition:
         """Run one record; failures go to the failure handler, never up to the caller."""
@@ -93,6 +95,7 @@ class Executor:
             envelope.headers,
             job.state._revoked,
             self.stopping,
+            job.mark_through,
         )
         _set_current(context)
         started = time.perf_counter()

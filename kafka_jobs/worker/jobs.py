@@ -44,6 +44,10 @@ class PartitionState:
         """Mark the partition as lost (listener thread)."""
         self._revoked.set()
 
+    def reinstate(self) -> None:
+        """The partition came back to this process while its job still runs (listener thread)."""
+        self._revoked.clear()
+
     def __repr__(self) -> str:
         return (
             f"<PartitionState {self.topic}[{self.partition}]{' revoked' if self.revoked else ''}>"
@@ -65,7 +69,9 @@ class Job:
         "done_offsets",
         "finished",
         "group_id",
+        "manual",
         "marked",
+        "processed",
         "records",
         "resume_from",
         "retry_at",
@@ -78,16 +84,41 @@ class Job:
         state: PartitionState,
         records: Sequence[Message],
         blocking: bool = True,
+        manual: bool = False,
     ) -> None:
         self.group_id = group_id
         self.state = state
         self.records = records
         self.blocking = blocking
+        self.manual = manual
+        self.processed = 0
         self.done_offsets: list[int] = []
         self.marked = 0
         self.resume_from: int | None = None
         self.retry_at = 0.0
         self.finished = False
+
+    def next_offset(self) -> int:
+        """Where the partition continues after this job: its first record not processed."""
+        if self.resume_from is not None:
+            return self.resume_from
+        if self.processed < len(self.records):
+            return int(self.records[self.processed].offset() or 0)
+        return int(self.records[-1].offset() or 0) + 1
+
+    def mark_through(self, offset: int) -> None:
+        """Mark this job's records up to `offset` as done (worker thread, in offset order).
+
+        Only on manual-offset jobs; automatic ones are marked as each record finishes.
+        """
+        if not self.manual:
+            return
+        done = self.done_offsets
+        for record in self.records[len(done) :]:
+            record_offset = int(record.offset() or 0)
+            if record_offset > offset:
+                break
+            done.append(record_offset)
 
     @property
     def topic(self) -> str:

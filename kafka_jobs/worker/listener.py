@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from kafka_jobs.events import EventBus
+from kafka_jobs.options import TopicOptions
 from kafka_jobs.settings import Settings
 from kafka_jobs.worker.jobs import Job, PartitionState
 from kafka_jobs.worker.queue import JobsQueue
@@ -20,6 +22,7 @@ from kafka_jobs.worker.scheduler import SerializedScheduler
 log = logging.getLogger("kafka_jobs.listener")
 
 TopicPartitionKey = tuple[str, int]
+_REGULAR = TopicOptions()
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +51,9 @@ class Listener:
         events: EventBus,
         stopping: threading.Event,
         on_crash: Callable[[BaseException], None],
+        consumption: Mapping[str, TopicOptions] | None = None,
     ) -> None:
+        consumption = consumption or {}
         self.group = group
         self.settings = settings
         self.queue = queue
@@ -61,8 +66,13 @@ class Listener:
         self._consumer: Consumer | None = None
         self._committed: dict[TopicPartitionKey, int] = {}
         self._in_flight: set[Job] = set()
-        # Partitions paused until a record is retried: key -> (monotonic due time, offset).
-        self._retries: dict[TopicPartitionKey, tuple[float, int]] = {}
+        # Paused partitions: key -> (monotonic time to resume, offset to resume at);
+        # infinity while a long-running job runs, its due time while a record waits to retry.
+        self._paused: dict[TopicPartitionKey, tuple[float, int]] = {}
+        # Revoked partitions whose long-running job still runs, in case they come back.
+        self._retired: dict[TopicPartitionKey, PartitionState] = {}
+        self._pause_after_assign: list[TopicPartitionKey] = []
+        self._topics = {topic: options for topic, options in consumption.items()}
         self.abandoned = 0
         self._last_commit = 0.0
         self._last_tick = 0.0
@@ -111,7 +121,7 @@ class Listener:
         poll_timeout = self.settings.poll_timeout
         while not self.stopping.is_set():
             self._collect_finished()
-            self._resume_due_retries()
+            self._resume_due()
             self._commit_if_due()
             self._tick_if_due()
             if not self.queue.wait_unblocked(self.group.name, poll_timeout):
@@ -119,6 +129,7 @@ class Listener:
             # Blocking jobs that just finished may ask for a retry: pause before fetching more.
             self._collect_finished()
             records = self.consumer.consume(self.settings.batch_size, poll_timeout)
+            self._apply_deferred_pauses()
             if records:
                 self._schedule(self._build_jobs(records))
 
@@ -137,8 +148,9 @@ class Listener:
         jobs = []
         for key, batch in batches.items():
             state = self.states.get(key)
-            # Not owned any more, or waiting for a retry (fetched before the pause took effect).
-            if state is None or key in self._retries:
+            # Not owned any more, or paused (fetched before the pause took effect): these
+            # records are fetched again when the partition resumes.
+            if state is None or key in self._paused:
                 continue
             tracker = state.tracker
             first = cast(int, batch[0].offset())
@@ -147,12 +159,24 @@ class Listener:
                 log.warning("%s[%d] went back to offset %d; re-running from there", *key, first)
                 tracker.rewind(first)
             tracker.register(cast(int, record.offset()) for record in batch)
-            jobs.append(Job(self.group.name, state, batch))
+            options = self._topics.get(key[0]) or _REGULAR
+            jobs.append(
+                Job(
+                    self.group.name,
+                    state,
+                    batch,
+                    blocking=not options.long_running,
+                    manual=options.manual_offsets,
+                )
+            )
         return jobs
 
     def _schedule(self, jobs: list[Job]) -> None:
         if not jobs:
             return
+        for job in jobs:
+            if not job.blocking:  # keep polling while it runs, without fetching more for it
+                self._pause((job.topic, job.partition), math.inf, -1)
         self._in_flight.update(jobs)
         self.queue.track(jobs)
         self.scheduler.schedule_consumption(jobs)
@@ -161,11 +185,17 @@ class Listener:
         for job in self.queue.take_finished(self.group.name):
             self._in_flight.discard(job)
             state = job.state
+            key = (job.topic, job.partition)
             if state.revoked:
+                if self._retired.get(key) is state:
+                    del self._retired[key]
                 continue
             self._mark_progress(job)
-            if job.resume_from is not None:
-                self._pause_for_retry(job, job.resume_from, job.retry_at)
+            if job.resume_from is not None:  # a record waits for its retry
+                state.tracker.rewind(job.resume_from)
+                self._pause(key, job.retry_at, job.resume_from)
+            elif not job.blocking:
+                self._pause(key, 0.0, job.next_offset())  # resumes on the next loop step
 
     def _mark_progress(self, job: Job) -> None:
         """Mark the records a job finished so far (it appends in order; read a stable prefix)."""
@@ -175,22 +205,30 @@ class Listener:
             job.state.tracker.mark_done(done[job.marked : count])
             job.marked = count
 
-    def _pause_for_retry(self, job: Job, offset: int, due: float) -> None:
-        key = (job.topic, job.partition)
-        job.state.tracker.rewind(offset)
-        self.consumer.pause([TopicPartition(job.topic, job.partition)])
-        self._retries[key] = (due, offset)
+    def _apply_deferred_pauses(self) -> None:
+        # A partition cannot be paused inside the assignment callback (it is assigned
+        # after the callback returns), so reclaimed ones are paused here.
+        while self._pause_after_assign:
+            key = self._pause_after_assign.pop()
+            if key in self.states:
+                self.consumer.pause([TopicPartition(*key)])
 
-    def _resume_due_retries(self) -> None:
-        if not self._retries:
+    def _pause(self, key: TopicPartitionKey, until: float, offset: int) -> None:
+        """Pause a partition until `until` (monotonic), then continue at `offset`."""
+        if key not in self._paused:
+            self.consumer.pause([TopicPartition(*key)])
+        self._paused[key] = (until, offset)
+
+    def _resume_due(self) -> None:
+        if not self._paused:
             return
         now = time.monotonic()
-        for key, (due, offset) in list(self._retries.items()):
+        for key, (due, offset) in list(self._paused.items()):
             if due > now:
                 continue
-            del self._retries[key]
+            del self._paused[key]
             if key in self.states:
-                # Pausing dropped the prefetched records: fetch again from the retried one.
+                # Pausing dropped the prefetched records: fetch again from where work stops.
                 partition = TopicPartition(key[0], key[1], offset)
                 self.consumer.seek(partition)
                 self.consumer.resume([partition])
@@ -265,14 +303,30 @@ class Listener:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             key = (tp.topic, tp.partition)
-            self.states[key] = PartitionState(tp.topic, tp.partition)
             self._committed.pop(key, None)
+            retired = self._retired.pop(key, None)
+            if retired is not None and self._still_running(retired):
+                # Given back while its long-running job still runs (eager rebalance): the
+                # job carries on, the partition stays paused until it is done.
+                retired.reinstate()
+                self.states[key] = retired
+                self._paused[key] = (math.inf, -1)
+                self._pause_after_assign.append(key)
+                continue
+            self.states[key] = PartitionState(tp.topic, tp.partition)
         self.events.emit("partitions.assigned", group=self.group.name, partitions=_keys(partitions))
+
+    def _still_running(self, state: PartitionState) -> bool:
+        return any(job.state is state and not job.finished for job in self._in_flight)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = _keys(partitions)
-        # Finished work on these partitions is committed before another member takes them.
+        # Finished work on these partitions, including what running jobs have done so
+        # far, is committed before another member takes them.
         self._collect_finished()
+        for job in self._in_flight:
+            if (job.topic, job.partition) in keys:
+                self._mark_progress(job)
         self._commit(asynchronous=False, keys=keys)
         self._drop(keys)
         self.events.emit("partitions.revoked", group=self.group.name, partitions=keys)
@@ -287,8 +341,10 @@ class Listener:
             state = self.states.pop(key, None)
             if state is not None:
                 state.revoke()
+                if self._still_running(state):
+                    self._retired[key] = state
             self._committed.pop(key, None)
-            self._retries.pop(key, None)
+            self._paused.pop(key, None)
 
     # --- shutdown -----------------------------------------------------------
 

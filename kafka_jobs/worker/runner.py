@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kafka_jobs.errors import ConfigurationError
 from kafka_jobs.worker.dispatcher import DelayDispatcher
@@ -33,7 +33,8 @@ class Worker:
     group_id: Kafka consumer group (default: the app's `group_id`).
     topics: topics to consume (default: every registered task's topic).
     subscription_groups: name -> topics, each group gets its own consumer
-        connection; topics not named go to the group ``default``.
+        connection (default: as topic and job options name them); topics not
+        named go to the group ``default``.
     shutdown_timeout: seconds to wait for in-flight jobs on stop.
     scheduler_class: builds the scheduler from the jobs queue (default FIFO).
     failure_handler: what happens to records that cannot run or whose job raised
@@ -67,7 +68,15 @@ class Worker:
         self.topics = list(topics) if topics is not None else app.topics()
         if not self.topics:
             raise ConfigurationError("the worker has no topics: register a task or pass topics=")
-        self.groups = _subscription_groups(self.topics, subscription_groups or {})
+        self.consumption = {topic: app.consumption(topic) for topic in self.topics}
+        named: dict[str, list[str]] = {
+            name: list(members) for name, members in (subscription_groups or {}).items()
+        }
+        if not named:  # groups named in topic or job options
+            for topic, options in self.consumption.items():
+                if options.subscription_group:
+                    named.setdefault(options.subscription_group, []).append(topic)
+        self.groups = _subscription_groups(self.topics, named)
         self.stopping = threading.Event()
         self.queue = JobsQueue()
         self.scheduler = SerializedScheduler(scheduler_class(self.queue))
@@ -81,12 +90,13 @@ class Worker:
             Listener(
                 group,
                 settings,
-                consumer_config,
+                _member_config(consumer_config, group, len(self.groups)),
                 self.queue,
                 self.scheduler,
                 app.events,
                 self.stopping,
                 self._listener_crashed,
+                self.consumption,
             )
             for group in self.groups
         ]
@@ -200,6 +210,14 @@ class Worker:
     def _listener_crashed(self, error: BaseException) -> None:
         self.crashed = error
         self.stop()
+
+
+def _member_config(config: dict[str, Any], group: SubscriptionGroup, groups: int) -> dict[str, Any]:
+    """One consumer's config; static membership ids must differ between a process's consumers."""
+    instance = config.get("group.instance.id")
+    if not instance or groups == 1:
+        return config
+    return {**config, "group.instance.id": f"{instance}-{group.name}"}
 
 
 def _subscription_groups(

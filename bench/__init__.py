@@ -1,0 +1,1 @@
+"""Benchmarks of kafka-jobs against raw confluent-kafka and Celery (see bench/RESULTS.md)."""

@@ -1,0 +1,109 @@
+"""A tiny Celery app for the benchmark: one no-op task that counts its runs into a file.
+
+Configured from the environment so that `celery -A bench.celery_app worker` and the
+enqueueing benchmark process see the same app:
+
+- ``BENCH_CELERY_BROKER``: broker URL, e.g. ``confluentkafka://127.0.0.1:9092``
+- ``BENCH_CELERY_QUEUE``: the queue (Kafka topic) the task is routed to
+- ``BENCH_CELERY_TARGET``: how many runs complete the measurement (0: never)
+- ``BENCH_CELERY_COUNTER_FILE``: where the worker writes its progress as JSON
+- ``BENCH_CELERY_TRANSPORT_OPTIONS``: JSON object merged into `broker_transport_options`
+  (e.g. ``{"polling_interval": 0.01}``); default: kombu's defaults
+
+The counter file holds ``{"count", "first", "last", "first_wall"}``: `first` and `last`
+are `time.perf_counter()` readings of the worker process when the first and the
+latest counted job ran, `first_wall` is `time.time()` of the first job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from typing import Any
+
+from celery import Celery  # type: ignore[import-untyped]
+
+BROKER_URL = os.environ.get("BENCH_CELERY_BROKER", "confluentkafka://127.0.0.1:9092")
+QUEUE = os.environ.get("BENCH_CELERY_QUEUE", "bench-celery")
+TARGET = int(os.environ.get("BENCH_CELERY_TARGET", "0"))
+COUNTER_FILE = os.environ.get("BENCH_CELERY_COUNTER_FILE", "")
+TRANSPORT_OPTIONS: dict[str, Any] = json.loads(
+    os.environ.get("BENCH_CELERY_TRANSPORT_OPTIONS", "{}")
+)
+
+# Same group timeouts as the kafka-jobs and raw consumers of the benchmark.
+GROUP_CONFIG: dict[str, Any] = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
+
+app = Celery("bench", broker=BROKER_URL)
+app.conf.update(
+    task_default_queue=QUEUE,
+    task_ignore_result=True,
+    # The kafka transport has no fanout exchanges: no pidbox, no events.
+    worker_enable_remote_control=False,
+    worker_send_task_events=False,
+    task_send_sent_event=False,
+    broker_connection_retry_on_startup=True,
+    broker_transport_options={"kafka_consumer_config": GROUP_CONFIG, **TRANSPORT_OPTIONS},
+)
+
+
+class _Counter:
+    """Counts runs across worker threads; a daemon thread writes progress to `COUNTER_FILE`."""
+
+    def __init__(self, target: int, path: str) -> None:
+        self.target = target
+        self.path = path
+        self._lock = threading.Lock()
+        self.count = 0
+        self.first = 0.0
+        self.last = 0.0
+        self.first_wall = 0.0
+        self._changed = threading.Event()
+        if path:
+            threading.Thread(target=self._writer, name="bench-counter", daemon=True).start()
+
+    def hit(self) -> None:
+        now = time.perf_counter()
+        with self._lock:
+            self.count += 1
+            self.last = now
+            if self.count == 1:
+                self.first = now
+                self.first_wall = time.time()
+        self._changed.set()
+
+    def _writer(self) -> None:
+        written = -1
+        while True:
+            self._changed.wait(0.1)
+            self._changed.clear()
+            with self._lock:
+                count, last = self.count, self.last
+            if count != written:
+                written = count
+                self._write(count, last)
+            if self.target and count < self.target:
+                time.sleep(0.05)  # at most ~20 writes per second, but the last one at once
+
+    def _write(self, count: int, last: float) -> None:
+        data = {
+            "count": count,
+            "first": self.first,
+            "last": last,
+            "first_wall": self.first_wall,
+        }
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "w") as handle:
+            json.dump(data, handle)
+        os.replace(tmp, self.path)
+
+
+_counter = _Counter(TARGET, COUNTER_FILE)
+
+
+@app.task(name="bench.noop")  # type: ignore[untyped-decorator]
+def noop(i: int, key: str) -> None:
+    """The benchmark's no-op job."""
+    _counter.hit()

