@@ -40,6 +40,8 @@ class Settings:
         reports the delivery as failed (librdkafka `message.timeout.ms`).
     max_payload_bytes: largest encoded job accepted at enqueue and at consume.
     tick_interval: seconds between scheduler ticks when no job finishes.
+    adaptive_batch: shrink batches of regular topics when measured job times
+        would exceed `max.poll.interval.ms` (and grow them back when fast).
     signing_secret: HMAC key for signed (dill) payloads; workers without it
         dead-letter such payloads unread.
     delay_topic_prefix: delayed jobs wait in `<prefix>.<N>s` tier topics.
@@ -59,6 +61,7 @@ class Settings:
     delivery_timeout: float = 30.0
     max_payload_bytes: int = 1_000_000
     tick_interval: float = 5.0
+    adaptive_batch: bool = False
     signing_secret: str | None = field(default=None, repr=False)
     delay_topic_prefix: str = "kafka-jobs.delay"
     kafka_config: KafkaConfig = field(default_factory=dict)
@@ -154,6 +157,7 @@ ENV_VARIABLES: dict[str, str] = {
     "delivery_timeout": "KAFKA_JOBS_DELIVERY_TIMEOUT",
     "max_payload_bytes": "KAFKA_JOBS_MAX_PAYLOAD_BYTES",
     "tick_interval": "KAFKA_JOBS_TICK_INTERVAL",
+    "adaptive_batch": "KAFKA_JOBS_ADAPTIVE_BATCH",
     "signing_secret": "KAFKA_JOBS_SIGNING_SECRET",
     "delay_topic_prefix": "KAFKA_JOBS_DELAY_TOPIC_PREFIX",
 }
@@ -172,6 +176,12 @@ def _parse(name: str, variable: str, raw: str) -> Any:
             return int(raw)
         if kind == "float":
             return float(raw)
+        if kind == "bool":
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
     except ValueError:
         raise ConfigurationError(f"{variable}={raw!r} is not a valid {kind}") from None
     return raw

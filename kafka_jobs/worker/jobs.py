@@ -67,6 +67,7 @@ class Job:
     __slots__ = (
         "blocking",
         "done_offsets",
+        "durations",
         "finished",
         "group_id",
         "manual",
@@ -92,6 +93,7 @@ class Job:
         self.blocking = blocking
         self.manual = manual
         self.processed = 0
+        self.durations: list[float] = []  # per record, for the poll-interval guard
         self.done_offsets: list[int] = []
         self.marked = 0
         self.resume_from: int | None = None

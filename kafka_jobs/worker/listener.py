@@ -16,6 +16,7 @@ from kafka_jobs.events import EventBus
 from kafka_jobs.options import TopicOptions
 from kafka_jobs.settings import Settings
 from kafka_jobs.worker.jobs import Job, PartitionState
+from kafka_jobs.worker.pollguard import PollIntervalGuard
 from kafka_jobs.worker.queue import JobsQueue
 from kafka_jobs.worker.scheduler import SerializedScheduler
 
@@ -75,6 +76,14 @@ class Listener:
         self._topics = {topic: options for topic, options in consumption.items()}
         self.abandoned = 0
         self._last_commit = 0.0
+        self._last_poll = time.monotonic()
+        self.guard = PollIntervalGuard(
+            group.name,
+            int(consumer_config.get("max.poll.interval.ms", 300_000)),
+            settings.batch_size,
+            settings.adaptive_batch,
+            events,
+        )
         self._last_tick = 0.0
         self.thread = threading.Thread(
             target=self._run, name=f"kafka-jobs-listener-{group.name}", daemon=True
@@ -125,10 +134,12 @@ class Listener:
             self._commit_if_due()
             self._tick_if_due()
             if not self.queue.wait_unblocked(self.group.name, poll_timeout):
+                self._watch_stall()
                 continue
             # Blocking jobs that just finished may ask for a retry: pause before fetching more.
             self._collect_finished()
-            records = self.consumer.consume(self.settings.batch_size, poll_timeout)
+            records = self.consumer.consume(self.guard.batch_size, poll_timeout)
+            self._last_poll = time.monotonic()
             self._apply_deferred_pauses()
             if records:
                 self._schedule(self._build_jobs(records))
@@ -181,9 +192,23 @@ class Listener:
         self.queue.track(jobs)
         self.scheduler.schedule_consumption(jobs)
 
+    def _watch_stall(self) -> None:
+        holders = [job for job in self._in_flight if job.blocking and not job.finished]
+        if holders:
+            job = holders[0]
+            self.guard.watch(
+                time.monotonic() - self._last_poll,
+                f"the batch of {job.topic}[{job.partition}] ({job.size} records,"
+                f" {job.processed} done)",
+            )
+
     def _collect_finished(self) -> None:
+        measured: set[str] = set()
         for job in self.queue.take_finished(self.group.name):
             self._in_flight.discard(job)
+            if job.durations:
+                self.guard.observe(job.topic, job.durations)
+                measured.add(job.topic)
             state = job.state
             key = (job.topic, job.partition)
             if state.revoked:
@@ -196,6 +221,8 @@ class Listener:
                 self._pause(key, job.retry_at, job.resume_from)
             elif not job.blocking:
                 self._pause(key, 0.0, job.next_offset())  # resumes on the next loop step
+        if measured:
+            self.guard.review(measured, time.monotonic())
 
     def _mark_progress(self, job: Job) -> None:
         """Mark the records a job finished so far (it appends in order; read a stable prefix)."""

@@ -34,10 +34,12 @@ def start_worker(
     concurrency: int = 4,
     shutdown_timeout: float = 30.0,
     delay_prefix: str | None = None,
+    long_running: bool = False,
 ) -> subprocess.Popen[bytes]:
     """A `kafka-jobs worker` process serving the ledger app."""
     env = broker.env()
     env["KAFKA_JOBS_DELAY_TOPIC_PREFIX"] = delay_prefix or f"{topic}.delay"
+    env["LEDGER_LONG_RUNNING"] = "1" if long_running else "0"
     env.update(LEDGER_TOPIC=topic, LEDGER_DIR=str(ledger_dir), LEDGER_SLEEP=str(sleep))
     with open(ledger_dir / "worker.log", "ab") as log:
         return subprocess.Popen(

@@ -1,7 +1,8 @@
 """A worker app for subprocess tests: every execution appends one line to a ledger file.
 
 Environment: LEDGER_TOPIC (topic of the job), LEDGER_DIR (where ledgers go),
-LEDGER_SLEEP (seconds each job sleeps, default 0).
+LEDGER_SLEEP (seconds each job sleeps, default 0), LEDGER_LONG_RUNNING (1: the
+topic is long-running).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from kafka_jobs import App, current_job
 
 app = App(default_topic=os.environ.get("LEDGER_TOPIC", "ledger"))
 _SLEEP = float(os.environ.get("LEDGER_SLEEP", "0"))
+if os.environ.get("LEDGER_LONG_RUNNING") == "1":
+    app.configure_topic(app.settings.default_topic, long_running=True)
 _fd: int | None = None
 
 
