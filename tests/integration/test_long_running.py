@@ -1,4 +1,4 @@
-"""Long-running jobs: past max.poll.interval.ms without leaving the group; the trap and its guard."""
+"""Long-running jobs outlive max.poll.interval.ms in their group; the trap, and its guard."""
 
 from __future__ import annotations
 
