@@ -30,8 +30,10 @@ def _ledger() -> int:
 @app.job(key="key", name="ledger.record")
 def record(seq: int, key: str) -> None:
     """Sleep if asked, then append `seq key partition offset pid` (one write: kill -9 safe)."""
-    if _SLEEP:
-        time.sleep(_SLEEP)
     job = current_job()
+    if _SLEEP:
+        started = os.path.join(os.environ["LEDGER_DIR"], f"started-{seq}-{os.getpid()}")
+        open(started, "w").close()
+        time.sleep(_SLEEP)
     line = f"{seq} {key} {job.partition} {job.offset} {os.getpid()}\n"
     os.write(_ledger(), line.encode())
