@@ -86,7 +86,8 @@ class App:
                 dead_letter_topic=options.get("dead_letter_topic"),
                 serializer=serializer,
                 topic_flags=TopicOptions.from_settings(options)
-                if {"long_running", "manual_offsets", "subscription_group"} & options.keys()
+                if {"long_running", "manual_offsets", "subscription_group", "virtual_partitions"}
+                & options.keys()
                 else None,
             )
             existing = self.tasks.get(task_name)
@@ -121,6 +122,7 @@ class App:
                 long_running=options.long_running or flags.long_running,
                 manual_offsets=options.manual_offsets or flags.manual_offsets,
                 subscription_group=options.subscription_group or flags.subscription_group,
+                virtual_partitions=options.virtual_partitions or flags.virtual_partitions,
             )
         return options
 

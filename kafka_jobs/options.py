@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
 from kafka_jobs import deadletter
+from kafka_jobs.lanes import VirtualPartitions
 from kafka_jobs.retry import RetryPolicy
 
 KeySpec = str | Callable[..., Any] | None
@@ -42,11 +43,14 @@ class TopicSettings(RetryOptions, total=False):
     manual_offsets: records count as done only when the job calls
         `current_job().mark_as_consumed()`.
     subscription_group: name of the consumer connection the topic is read on.
+    virtual_partitions: split each partition's batch into parallel lanes by key
+        (True for the defaults, or a `VirtualPartitions`).
     """
 
     long_running: bool
     manual_offsets: bool
     subscription_group: str
+    virtual_partitions: VirtualPartitions | bool
 
 
 class JobOptions(TopicSettings, total=False):
@@ -90,6 +94,7 @@ class TopicOptions:
     long_running: bool = False
     manual_offsets: bool = False
     subscription_group: str | None = None
+    virtual_partitions: VirtualPartitions | None = None
 
     @classmethod
     def from_settings(cls, options: TopicSettings) -> TopicOptions:
@@ -100,7 +105,14 @@ class TopicOptions:
             long_running=options.get("long_running", False),
             manual_offsets=options.get("manual_offsets", False),
             subscription_group=options.get("subscription_group"),
+            virtual_partitions=_virtual_partitions(options.get("virtual_partitions")),
         )
+
+
+def _virtual_partitions(setting: VirtualPartitions | bool | None) -> VirtualPartitions | None:
+    if setting is True:
+        return VirtualPartitions()
+    return setting or None
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,9 +43,10 @@ class Executor:
         """
         state = job.state
         done = job.done_offsets
+        collapsed = job.batch.collapsed if job.batch is not None else None
         for record in job.records:
             offset = cast(int, record.offset())
-            if state.revoked or self.stopping.is_set():
+            if state.revoked or self.stopping.is_set() or (collapsed and collapsed.is_set()):
                 self._events.emit(
                     "job.skipped", topic=job.topic, partition=job.partition, offset=offset
                 )
@@ -56,8 +57,9 @@ class Executor:
             else:
                 disposition = self.run_record(job, record)
             if disposition is not None:
-                job.resume_from = offset
-                job.retry_at = time.monotonic() + disposition.delay
+                if job.batch is None:  # lanes collapse instead: the listener re-runs the rest
+                    job.resume_from = offset
+                    job.retry_at = time.monotonic() + disposition.delay
                 break
             job.processed += 1
             if not job.manual:
@@ -116,6 +118,12 @@ class Executor:
                 duration=time.perf_counter() - started,
             )
             now = now_ms()
+            if job.batch is not None:
+                # A lane failed: collapse. This run counts as an attempt; the sequential
+                # re-run that follows applies retries and dead letters per record.
+                failures[offset] = (runs + 1, first_failed_ms or now)
+                job.batch.collapsed.set()
+                return RetryLater(0.0)
             failure = Failure(
                 record, error, JOB_FAILED, envelope.task, attempt, first_failed_ms or now, now
             )

@@ -54,6 +54,30 @@ class PartitionState:
         )
 
 
+class LaneBatch:
+    """The lanes one partition batch was split into (virtual partitions).
+
+    `collapsed` is set by the lane whose record failed, so the others stop early;
+    the listener then re-runs the batch's unfinished records in one sequential job.
+    `lanes` is read by the listener once every lane finished.
+    """
+
+    __slots__ = ("collapsed", "lanes", "last_offset", "left")
+
+    def __init__(self, last_offset: int) -> None:
+        self.collapsed = threading.Event()
+        self.last_offset = last_offset
+        self.lanes: list[Job] = []
+        self.left = 0
+
+    def next_offset(self) -> int:
+        """The first offset of the batch a lane did not process, or one past the batch."""
+        unfinished = [
+            lane.next_offset() for lane in self.lanes if lane.processed < len(lane.records)
+        ]
+        return min(unfinished) if unfinished else self.last_offset + 1
+
+
 class Job:
     """A batch of records of one partition, run in offset order by one worker thread.
 
@@ -65,6 +89,7 @@ class Job:
     """
 
     __slots__ = (
+        "batch",
         "blocking",
         "done_offsets",
         "durations",
@@ -86,8 +111,10 @@ class Job:
         records: Sequence[Message],
         blocking: bool = True,
         manual: bool = False,
+        batch: LaneBatch | None = None,
     ) -> None:
         self.group_id = group_id
+        self.batch = batch
         self.state = state
         self.records = records
         self.blocking = blocking

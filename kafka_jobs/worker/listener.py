@@ -13,9 +13,10 @@ from typing import Any, cast
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from kafka_jobs.events import EventBus
+from kafka_jobs.lanes import split
 from kafka_jobs.options import TopicOptions
 from kafka_jobs.settings import Settings
-from kafka_jobs.worker.jobs import Job, PartitionState
+from kafka_jobs.worker.jobs import Job, LaneBatch, PartitionState
 from kafka_jobs.worker.pollguard import PollIntervalGuard
 from kafka_jobs.worker.queue import JobsQueue
 from kafka_jobs.worker.scheduler import SerializedScheduler
@@ -53,6 +54,7 @@ class Listener:
         stopping: threading.Event,
         on_crash: Callable[[BaseException], None],
         consumption: Mapping[str, TopicOptions] | None = None,
+        concurrency: int = 1,
     ) -> None:
         consumption = consumption or {}
         self.group = group
@@ -73,6 +75,9 @@ class Listener:
         # Revoked partitions whose long-running job still runs, in case they come back.
         self._retired: dict[TopicPartitionKey, PartitionState] = {}
         self._pause_after_assign: list[TopicPartitionKey] = []
+        # Partitions whose lanes collapsed: run sequentially until this offset is done.
+        self._collapsed: dict[TopicPartitionKey, int] = {}
+        self.concurrency = concurrency
         self._topics = {topic: options for topic, options in consumption.items()}
         self.abandoned = 0
         self._last_commit = 0.0
@@ -170,17 +175,34 @@ class Listener:
                 log.warning("%s[%d] went back to offset %d; re-running from there", *key, first)
                 tracker.rewind(first)
             tracker.register(cast(int, record.offset()) for record in batch)
-            options = self._topics.get(key[0]) or _REGULAR
-            jobs.append(
-                Job(
-                    self.group.name,
-                    state,
-                    batch,
-                    blocking=not options.long_running,
-                    manual=options.manual_offsets,
-                )
-            )
+            # Records already done (collapse re-runs, commit metadata) are registered
+            # so the committed offset can pass them, but not run again.
+            todo = [r for r in batch if not tracker.is_done(cast(int, r.offset()))]
+            if todo:
+                jobs.extend(self._jobs_for(key, state, todo))
         return jobs
+
+    def _jobs_for(
+        self, key: TopicPartitionKey, state: PartitionState, records: list[Message]
+    ) -> list[Job]:
+        """One job for the partition's records, or one per lane with virtual partitions."""
+        options = self._topics.get(key[0]) or _REGULAR
+        blocking, manual = not options.long_running, options.manual_offsets
+        virtual = options.virtual_partitions
+        collapsed_until = self._collapsed.get(key)
+        if collapsed_until is not None and state.tracker.is_done(collapsed_until):
+            del self._collapsed[key]  # the collapsed batch is behind us: back to lanes
+            collapsed_until = None
+        if virtual is None or collapsed_until is not None:
+            return [Job(self.group.name, state, records, blocking=blocking, manual=manual)]
+        lanes = split(records, virtual, virtual.max_partitions or self.concurrency)
+        batch = LaneBatch(cast(int, records[-1].offset()))
+        batch.lanes = [
+            Job(self.group.name, state, lane, blocking=blocking, manual=manual, batch=batch)
+            for lane in lanes
+        ]
+        batch.left = len(batch.lanes)
+        return batch.lanes
 
     def _schedule(self, jobs: list[Job]) -> None:
         if not jobs:
@@ -216,13 +238,34 @@ class Listener:
                     del self._retired[key]
                 continue
             self._mark_progress(job)
-            if job.resume_from is not None:  # a record waits for its retry
+            if job.batch is not None:
+                self._lane_finished(key, job)
+            elif job.resume_from is not None:  # a record waits for its retry
                 state.tracker.rewind(job.resume_from)
                 self._pause(key, job.retry_at, job.resume_from)
             elif not job.blocking:
                 self._pause(key, 0.0, job.next_offset())  # resumes on the next loop step
         if measured:
             self.guard.review(measured, time.monotonic())
+
+    def _lane_finished(self, key: TopicPartitionKey, job: Job) -> None:
+        batch = job.batch
+        assert batch is not None
+        batch.left -= 1
+        if batch.left:
+            return
+        if batch.collapsed.is_set():
+            # A lane failed: run the batch's unfinished records again, one by one, so
+            # retries and dead letters apply to exactly the failing record.
+            first = batch.next_offset()
+            log.warning(
+                "%s[%d]: a lane failed; re-running from offset %d sequentially", *key, first
+            )
+            job.state.tracker.rewind(first)
+            self._collapsed[key] = batch.last_offset
+            self._pause(key, 0.0, first)
+        elif not job.blocking:
+            self._pause(key, 0.0, batch.next_offset())
 
     def _mark_progress(self, job: Job) -> None:
         """Mark the records a job finished so far (it appends in order; read a stable prefix)."""
@@ -372,6 +415,7 @@ class Listener:
                     self._retired[key] = state
             self._committed.pop(key, None)
             self._paused.pop(key, None)
+            self._collapsed.pop(key, None)
 
     # --- shutdown -----------------------------------------------------------
 

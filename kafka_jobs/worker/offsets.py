@@ -57,6 +57,14 @@ class OffsetTracker:
         if self._next is not None and self._next > offset:
             self._next = offset
 
+    def is_done(self, offset: int) -> bool:
+        """True when `offset` is known to be done (below the mark, or finished above it)."""
+        return (self._next is not None and offset < self._next) or offset in self._done
+
+    def done_above(self) -> set[int]:
+        """Offsets finished above the committable mark (for commit metadata)."""
+        return set(self._done)
+
     @property
     def last_registered(self) -> int | None:
         """The highest offset dispatched and not yet part of the committable prefix."""

@@ -69,6 +69,7 @@ class Worker:
         if not self.topics:
             raise ConfigurationError("the worker has no topics: register a task or pass topics=")
         self.consumption = {topic: app.consumption(topic) for topic in self.topics}
+        self._check_collapse_can_retry()
         named: dict[str, list[str]] = {
             name: list(members) for name, members in (subscription_groups or {}).items()
         }
@@ -97,6 +98,7 @@ class Worker:
                 self.stopping,
                 self._listener_crashed,
                 self.consumption,
+                self.concurrency,
             )
             for group in self.groups
         ]
@@ -128,6 +130,22 @@ class Worker:
             ",".join(g.name for g in self.groups),
         )
         return self
+
+    def _check_collapse_can_retry(self) -> None:
+        """Virtual partitions + dead letters need a retry: the collapse re-run is that retry."""
+        for topic, options in self.consumption.items():
+            if options.virtual_partitions is None:
+                continue
+            names = [None, *(t.name for t in self.app.tasks.values() if t.options.topic == topic)]
+            for name in names:
+                policy = self.app.failure_policy(topic, name)
+                if policy.dead_letter_topic and policy.retry.retries < 1:
+                    raise ConfigurationError(
+                        f"topic {topic!r} uses virtual partitions and a dead-letter topic with"
+                        f" retries=0 ({name or 'topic default'}): a failing lane collapses the"
+                        " batch and re-runs it sequentially, which is a retry. Set retries>=1"
+                        " (or dead_letter_topic=False)."
+                    )
 
     def dead_letter_topics(self) -> list[str]:
         """The dead-letter topics of the consumed topics and their tasks, sorted."""

@@ -35,11 +35,13 @@ def start_worker(
     shutdown_timeout: float = 30.0,
     delay_prefix: str | None = None,
     long_running: bool = False,
+    virtual: bool = False,
 ) -> subprocess.Popen[bytes]:
     """A `kafka-jobs worker` process serving the ledger app."""
     env = broker.env()
     env["KAFKA_JOBS_DELAY_TOPIC_PREFIX"] = delay_prefix or f"{topic}.delay"
     env["LEDGER_LONG_RUNNING"] = "1" if long_running else "0"
+    env["LEDGER_VIRTUAL"] = "1" if virtual else "0"
     env.update(LEDGER_TOPIC=topic, LEDGER_DIR=str(ledger_dir), LEDGER_SLEEP=str(sleep))
     with open(ledger_dir / "worker.log", "ab") as log:
         return subprocess.Popen(
@@ -87,14 +89,12 @@ def duplicates(executions: list[Execution]) -> int:
     return sum(n - 1 for n in Counter(e.seq for e in executions).values())
 
 
-def assert_order_per_worker_run(executions: list[Execution]) -> None:
-    """Within one worker process, each partition's records ran in increasing offset order."""
-    last: dict[tuple[int, int], int] = {}
+def assert_order_per_worker_run(executions: list[Execution], by: str = "partition") -> None:
+    """Within one worker process, each partition's (or key's) records ran in offset order."""
+    last: dict[tuple[int, object], int] = {}
     for e in executions:
-        key = (e.pid, e.partition)
-        assert e.offset > last.get(key, -1), (
-            f"partition {e.partition} ran out of order in pid {e.pid}"
-        )
+        key = (e.pid, getattr(e, by))
+        assert e.offset > last.get(key, -1), f"{by} {getattr(e, by)} ran out of order in {e.pid}"
         last[key] = e.offset
 
 

@@ -2,7 +2,7 @@
 
 Environment: LEDGER_TOPIC (topic of the job), LEDGER_DIR (where ledgers go),
 LEDGER_SLEEP (seconds each job sleeps, default 0), LEDGER_LONG_RUNNING (1: the
-topic is long-running).
+topic is long-running), LEDGER_VIRTUAL (1: virtual partitions).
 """
 
 from __future__ import annotations
@@ -14,8 +14,13 @@ from kafka_jobs import App, current_job
 
 app = App(default_topic=os.environ.get("LEDGER_TOPIC", "ledger"))
 _SLEEP = float(os.environ.get("LEDGER_SLEEP", "0"))
-if os.environ.get("LEDGER_LONG_RUNNING") == "1":
-    app.configure_topic(app.settings.default_topic, long_running=True)
+app.configure_topic(
+    app.settings.default_topic,
+    long_running=os.environ.get("LEDGER_LONG_RUNNING") == "1",
+    virtual_partitions=os.environ.get("LEDGER_VIRTUAL") == "1",
+    retries=1,  # virtual partitions with a dead-letter topic need one (the collapse re-run)
+    backoff=0.1,
+)
 _fd: int | None = None
 
 

@@ -1,0 +1,59 @@
+"""Offset-commit metadata: which records above the committed offset are already done.
+
+With virtual partitions, records finish out of order; the committed offset is
+the lowest unfinished one, so a new owner would re-run everything above it.
+The finished ones above it travel in the commit's metadata as a bitmap relative
+to the committed offset, base64 (URL-safe) and zlib-compressed, prefixed with a
+version: `v1:<base64>`. Bounded: a bitmap that would not fit `MAX_CHARS` is cut,
+which only means more re-runs, never a skipped record.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import zlib
+from collections.abc import Iterable
+
+PREFIX = "v1:"
+MAX_CHARS = 4000
+"""Kafka's default `offset.metadata.max.bytes` is 4096."""
+
+_MAX_BITMAP = 1 << 20
+
+
+def encode(committed: int, done_above: Iterable[int]) -> str:
+    """Metadata for a commit at `committed` with these finished offsets above it."""
+    offsets = sorted(o - committed for o in done_above if o > committed)
+    if not offsets:
+        return ""
+    for limit in (offsets[-1] + 1, 65_536, 8_192, 1_024, 128):
+        bits = bytearray((min(limit, offsets[-1] + 1) + 7) // 8)
+        for relative in offsets:
+            if relative >= limit:
+                break
+            bits[relative // 8] |= 1 << (relative % 8)
+        text = PREFIX + base64.urlsafe_b64encode(zlib.compress(bytes(bits), 9)).decode()
+        if len(text) <= MAX_CHARS:
+            return text
+    return ""
+
+
+def decode(committed: int, metadata: str | None) -> set[int]:
+    """The finished offsets above `committed` that `metadata` names; empty if unknown."""
+    if not metadata or not metadata.startswith(PREFIX):
+        return set()
+    try:
+        inflater = zlib.decompressobj()
+        bits = inflater.decompress(base64.urlsafe_b64decode(metadata[len(PREFIX) :]), _MAX_BITMAP)
+    except (binascii.Error, zlib.error, ValueError):
+        return set()
+    if inflater.unconsumed_tail:  # not ours: refuse to expand absurd input
+        return set()
+    return {
+        committed + index * 8 + bit
+        for index, byte in enumerate(bits)
+        if byte
+        for bit in range(8)
+        if byte & (1 << bit)
+    }

@@ -1,0 +1,147 @@
+"""Virtual partitions: one Kafka partition feeds many threads; per-key order holds; collapse."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from kafka_jobs import dlq
+from kafka_jobs.events import Event
+from kafka_jobs.testing import BrokerInfo, wait_until
+from tests.integration.ledger import (
+    assert_order_per_worker_run,
+    distinct_seqs,
+    duplicates,
+    read_ledger,
+    start_worker,
+    stop,
+)
+
+
+class Concurrency:
+    """Counts jobs running at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 0
+        self.peak = 0
+
+    def __enter__(self) -> None:
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+
+    def __exit__(self, *exc: object) -> None:
+        with self.lock:
+            self.now -= 1
+
+
+def test_one_partition_500_keys_run_in_parallel_lanes_in_per_key_order(
+    kafka_app, new_topic
+) -> None:
+    topic = new_topic(partitions=1)
+    app = kafka_app(default_topic=topic, concurrency=16)
+    app.configure_topic(topic, virtual_partitions=True, retries=1)
+    order: dict[str, list[int]] = defaultdict(list)
+    running = Concurrency()
+    lock = threading.Lock()
+
+    @app.job(key="key")
+    def step(key: str, seq: int, pause_ms: int) -> None:
+        with running:
+            time.sleep(pause_ms / 1000)
+            with lock:
+                order[key].append(seq)
+
+    rng = random.Random(7)
+    for seq in range(10):
+        for k in range(500):
+            step.delay(f"key-{k}", seq, rng.randint(0, 20))
+    app.flush(30)
+    with app.worker(concurrency=16):
+        assert wait_until(lambda: sum(len(v) for v in order.values()) >= 5000, timeout=180)
+    assert len(order) == 500
+    assert all(seqs == list(range(10)) for seqs in order.values()), "per-key order broken"
+    assert running.peak >= 8, f"at most {running.peak} lanes were busy at once"
+
+
+def test_a_failing_lane_collapses_then_retries_sequentially_then_dead_letters(
+    kafka_app, new_topic
+) -> None:
+    topic = new_topic(partitions=1)
+    app = kafka_app(default_topic=topic, concurrency=8)
+    app.configure_topic(topic, virtual_partitions=True, retries=1, backoff=0.1)
+    runs: Counter[int] = Counter()
+    lock = threading.Lock()
+
+    @app.job(key="key")
+    def step(n: int, key: str) -> None:
+        with lock:
+            runs[n] += 1
+        time.sleep(0.005)
+        if n == 50:
+            raise ValueError("bad record")
+
+    events: list[Event] = []
+    app.events.subscribe(events.append)
+    for n in range(200):
+        step.delay(n, f"k{n % 20}")
+    app.flush(30)
+    with app.worker(concurrency=8):
+        assert wait_until(lambda: len(runs) == 200, timeout=60)
+        assert wait_until(lambda: any(e.name == "job.dead_lettered" for e in events), timeout=30)
+    assert runs[50] == 2, "the lane run, then exactly one sequential retry"
+    assert max(runs.values()) <= 2, "finished work re-ran more than once"
+    letters = dlq.read(app, f"{topic}.dlq").letters
+    assert [letter.info["message"] for letter in letters] == ["bad record"]
+
+
+def test_configuration_error_without_a_retry_for_the_collapse(kafka_app, new_topic) -> None:
+    topic = new_topic()
+    app = kafka_app(default_topic=topic)
+    app.configure_topic(topic, virtual_partitions=True)
+
+    @app.job
+    def noop() -> None: ...
+
+    try:
+        app.worker()
+    except ValueError as error:
+        assert "retries" in str(error)
+    else:
+        raise AssertionError("virtual partitions + dead letters + retries=0 must be refused")
+
+
+def test_kill_9_with_virtual_partitions_loses_nothing(
+    kafka_broker: BrokerInfo, new_topic, new_group, ledger_producer, tmp_path: Path
+) -> None:
+    topic, group = new_topic(partitions=1), new_group()
+    record = ledger_producer(topic)
+    for seq in range(3000):
+        record.delay(seq, f"k{seq % 100}")
+    record.app.flush(30)
+    first = start_worker(
+        kafka_broker, topic, group, tmp_path, sleep=0.002, concurrency=8, virtual=True
+    )
+    try:
+        assert wait_until(lambda: distinct_seqs(tmp_path) >= 600, timeout=60)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    ran_before = len(read_ledger(tmp_path))
+    second = start_worker(kafka_broker, topic, group, tmp_path, concurrency=8, virtual=True)
+    try:
+        assert wait_until(lambda: distinct_seqs(tmp_path) >= 3000, timeout=120)
+    finally:
+        assert stop(second) == 0
+    executions = read_ledger(tmp_path)
+    assert {e.seq for e in executions} == set(range(3000))
+    assert duplicates(executions) <= ran_before
+    assert_order_per_worker_run(executions, by="key")
