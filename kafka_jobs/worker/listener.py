@@ -16,6 +16,7 @@ from kafka_jobs.events import EventBus
 from kafka_jobs.lanes import split
 from kafka_jobs.options import TopicOptions
 from kafka_jobs.settings import Settings
+from kafka_jobs.worker import offset_metadata
 from kafka_jobs.worker.jobs import Job, LaneBatch, PartitionState
 from kafka_jobs.worker.pollguard import PollIntervalGuard
 from kafka_jobs.worker.queue import JobsQueue
@@ -67,7 +68,11 @@ class Listener:
         self.states: dict[TopicPartitionKey, PartitionState] = {}
         self._consumer_config = consumer_config
         self._consumer: Consumer | None = None
-        self._committed: dict[TopicPartitionKey, int] = {}
+        # What was last committed per partition: (offset, metadata).
+        self._committed: dict[TopicPartitionKey, tuple[int, str]] = {}
+        # Whether the broker returns offset-commit metadata: None until probed.
+        self.metadata_supported: bool | None = None
+        self._metadata_probe: TopicPartition | None = None
         self._in_flight: set[Job] = set()
         # Paused partitions: key -> (monotonic time to resume, offset to resume at);
         # infinity while a long-running job runs, its due time while a record waits to retry.
@@ -303,7 +308,32 @@ class Listener:
                 self.consumer.seek(partition)
                 self.consumer.resume([partition])
 
+    def _metadata_for(self, state: PartitionState, offset: int) -> str:
+        """Finished offsets above the commit, so a new owner skips them (when supported)."""
+        if self.metadata_supported is False:
+            return ""
+        return offset_metadata.encode(offset, state.tracker.done_above())
+
+    def _probe_metadata(self) -> None:
+        """Once: does the broker return the metadata we commit? If not, stop sending it."""
+        probe, self._metadata_probe = self._metadata_probe, None
+        if probe is None or self.metadata_supported is not None:
+            return
+        try:
+            stored = self.consumer.committed([TopicPartition(probe.topic, probe.partition)], 10)
+        except KafkaException as exc:
+            log.warning("could not read back committed offsets: %s", exc)
+            return
+        self.metadata_supported = bool(stored and stored[0].metadata)
+        if not self.metadata_supported:
+            log.warning(
+                "the broker does not return offset-commit metadata: after a restart or"
+                " rebalance, records finished above the committed offset run again"
+                " (plain lowest-contiguous commits)"
+            )
+
     def _commit_if_due(self) -> None:
+        self._probe_metadata()
         now = time.monotonic()
         if now - self._last_commit >= self.settings.commit_interval:
             # Long batches commit what they finished so far, so progress survives a kick.
@@ -333,15 +363,18 @@ class Listener:
             if state is None or state.revoked:
                 continue
             offset = state.tracker.committable()
-            if offset is not None and (not asynchronous or offset != self._committed.get(key)):
-                offsets.append(TopicPartition(key[0], key[1], offset))
+            if offset is None:
+                continue
+            metadata = self._metadata_for(state, offset)
+            if not asynchronous or (offset, metadata) != self._committed.get(key):
+                offsets.append(TopicPartition(key[0], key[1], offset, metadata or None))
         if not offsets:
             return
         try:
             if asynchronous:
                 self.consumer.commit(offsets=offsets, asynchronous=True)
                 for tp in offsets:  # optimistic; _on_commit forgets failures
-                    self._committed[(tp.topic, tp.partition)] = tp.offset
+                    self._committed[(tp.topic, tp.partition)] = (tp.offset, tp.metadata or "")
                 return
             result = self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
@@ -358,10 +391,12 @@ class Listener:
             key = (tp.topic, tp.partition)
             if error is not None or tp.error is not None:
                 log.warning("offset commit of %s[%d] failed: %s", *key, error or tp.error)
-                if self._committed.get(key) == tp.offset:
+                if self._committed.get(key, (None,))[0] == tp.offset:
                     del self._committed[key]  # so the next round commits it again
             else:
-                self._committed[key] = tp.offset
+                self._committed[key] = (tp.offset, tp.metadata or "")
+                if tp.metadata and self.metadata_supported is None:
+                    self._metadata_probe = tp
                 committed.append(tp)
         if committed:
             self.events.emit(
@@ -384,7 +419,23 @@ class Listener:
                 self._pause_after_assign.append(key)
                 continue
             self.states[key] = PartitionState(tp.topic, tp.partition)
+        self._skip_finished(partitions)
         self.events.emit("partitions.assigned", group=self.group.name, partitions=_keys(partitions))
+
+    def _skip_finished(self, partitions: list[TopicPartition]) -> None:
+        """Records a former owner finished above its commit (commit metadata) will not run again."""
+        if self.metadata_supported is False or not partitions:
+            return
+        try:
+            stored = self.consumer.committed(partitions, 10)
+        except KafkaException as exc:
+            log.warning("could not read committed offsets on assignment: %s", exc)
+            return
+        for tp in stored:
+            done = offset_metadata.decode(tp.offset, tp.metadata)
+            state = self.states.get((tp.topic, tp.partition))
+            if done and state is not None:
+                state.tracker.mark_done(done)
 
     def _still_running(self, state: PartitionState) -> bool:
         return any(job.state is state and not job.finished for job in self._in_flight)

@@ -34,10 +34,14 @@ class OffsetTracker:
             if not pending and self._next is not None and offset < self._next:
                 raise ValueError(f"offset {offset} is below the committable mark {self._next}")
             pending.append(offset)
+        self._advance()  # some may be known done already (collapse re-runs, commit metadata)
 
     def mark_done(self, offsets: Iterable[int]) -> None:
         """Record that these dispatched offsets finished (ran, or were dead-lettered)."""
         self._done.update(offsets)
+        self._advance()
+
+    def _advance(self) -> None:
         pending, done = self._pending, self._done
         while pending and pending[0] in done:
             offset = pending.popleft()
