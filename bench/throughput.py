@@ -34,6 +34,7 @@ flush ("enqueue-calls"), which separates client-side cost from broker acks.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import logging
@@ -695,8 +696,12 @@ def client_version() -> str:
     return version if isinstance(version, str) else str(version[0])
 
 
+@functools.cache
 def source_state() -> str:
-    """The commit of the measured code, and whether the package had uncommitted changes."""
+    """The commit of the measured code, and whether the package had uncommitted changes.
+
+    Cached: `main` reads it before measuring, so a commit made during a run is not recorded.
+    """
     root = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(
@@ -873,6 +878,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     command = " ".join(["python -m bench.throughput", *sys.argv[1:]])
     date = subprocess.run(["date", "-u"], capture_output=True, text=True).stdout.strip()
+    source_state()  # the code measured is the code at the start
     check_raw_record()
     load_start = os.getloadavg()[0]
     results = Results()
