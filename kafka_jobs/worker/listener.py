@@ -29,6 +29,20 @@ _REGULAR = TopicOptions()
 
 
 @dataclass(frozen=True, slots=True)
+class PartitionReport:
+    """One owned partition as its listener sees it."""
+
+    group: str
+    topic: str
+    partition: int
+    committable: int | None
+    committed: int | None
+    jobs_running: int
+    done_above: int
+    paused: bool
+
+
+@dataclass(frozen=True, slots=True)
 class SubscriptionGroup:
     """Topics that share one consumer connection (and so one poll loop)."""
 
@@ -112,6 +126,33 @@ class Listener:
     def join(self, timeout: float | None = None) -> None:
         """Wait for the thread to finish its shutdown."""
         self.thread.join(timeout)
+
+    def report(self) -> list[PartitionReport]:
+        """A snapshot of the owned partitions (any thread; approximate while it runs).
+
+        jobs_running counts unfinished jobs: with virtual partitions, the busy lanes.
+        """
+        running: dict[TopicPartitionKey, int] = {}
+        for job in list(self._in_flight):
+            if not job.finished:
+                key = (job.topic, job.partition)
+                running[key] = running.get(key, 0) + 1
+        reports = []
+        for key, state in sorted(list(self.states.items())):
+            committed = self._committed.get(key)
+            reports.append(
+                PartitionReport(
+                    group=self.group.name,
+                    topic=key[0],
+                    partition=key[1],
+                    committable=state.tracker.committable(),
+                    committed=committed[0] if committed else None,
+                    jobs_running=running.get(key, 0),
+                    done_above=len(state.tracker.done_above()),
+                    paused=key in self._paused,
+                )
+            )
+        return reports
 
     # --- the loop, as named steps ----------------------------------------
 
@@ -367,7 +408,10 @@ class Listener:
                 continue
             metadata = self._metadata_for(state, offset)
             if not asynchronous or (offset, metadata) != self._committed.get(key):
-                offsets.append(TopicPartition(key[0], key[1], offset, metadata or None))
+                if metadata:
+                    offsets.append(TopicPartition(key[0], key[1], offset, metadata))
+                else:
+                    offsets.append(TopicPartition(key[0], key[1], offset))
         if not offsets:
             return
         try:

@@ -15,7 +15,7 @@ from kafka_jobs.errors import ConfigurationError
 from kafka_jobs.worker.dispatcher import DelayDispatcher
 from kafka_jobs.worker.executor import Executor
 from kafka_jobs.worker.failures import FailureHandler, RetryThenDeadLetter
-from kafka_jobs.worker.listener import Listener, SubscriptionGroup
+from kafka_jobs.worker.listener import Listener, PartitionReport, SubscriptionGroup
 from kafka_jobs.worker.pool import ThreadPool
 from kafka_jobs.worker.queue import JobsQueue
 from kafka_jobs.worker.scheduler import FifoScheduler, Scheduler, SerializedScheduler
@@ -146,6 +146,10 @@ class Worker:
                         " batch and re-runs it sequentially, which is a retry. Set retries>=1"
                         " (or dead_letter_topic=False)."
                     )
+
+    def report(self) -> list[PartitionReport]:
+        """Per owned partition: committed offset, jobs (lanes) running, done above the mark."""
+        return [report for listener in self.listeners for report in listener.report()]
 
     def dead_letter_topics(self) -> list[str]:
         """The dead-letter topics of the consumed topics and their tasks, sorted."""

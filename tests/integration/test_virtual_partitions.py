@@ -12,6 +12,7 @@ from pathlib import Path
 
 from kafka_jobs import dlq
 from kafka_jobs.events import Event
+from kafka_jobs.lanes import VirtualPartitions
 from kafka_jobs.testing import BrokerInfo, wait_until
 from tests.integration.ledger import (
     assert_order_per_worker_run,
@@ -145,3 +146,39 @@ def test_kill_9_with_virtual_partitions_loses_nothing(
     assert {e.seq for e in executions} == set(range(3000))
     assert duplicates(executions) <= ran_before
     assert_order_per_worker_run(executions, by="key")
+
+
+def test_long_running_lanes_outlive_the_poll_interval_and_are_reported(
+    kafka_app, new_topic
+) -> None:
+    topic = new_topic(partitions=1)
+    app = kafka_app(default_topic=topic, consumer_config={"max.poll.interval.ms": 10_000})
+    balanced = VirtualPartitions(distribution="balanced")  # four keys, four lanes, surely
+    app.configure_topic(topic, virtual_partitions=balanced, long_running=True, retries=1)
+    runs: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    @app.job(key="key")
+    def slow(key: str) -> None:
+        started = time.monotonic()
+        while time.monotonic() - started < 12:  # longer than max.poll.interval.ms
+            time.sleep(0.1)
+        with lock:
+            runs[key] += 1
+
+    events: list[Event] = []
+    app.events.subscribe(events.append)
+    for k in range(4):
+        slow.delay(f"k{k}")
+    app.flush(10)
+    worker = app.worker(concurrency=4)
+    with worker:
+        assert wait_until(
+            lambda: any(r.jobs_running == 4 and r.paused for r in worker.report()), timeout=30
+        ), "four lanes run at once while the partition stays paused"
+        assert wait_until(lambda: sum(runs.values()) == 4, timeout=60)
+        before_stop = list(events)
+        report = worker.report()
+    assert runs == Counter({f"k{k}": 1 for k in range(4)})
+    assert not [e for e in before_stop if e.name in ("partitions.revoked", "partitions.lost")]
+    assert report[0].committable == 4
