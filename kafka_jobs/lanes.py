@@ -68,6 +68,8 @@ def split(
     A partitioner that raises puts the whole batch in one lane (logged), so a bad
     partitioner slows a topic down instead of stopping it.
     """
+    if not records:
+        return []
     if lanes <= 1 or len(records) <= 1:
         return [list(records)]
     try:

@@ -44,7 +44,10 @@ class RetryPolicy:
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after the `attempt`-th failed run."""
-        base = min(self.backoff_max, self.backoff * 2.0 ** max(0, attempt - 1))
+        try:
+            base = min(self.backoff_max, self.backoff * 2.0 ** max(0, attempt - 1))
+        except OverflowError:  # attempt in the thousands: far past any cap
+            base = self.backoff_max
         if not self.jitter or not base:
             return base
         spread = base * self.jitter

@@ -19,7 +19,8 @@ PREFIX = "v1:"
 MAX_CHARS = 4000
 """Kafka's default `offset.metadata.max.bytes` is 4096."""
 
-_MAX_BITMAP = 1 << 20
+_MAX_SPAN = 65_536
+_MAX_BITMAP = _MAX_SPAN // 8 + 1
 
 
 def encode(committed: int, done_above: Iterable[int]) -> str:
@@ -27,7 +28,9 @@ def encode(committed: int, done_above: Iterable[int]) -> str:
     offsets = sorted(o - committed for o in done_above if o > committed)
     if not offsets:
         return ""
-    for limit in (offsets[-1] + 1, 65_536, 8_192, 1_024, 128):
+    # Bounded work: offsets further than _MAX_SPAN above the commit are left out (they
+    # only run again); smaller spans are tried until the text fits.
+    for limit in (min(offsets[-1] + 1, _MAX_SPAN), 8_192, 1_024, 128):
         bits = bytearray((min(limit, offsets[-1] + 1) + 7) // 8)
         for relative in offsets:
             if relative >= limit:
@@ -48,12 +51,14 @@ def decode(committed: int, metadata: str | None) -> set[int]:
         bits = inflater.decompress(base64.urlsafe_b64decode(metadata[len(PREFIX) :]), _MAX_BITMAP)
     except (binascii.Error, zlib.error, ValueError):
         return set()
-    if inflater.unconsumed_tail:  # not ours: refuse to expand absurd input
+    # Only a complete, checksummed stream of a size encode() can make is trusted:
+    # a wrong offset here would skip a record that never ran.
+    if inflater.unconsumed_tail or not inflater.eof or inflater.unused_data:
         return set()
     return {
         committed + index * 8 + bit
         for index, byte in enumerate(bits)
         if byte
         for bit in range(8)
-        if byte & (1 << bit)
+        if byte & (1 << bit) and (index or bit)  # bit 0 is the committed offset: never done
     }

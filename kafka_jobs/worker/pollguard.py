@@ -80,12 +80,12 @@ class PollIntervalGuard:
         if now - self._reviewed_at < 1.0 and not (self.adaptive and self.batch_size < 8):
             return
         self._reviewed_at = now
-        worst = 0.0
+        worst: float | None = None
         for topic in topics:
             p99 = self.p99(topic)
             if p99 is None:
                 continue
-            worst = max(worst, p99)
+            worst = p99 if worst is None else max(worst, p99)
             fits = self.fitting_batch(p99)
             if self.batch_size * p99 > self.budget and topic not in self._warned_topics:
                 self._warned_topics.add(topic)
@@ -111,12 +111,12 @@ class PollIntervalGuard:
                     p99=p99,
                     fitting_batch=fits,
                 )
-        if self.adaptive and worst >= 0:
+        if self.adaptive and worst is not None:
             self._adapt(worst)
 
     def fitting_batch(self, p99: float) -> int:
         """The largest batch whose p99 time stays within the budget (at least 1)."""
-        if p99 <= 0:
+        if p99 <= 1e-9:  # no clock measures less; also avoids dividing into infinity
             return self.max_batch
         return max(1, min(self.max_batch, int(self.budget / p99)))
 

@@ -32,7 +32,9 @@ def named(events: list[Event], name: str) -> list[Event]:
 
 def warnings_in(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [
-        r for r in caplog.records if r.name == "kafka_jobs.pollguard" and r.levelno == logging.WARNING
+        r
+        for r in caplog.records
+        if r.name == "kafka_jobs.pollguard" and r.levelno == logging.WARNING
     ]
 
 
@@ -308,9 +310,7 @@ def test_adaptive_reviews_are_not_rate_limited_while_the_batch_is_small() -> Non
     steps=st.lists(
         # Measured durations: 0 or at least a microsecond (a subnormal p99 overflows
         # int(budget / p99) in fitting_batch, but no clock measures that).
-        st.tuples(
-            st.one_of(st.just(0.0), st.floats(1e-6, 20)), st.floats(0, 3, allow_nan=False)
-        ),
+        st.tuples(st.one_of(st.just(0.0), st.floats(1e-6, 20)), st.floats(0, 3, allow_nan=False)),
         min_size=1,
         max_size=30,
     ),
