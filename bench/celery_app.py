@@ -9,10 +9,14 @@ enqueueing benchmark process see the same app:
 - ``BENCH_CELERY_COUNTER_FILE``: where the worker writes its progress as JSON
 - ``BENCH_CELERY_TRANSPORT_OPTIONS``: JSON object merged into `broker_transport_options`
   (e.g. ``{"polling_interval": 0.01}``); default: kombu's defaults
+- ``BENCH_CELERY_SLEEP``: seconds each job sleeps before it counts (default 0: a no-op)
+- ``BENCH_CELERY_MARK``: a count whose time is recorded as ``mark`` (default 0: none)
 
-The counter file holds ``{"count", "first", "last", "first_wall"}``: `first` and `last`
-are `time.perf_counter()` readings of the worker process when the first and the
-latest counted job ran, `first_wall` is `time.time()` of the first job.
+The counter file holds ``{"count", "first", "last", "first_wall", "first_start", "mark"}``:
+`first` and `last` are `time.perf_counter()` readings of the worker process when the
+first and the latest counted job ran, `first_wall` is `time.time()` of the first job,
+`first_start` the `time.perf_counter()` reading when the first job began (before its
+sleep), `mark` the reading when the count reached ``BENCH_CELERY_MARK`` (0.0 before).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ COUNTER_FILE = os.environ.get("BENCH_CELERY_COUNTER_FILE", "")
 TRANSPORT_OPTIONS: dict[str, Any] = json.loads(
     os.environ.get("BENCH_CELERY_TRANSPORT_OPTIONS", "{}")
 )
+SLEEP = float(os.environ.get("BENCH_CELERY_SLEEP", "0") or 0)
+MARK = int(os.environ.get("BENCH_CELERY_MARK", "0") or 0)
 
 # Same group timeouts as the kafka-jobs and raw consumers of the benchmark.
 GROUP_CONFIG: dict[str, Any] = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
@@ -60,9 +66,18 @@ class _Counter:
         self.first = 0.0
         self.last = 0.0
         self.first_wall = 0.0
+        self.first_start = 0.0
+        self.mark = 0.0
         self._changed = threading.Event()
         if path:
             threading.Thread(target=self._writer, name="bench-counter", daemon=True).start()
+
+    def begin(self) -> None:
+        """A job begins: note when the first one did."""
+        if not self.first_start:
+            now = time.perf_counter()
+            with self._lock:
+                self.first_start = self.first_start or now
 
     def hit(self) -> None:
         now = time.perf_counter()
@@ -72,6 +87,8 @@ class _Counter:
             if self.count == 1:
                 self.first = now
                 self.first_wall = time.time()
+            if self.count == MARK:
+                self.mark = now
         self._changed.set()
 
     def _writer(self) -> None:
@@ -93,6 +110,8 @@ class _Counter:
             "first": self.first,
             "last": last,
             "first_wall": self.first_wall,
+            "first_start": self.first_start,
+            "mark": self.mark,
         }
         tmp = f"{self.path}.tmp"
         with open(tmp, "w") as handle:
@@ -105,5 +124,8 @@ _counter = _Counter(TARGET, COUNTER_FILE)
 
 @app.task(name="bench.noop")  # type: ignore[untyped-decorator]
 def noop(i: int, key: str) -> None:
-    """The benchmark's no-op job."""
+    """The benchmark's job: a no-op, or a `BENCH_CELERY_SLEEP` sleep."""
+    _counter.begin()
+    if SLEEP > 0:
+        time.sleep(SLEEP)
     _counter.hit()

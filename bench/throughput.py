@@ -96,6 +96,7 @@ class Figure:
     error: str | None = None
     note: str | None = None
     loop: float | None = None  # enqueue runs: seconds until the last call returned (no flush)
+    head: Figure | None = None  # the same run up to a mark before its end (sleeping jobs)
 
     @property
     def rate(self) -> float | None:
@@ -147,6 +148,8 @@ def describe(figure: Figure) -> str:
             f" (calls: {figure.loop:.2f} s = {figure.jobs / figure.loop:,.0f} calls/s,"
             f" then flush: {figure.seconds - figure.loop:.2f} s)"
         )
+    if figure.head is not None:
+        text += f" (first {figure.head.jobs} jobs: {fmt_rate(figure.head.rate)})"
     if figure.startup is not None:
         text += f" (first job {figure.startup:.1f} s after start)"
     if figure.note:
@@ -471,11 +474,19 @@ def celery_worker(
     transport_options: dict[str, Any],
     timeout: float,
     workdir: Path,
+    concurrency: int = CONCURRENCY,
+    sleep: float = 0.0,
+    mark: int = 0,
+    progress_every: float = 0.0,
 ) -> Figure:
-    """Run `celery worker --pool threads -c 4` on `queue` until `n` jobs ran.
+    """Run `celery worker --pool threads -c <concurrency>` on `queue` until `n` jobs ran.
 
-    Bounded: stops after `timeout` seconds, or `CELERY_STALL_SECONDS` without
-    progress; the rate is then taken over the jobs that did run.
+    Each job sleeps `sleep` seconds before it counts; with a sleep, the run is
+    timed from the first job's start to the last one's end, and `figure.head` gives
+    the rate up to the `mark`-th job (if > 0) the same way. Bounded: stops after
+    `timeout` seconds, or `CELERY_STALL_SECONDS` without progress; the rate is
+    then taken over the jobs that did run. Prints the count every `progress_every`
+    seconds (if > 0).
     """
     counter = workdir / f"{queue}.json"
     log_path = workdir / f"{queue}.log"
@@ -486,6 +497,8 @@ def celery_worker(
         BENCH_CELERY_TARGET=str(n),
         BENCH_CELERY_COUNTER_FILE=str(counter),
         BENCH_CELERY_TRANSPORT_OPTIONS=json.dumps(transport_options),
+        BENCH_CELERY_SLEEP=str(sleep),
+        BENCH_CELERY_MARK=str(mark),
         PYTHONPATH=os.pathsep.join(
             p for p in (str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH")) if p
         ),
@@ -500,7 +513,7 @@ def celery_worker(
         "--pool",
         "threads",
         "-c",
-        str(CONCURRENCY),
+        str(concurrency),
         "-Q",
         queue,
         "--without-gossip",
@@ -518,7 +531,7 @@ def celery_worker(
             command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
         try:
-            progressed = time.monotonic()
+            progressed = printed = time.monotonic()
             while time.monotonic() < deadline:
                 if process.poll() is not None:
                     ended = f"worker exited with code {process.returncode}"
@@ -529,6 +542,9 @@ def celery_worker(
                 if state.get("count", 0) >= n:
                     ended = "done"
                     break
+                if progress_every > 0 and time.monotonic() - printed >= progress_every:
+                    printed = time.monotonic()
+                    progress(f"    celery worker: {state.get('count', 0)} of {n} jobs done")
                 if state and time.monotonic() - progressed > CELERY_STALL_SECONDS:
                     ended = "stalled"
                     break
@@ -546,6 +562,14 @@ def celery_worker(
         seconds=float(state["last"]) - float(state["first"]),
         startup=float(state["first_wall"]) - started_wall,
     )
+    if sleep > 0 and state.get("first_start"):
+        # Jobs that take time: from the first job's start to the last one's end, all jobs.
+        figure.jobs = count
+        figure.seconds = float(state["last"]) - float(state["first_start"])
+        if mark and state.get("mark"):
+            figure.head = Figure(
+                jobs=mark, seconds=float(state["mark"]) - float(state["first_start"])
+            )
     if count < n:
         figure.note = (
             f"{ended}: {count} of {n} jobs ran"

@@ -164,5 +164,5 @@ def kafka_app(kafka_broker: BrokerInfo) -> Iterator[AppFactory]:
     factory = AppFactory(kafka_broker)
     yield factory
     for app in factory.apps:
-        app.producer.flush(5)
+        app.close(5)  # drop the client too, so it does not outlive the session's broker
     assert not factory.internal_errors, f"internal errors were swallowed: {factory.internal_errors}"
