@@ -30,6 +30,7 @@ from kafka_jobs.errors import (
 from kafka_jobs.producer import EnqueuedJob
 from kafka_jobs.settings import Settings
 from kafka_jobs.task import Task
+from kafka_jobs.transactions import Transaction, transaction
 
 __version__ = "0.1.0"
 
@@ -49,10 +50,12 @@ __all__ = [
     "RecordTooLarge",
     "Settings",
     "Task",
+    "Transaction",
     "UnknownFormatVersion",
     "UnknownTask",
     "current_job",
     "default_app",
     "flush",
     "kafka_job",
+    "transaction",
 ]

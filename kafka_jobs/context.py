@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from kafka_jobs.errors import KafkaJobsError
 
 if TYPE_CHECKING:
+    from kafka_jobs.app import App
     from kafka_jobs.producer import EnqueuedJob
 
 
@@ -23,7 +24,9 @@ class JobContext:
     """
 
     __slots__ = (
+        "_app",
         "_children",
+        "_group_metadata",
         "_mark_through",
         "_partition_revoked",
         "_worker_stopping",
@@ -50,6 +53,8 @@ class JobContext:
         partition_revoked: threading.Event,
         worker_stopping: threading.Event,
         mark_through: Callable[[int], None],
+        app: App | None = None,
+        group_metadata: object | None = None,
     ) -> None:
         self.task = task
         self.job_id = job_id
@@ -62,6 +67,10 @@ class JobContext:
         self._partition_revoked = partition_revoked
         self._worker_stopping = worker_stopping
         self._mark_through = mark_through
+        self._app = app
+        # Consumer-group metadata for transactions that commit this record's offset;
+        # None where the offset cannot join a transaction (virtual partitions).
+        self._group_metadata = group_metadata
         self._children: list[EnqueuedJob] = []
 
     def __repr__(self) -> str:
@@ -83,8 +92,12 @@ class JobContext:
 
         On `manual_offsets` topics this is the only way a record becomes committable:
         a job that processes in steps marks its progress so a restart resumes there.
-        Elsewhere it is harmless (records are marked when their job returns).
+        Elsewhere it is harmless (records are marked when their job returns). Jobs
+        this job enqueued are acknowledged first, so none is lost behind the mark.
         """
+        timeout = self._app.settings.delivery_timeout if self._app is not None else 30.0
+        for child in self._children:
+            child.wait(timeout)
         self._mark_through(self.offset)
 
 

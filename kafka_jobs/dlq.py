@@ -27,7 +27,7 @@ class DeadLetterTopic:
         return [d for d in self.letters if (d.partition, d.offset) not in self.replayed]
 
 
-def read(app: App, topic: str, idle: float = 1.0, timeout: float = 120.0) -> DeadLetterTopic:
+def read(app: App, topic: str, idle: float = 2.0, timeout: float = 120.0) -> DeadLetterTopic:
     """Read a dead-letter topic from the beginning until nothing new came for `idle` seconds.
 
     Counts records instead of trusting end offsets (some brokers report them wrong).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import inspect
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
@@ -12,8 +13,10 @@ from kafka_jobs.context import _enqueued_from_job
 from kafka_jobs.delay import cancel_topic, next_hop, tier_topic, with_delay_headers
 from kafka_jobs.errors import PayloadTooLarge
 from kafka_jobs.options import DeadLetterSetting, KeySpec, TopicOptions
+from kafka_jobs.producer import EnqueuedJob
 from kafka_jobs.retry import RetryPolicy
 from kafka_jobs.signing import sign
+from kafka_jobs.transactions import active_transaction
 from kafka_jobs.wire import (
     encode_dill_value,
     encode_headers,
@@ -24,7 +27,6 @@ from kafka_jobs.wire import (
 
 if TYPE_CHECKING:
     from kafka_jobs.app import App
-    from kafka_jobs.producer import EnqueuedJob
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -127,7 +129,11 @@ class Task(Generic[P, R]):
             if eta is not None:
                 due = max(due, int(eta.timestamp() * 1000))
             hop = next_hop(now, due)
-        if hop is None:
+        txn = active_transaction()
+        if txn is not None and hop is None:  # joins the job's transaction; settled at commit
+            handle = EnqueuedJob(job_id, target, self.app.producer, os.getpid())
+            txn.produce(target, value, partition_key, record_headers, handle._on_delivery)
+        elif hop is None:
             handle = self.app.producer.enqueue(target, job_id, value, partition_key, record_headers)
         else:
             prefix = self.app.settings.delay_topic_prefix

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, cast
@@ -52,16 +53,27 @@ class CancelledJobs:
         partitions = list(metadata.partitions) if metadata and metadata.error is None else [0]
         self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         self._due: dict[str, int] = {}
+        # Before releasing anything, read what was cancelled while no dispatcher ran.
+        deadline = time.monotonic() + 10
+        while self._read(0.5) and time.monotonic() < deadline:
+            pass
 
-    def refresh(self) -> None:
-        """Read new cancellations; forget those long past their due time."""
-        for record in self._consumer.consume(500, 0):
+    def _read(self, timeout: float) -> int:
+        records = self._consumer.consume(500, timeout)
+        for record in records:
             key, value = record.key(), record.value()
             if record.error() is None and key and value:
                 try:
                     self._due[key.decode()] = int(value)
                 except ValueError:
                     log.warning("ignoring malformed cancellation %r", value)
+        return len(records)
+
+    def refresh(self) -> None:
+        """Read new cancellations; forget those long past their due time."""
+        for _ in range(20):  # drain a backlog, bounded
+            if self._read(0) < 500:
+                break
         horizon = now_ms() - _FORGET_CANCELLED_AFTER_MS
         if len(self._due) > 10_000:
             self._due = {job: due for job, due in self._due.items() if due > horizon}
@@ -212,8 +224,12 @@ class DelayDispatcher:
             if until <= now:
                 del self._waiting[key]
                 partition = TopicPartition(key[0], key[1], offset)
-                self.consumer.seek(partition)  # pausing dropped what was prefetched
-                self.consumer.resume([partition])
+                try:
+                    self.consumer.seek(partition)  # pausing dropped what was prefetched
+                    self.consumer.resume([partition])
+                except KafkaException as exc:  # e.g. _STATE just after an assignment
+                    log.debug("seek of %s[%d] refused (%s); trying again", *key, exc)
+                    self._waiting[key] = (now + 100, offset)
 
     def _commit(self, asynchronous: bool) -> None:
         if not self._settled:
@@ -238,7 +254,13 @@ class DelayDispatcher:
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
-            self._waiting.pop((tp.topic, tp.partition), None)
+            if self._waiting.pop((tp.topic, tp.partition), None) is not None:
+                # A pause survives revoke and re-assign in librdkafka: lift it, or the
+                # tier partition would never be fetched again when it comes back.
+                try:
+                    self.consumer.resume([TopicPartition(tp.topic, tp.partition)])
+                except KafkaException as exc:
+                    log.debug("resume on revoke failed: %s", exc)
             self._settled.pop((tp.topic, tp.partition), None)
 
 

@@ -51,11 +51,14 @@ class Executor:
                     "job.skipped", topic=job.topic, partition=job.partition, offset=offset
                 )
                 break
+            generation = state.generation
             unsettled = state.unsettled.pop(offset, None)
             if unsettled is not None:  # the job ran; only its failure handling is retried
                 disposition = self._settle(unsettled, job)
             else:
                 disposition = self.run_record(job, record)
+            if state.generation != generation:
+                break  # revoked while it ran: it may have given up; never count it done
             if disposition is not None:
                 if job.batch is None:  # lanes collapse instead: the listener re-runs the rest
                     job.resume_from = offset
@@ -98,6 +101,8 @@ class Executor:
             job.state._revoked,
             self.stopping,
             job.mark_through,
+            self.app,
+            job.group_metadata,
         )
         _set_current(context)
         started = time.perf_counter()

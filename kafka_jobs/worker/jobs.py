@@ -22,7 +22,15 @@ class PartitionState:
     while every worker thread is busy).
     """
 
-    __slots__ = ("_revoked", "failures", "partition", "topic", "tracker", "unsettled")
+    __slots__ = (
+        "_revoked",
+        "failures",
+        "generation",
+        "partition",
+        "topic",
+        "tracker",
+        "unsettled",
+    )
 
     def __init__(self, topic: str, partition: int) -> None:
         self.topic = topic
@@ -33,6 +41,9 @@ class PartitionState:
         # without running the job again. Written by the worker running the partition's job.
         self.failures: dict[int, tuple[int, int]] = {}
         self.unsettled: dict[int, Failure] = {}
+        # Bumped on every revocation: a record that ran across one does not count as
+        # done, even if the partition came back meanwhile (its job may have given up).
+        self.generation = 0
         self._revoked = threading.Event()
 
     @property
@@ -42,6 +53,7 @@ class PartitionState:
 
     def revoke(self) -> None:
         """Mark the partition as lost (listener thread)."""
+        self.generation += 1
         self._revoked.set()
 
     def reinstate(self) -> None:
@@ -95,6 +107,7 @@ class Job:
         "durations",
         "finished",
         "group_id",
+        "group_metadata",
         "manual",
         "marked",
         "processed",
@@ -115,6 +128,7 @@ class Job:
     ) -> None:
         self.group_id = group_id
         self.batch = batch
+        self.group_metadata: object | None = None  # set by the listener; see transactions
         self.state = state
         self.records = records
         self.blocking = blocking

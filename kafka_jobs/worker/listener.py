@@ -97,6 +97,7 @@ class Listener:
         # Partitions whose lanes collapsed: run sequentially until this offset is done.
         self._collapsed: dict[TopicPartitionKey, int] = {}
         self.concurrency = concurrency
+        self._consumer_group_metadata: object | None = None
         self._topics = {topic: options for topic, options in consumption.items()}
         self.abandoned = 0
         self._last_commit = 0.0
@@ -217,7 +218,9 @@ class Listener:
             tracker = state.tracker
             first = cast(int, batch[0].offset())
             last = tracker.last_registered
-            if last is not None and first <= last:  # the position moved backwards
+            mark = tracker.committable()
+            if (last is not None and first <= last) or (mark is not None and first < mark):
+                # The position moved backwards (offset reset, an overridden seek).
                 log.warning("%s[%d] went back to offset %d; re-running from there", *key, first)
                 tracker.rewind(first)
             tracker.register(cast(int, record.offset()) for record in batch)
@@ -240,7 +243,10 @@ class Listener:
             del self._collapsed[key]  # the collapsed batch is behind us: back to lanes
             collapsed_until = None
         if virtual is None or collapsed_until is not None:
-            return [Job(self.group.name, state, records, blocking=blocking, manual=manual)]
+            job = Job(self.group.name, state, records, blocking=blocking, manual=manual)
+            if virtual is None:  # only then can a transaction carry the record's offset
+                job.group_metadata = self._group_metadata()
+            return [job]
         lanes = split(records, virtual, virtual.max_partitions or self.concurrency)
         batch = LaneBatch(cast(int, records[-1].offset()))
         batch.lanes = [
@@ -321,6 +327,11 @@ class Listener:
             job.state.tracker.mark_done(done[job.marked : count])
             job.marked = count
 
+    def _group_metadata(self) -> object:
+        if self._consumer_group_metadata is None:
+            self._consumer_group_metadata = self.consumer.consumer_group_metadata()
+        return self._consumer_group_metadata
+
     def _apply_deferred_pauses(self) -> None:
         # A partition cannot be paused inside the assignment callback (it is assigned
         # after the callback returns), so reclaimed ones are paused here.
@@ -346,8 +357,12 @@ class Listener:
             if key in self.states:
                 # Pausing dropped the prefetched records: fetch again from where work stops.
                 partition = TopicPartition(key[0], key[1], offset)
-                self.consumer.seek(partition)
-                self.consumer.resume([partition])
+                try:
+                    self.consumer.seek(partition)
+                    self.consumer.resume([partition])
+                except KafkaException as exc:  # e.g. _STATE just after an assignment
+                    log.debug("seek of %s[%d] refused (%s); trying again", *key, exc)
+                    self._paused[key] = (now + 0.1, offset)
 
     def _metadata_for(self, state: PartitionState, offset: int) -> str:
         """Finished offsets above the commit, so a new owner skips them (when supported)."""
@@ -450,6 +465,7 @@ class Listener:
     # --- rebalance callbacks (run inside consume(), on the listener thread) --------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._consumer_group_metadata = None  # the generation changed
         for tp in partitions:
             key = (tp.topic, tp.partition)
             self._committed.pop(key, None)
@@ -509,8 +525,17 @@ class Listener:
                 if self._still_running(state):
                     self._retired[key] = state
             self._committed.pop(key, None)
-            self._paused.pop(key, None)
+            if self._paused.pop(key, None) is not None:
+                # librdkafka keeps a pause across revoke and re-assign: lift it, or a
+                # partition that comes back would never be fetched again.
+                self._resume_quietly(key)
             self._collapsed.pop(key, None)
+
+    def _resume_quietly(self, key: TopicPartitionKey) -> None:
+        try:
+            self.consumer.resume([TopicPartition(*key)])
+        except KafkaException as exc:
+            log.debug("resume of %s[%d] on revoke failed: %s", *key, exc)
 
     # --- shutdown -----------------------------------------------------------
 

@@ -1,0 +1,119 @@
+"""Transactions inside a job: output and the consumed mark commit together, or not at all."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from kafka_jobs import transaction
+from kafka_jobs.testing import BrokerInfo, create_topic, unique_name, wait_until
+
+
+def read_all(
+    broker: BrokerInfo, topic: str, committed_only: bool, seconds: float = 8
+) -> list[bytes]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap_servers,
+            "group.id": unique_name("reader"),
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed" if committed_only else "read_uncommitted",
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 1000,
+        }
+    )
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    values: list[bytes] = []
+    try:
+        for _ in range(int(seconds / 0.2)):
+            for record in consumer.consume(100, 0.2):
+                if record.error() is None and record.value() is not None:
+                    values.append(record.value())
+    finally:
+        consumer.close()
+    return values
+
+
+@pytest.fixture(scope="module")
+def aborted_records_hidden(kafka_broker: BrokerInfo) -> bool:
+    """Probe: do read_committed consumers skip aborted transactional records on this broker?"""
+    topic = create_topic(kafka_broker.bootstrap_servers, unique_name("probe-abort"))
+    producer = Producer(
+        {"bootstrap.servers": kafka_broker.bootstrap_servers, "transactional.id": uuid.uuid4().hex}
+    )
+    producer.init_transactions(10)
+    producer.begin_transaction()
+    producer.produce(topic, b"aborted")
+    producer.abort_transaction(10)
+    producer.begin_transaction()
+    producer.produce(topic, b"committed")
+    producer.commit_transaction(10)
+    return b"aborted" not in read_all(kafka_broker, topic, committed_only=True, seconds=4)
+
+
+@pytest.mark.parametrize("virtual", [False, True], ids=["offset-in-transaction", "lanes"])
+def test_output_child_jobs_and_offset_commit_together(
+    kafka_broker: BrokerInfo, kafka_app, new_topic, virtual: bool
+) -> None:
+    source, output, children_topic = new_topic(), new_topic(), new_topic()
+    app = kafka_app(default_topic=source)
+    # With lanes the offset is marked right after the commit instead of inside it.
+    app.configure_topic(source, virtual_partitions=virtual, retries=1)
+    children: list[int] = []
+    lock = threading.Lock()
+
+    @app.job(topic=children_topic)
+    def child(n: int) -> None:
+        with lock:
+            children.append(n)
+
+    @app.job
+    def settle(n: int) -> None:
+        with transaction() as txn:
+            txn.produce(output, f"settled {n}".encode())
+            child.delay(n * 10)
+
+    for n in range(3):
+        settle.delay(n)
+    app.flush(10)
+    with app.worker():
+        assert wait_until(lambda: sorted(children) == [0, 10, 20], timeout=60)
+    consumer = Consumer(
+        {"bootstrap.servers": kafka_broker.bootstrap_servers, "group.id": app.settings.group_id}
+    )
+    try:
+        assert consumer.committed([TopicPartition(source, 0)], timeout=10)[0].offset == 3
+    finally:
+        consumer.close()
+    assert sorted(read_all(kafka_broker, output, committed_only=True)) == [
+        b"settled 0",
+        b"settled 1",
+        b"settled 2",
+    ]
+
+
+def test_a_failing_job_aborts_its_transaction(
+    kafka_broker: BrokerInfo, kafka_app, new_topic, aborted_records_hidden: bool
+) -> None:
+    if not aborted_records_hidden:
+        pytest.skip("this broker shows aborted transactional records to read_committed consumers")
+    source, output = new_topic(), new_topic()
+    app = kafka_app(default_topic=source)
+    attempts: list[int] = []
+
+    @app.job(retries=1, backoff=0.1)
+    def settle(n: int) -> None:
+        attempts.append(n)
+        with transaction() as txn:
+            txn.produce(output, b"first try" if len(attempts) == 1 else b"second try")
+            if len(attempts) == 1:
+                raise RuntimeError("crash inside the transaction")
+
+    settle.delay(1)
+    app.flush(10)
+    with app.worker():
+        assert wait_until(lambda: len(attempts) == 2, timeout=60)
+    assert read_all(kafka_broker, output, committed_only=True) == [b"second try"]
