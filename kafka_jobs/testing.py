@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -48,6 +49,14 @@ class BrokerInfo:
     def admin(self) -> AdminClient:
         """An admin client on this broker."""
         return AdminClient({"bootstrap.servers": self.bootstrap_servers})
+
+    def committed(self, group: str, topic: str, partition: int = 0) -> int:
+        """The offset `group` has committed on a partition (negative when none)."""
+        consumer = Consumer({"bootstrap.servers": self.bootstrap_servers, "group.id": group})
+        try:
+            return int(consumer.committed([TopicPartition(topic, partition)], timeout=10)[0].offset)
+        finally:
+            consumer.close()
 
     def env(self) -> dict[str, str]:
         """Environment for a worker subprocess on this broker, with the test timeouts."""

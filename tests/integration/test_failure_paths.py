@@ -4,19 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from confluent_kafka import Consumer, TopicPartition
-
 from kafka_jobs.events import Event
 from kafka_jobs.testing import BrokerInfo, wait_until
 from kafka_jobs.worker import Disposition, Failure, LogFailures
-
-
-def committed_offset(broker: BrokerInfo, group: str, topic: str, partition: int = 0) -> int:
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": group})
-    try:
-        return int(consumer.committed([TopicPartition(topic, partition)], timeout=10)[0].offset)
-    finally:
-        consumer.close()
 
 
 def test_system_exit_in_a_job_is_a_failure_not_a_dead_thread(
@@ -41,7 +31,7 @@ def test_system_exit_in_a_job_is_a_failure_not_a_dead_thread(
         assert wait_until(lambda: ran == [0, 2, 3], timeout=30)
     failed = [e.payload["error"] for e in events if e.name == "job.failed"]
     assert len(failed) == 1 and isinstance(failed[0], SystemExit)
-    assert committed_offset(kafka_broker, app.settings.group_id, topic) == 4
+    assert kafka_broker.committed(app.settings.group_id, topic) == 4
 
 
 class FlakyHandler(LogFailures):

@@ -4,19 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
-
 from kafka_jobs.testing import BrokerInfo, wait_until
 from tests.integration.conftest import enqueue_ledger_jobs
 from tests.integration.ledger import read_ledger, start_worker, stop
-
-
-def committed(broker: BrokerInfo, group: str, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": group})
-    try:
-        return int(consumer.committed([TopicPartition(topic, 0)], timeout=10)[0].offset)
-    finally:
-        consumer.close()
 
 
 def test_sigterm_waits_for_a_long_job_that_fits_the_shutdown_timeout(
@@ -33,7 +23,7 @@ def test_sigterm_waits_for_a_long_job_that_fits_the_shutdown_timeout(
         code = stop(worker)
     assert code == 0
     assert [e.seq for e in read_ledger(tmp_path)] == [0]
-    assert committed(kafka_broker, group, topic) == 1
+    assert kafka_broker.committed(group, topic) == 1
 
 
 def test_sigterm_past_the_shutdown_timeout_leaves_the_job_uncommitted_for_the_next_worker(
@@ -50,7 +40,7 @@ def test_sigterm_past_the_shutdown_timeout_leaves_the_job_uncommitted_for_the_ne
         code = stop(worker, timeout=30)
     assert code == 1, "a shutdown that abandoned a job is not a clean exit"
     assert read_ledger(tmp_path) == []
-    assert committed(kafka_broker, group, topic) < 1
+    assert kafka_broker.committed(group, topic) < 1
 
     restarted = start_worker(kafka_broker, topic, group, tmp_path)
     try:
