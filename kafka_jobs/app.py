@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, Unpack, overload
 
@@ -52,6 +53,7 @@ class App:
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.topic_options: dict[str, TopicOptions] = {}
         self.secret = settings.signing_secret.encode() if settings.signing_secret else None
+        self._workers: weakref.WeakSet[Worker] = weakref.WeakSet()
         self.events = EventBus()
         self.producer = JobProducer(settings.producer_settings(), settings.delivery_timeout)
 
@@ -182,6 +184,19 @@ class App:
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise KafkaJobsError(f"cannot create topic {topic!r}: {exc}") from exc
         return missing
+
+    def assignments(self) -> dict[str, list[int]]:
+        """Topic -> partitions this process's running workers own right now.
+
+        Updated on every rebalance; any thread may call it (a snapshot). For
+        schedulers that share workers by what is actually assigned.
+        """
+        owned: dict[str, set[int]] = {}
+        for worker in list(self._workers):
+            for listener in worker.listeners:
+                for topic, partition in list(listener.states):
+                    owned.setdefault(topic, set()).add(partition)
+        return {topic: sorted(partitions) for topic, partitions in sorted(owned.items())}
 
     def delay_topics(self) -> list[str]:
         """The topics delayed jobs wait in: the tiers and the cancellations."""

@@ -11,10 +11,11 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from kafka_jobs.errors import KafkaJobsError
+from kafka_jobs.errors import ConfigurationError, KafkaJobsError
 
 if TYPE_CHECKING:
     from kafka_jobs.app import App
+    from kafka_jobs.worker.scheduler import Scheduler
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--shutdown-timeout", type=float, help="seconds to wait for in-flight jobs on stop"
     )
+    worker.add_argument("--scheduler", metavar="MODULE:CLASS", help="scheduler (default FIFO)")
     worker.set_defaults(command=_worker)
 
     dlq = commands.add_parser("dlq", help="list, show and replay dead letters")
@@ -104,6 +106,7 @@ def _worker(options: argparse.Namespace) -> int:
         group_id=options.group,
         topics=options.topics,
         shutdown_timeout=options.shutdown_timeout,
+        **({"scheduler_class": _scheduler_class(options.scheduler)} if options.scheduler else {}),
     )
     _print_table(
         ["setting", "value"],
@@ -209,6 +212,21 @@ def _text(value: bytes | None) -> str:
         return value.decode()
     except UnicodeDecodeError:
         return f"({len(value)} bytes, not text) {value[:200]!r}"
+
+
+def _scheduler_class(spec: str) -> type[Scheduler]:
+    import importlib
+
+    from kafka_jobs.worker.scheduler import Scheduler
+
+    module_name, _, name = spec.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"--scheduler {spec!r}: {exc}") from exc
+    if not (isinstance(found, type) and issubclass(found, Scheduler)):
+        raise ConfigurationError(f"--scheduler {spec!r} is not a kafka_jobs Scheduler subclass")
+    return found
 
 
 def _broker(options: argparse.Namespace) -> int:

@@ -101,6 +101,7 @@ class Job:
     """
 
     __slots__ = (
+        "__weakref__",
         "batch",
         "blocking",
         "done_offsets",

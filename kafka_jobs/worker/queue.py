@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections import defaultdict, deque
 from collections.abc import Iterable
 
@@ -33,12 +34,24 @@ class JobsQueue:
         self._unfinished: defaultdict[str, int] = defaultdict(int)
         self._finished: defaultdict[str, list[Job]] = defaultdict(list)
         self._closed = False
+        self._put: weakref.WeakSet[Job] = weakref.WeakSet()  # jobs ever put, for put_if_new
 
     # --- scheduler side -------------------------------------------------
 
     def put(self, job: Job) -> None:
         """Make a job runnable (an implicit `unlock`)."""
         with self._cond:
+            self._put.add(job)
+            self._locked.discard(job)
+            self._ready.append(job)
+            self._cond.notify_all()
+
+    def put_if_new(self, job: Job) -> None:
+        """`put` a job unless it was put before (recovering from a failing scheduler)."""
+        with self._cond:
+            if job in self._put:
+                return
+            self._put.add(job)
             self._locked.discard(job)
             self._ready.append(job)
             self._cond.notify_all()

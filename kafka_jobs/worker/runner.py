@@ -108,6 +108,7 @@ class Worker:
             else None
         )
         self.crashed: BaseException | None = None
+        app._workers.add(self)
         self._started = False
 
     def start(self) -> Worker:

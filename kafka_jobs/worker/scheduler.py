@@ -10,11 +10,14 @@ except after `clear(group_id)`.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 
 from kafka_jobs.worker.jobs import Job
 from kafka_jobs.worker.queue import JobsQueue
+
+log = logging.getLogger("kafka_jobs.scheduler")
 
 
 class Scheduler:
@@ -48,9 +51,21 @@ class SerializedScheduler:
         self._lock = threading.Lock()
 
     def schedule_consumption(self, jobs: Sequence[Job]) -> None:
-        """Serialised `Scheduler.schedule_consumption`."""
+        """Serialised `Scheduler.schedule_consumption`.
+
+        A scheduler that raises must not strand jobs (their group would never poll
+        again): the error is logged and the jobs it did not queue are queued FIFO.
+        """
         with self._lock:
-            self.scheduler.schedule_consumption(jobs)
+            try:
+                self.scheduler.schedule_consumption(jobs)
+            except Exception:
+                log.exception(
+                    "%s.schedule_consumption failed; queueing this batch in arrival order",
+                    type(self.scheduler).__name__,
+                )
+                for job in jobs:
+                    self.scheduler.queue.put_if_new(job)
 
     def manage(self) -> None:
         """Serialised `Scheduler.manage`."""

@@ -37,6 +37,8 @@ def test_a_busy_regular_topic_does_not_hold_up_a_topic_in_another_group(
         app.flush(10)
         try:
             assert wait_until(lambda: other_runs == list(range(5)), timeout=30)
+            # The assignments tracker sees both connections' partitions.
+            assert app.assignments() == {other: [0], regular: [0]}
         finally:
             release.set()
 

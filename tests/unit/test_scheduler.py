@@ -212,3 +212,18 @@ def test_a_raising_scheduler_releases_the_lock() -> None:
     jobs = make_jobs(1)
     scheduler.schedule_consumption(jobs)  # would deadlock if the lock were still held
     assert drain(queue) == jobs
+
+
+def test_a_raising_scheduler_does_not_strand_jobs() -> None:
+    """The batch is queued FIFO after the failure, each job exactly once."""
+
+    class Broken(Scheduler):
+        def schedule_consumption(self, jobs):  # type: ignore[no-untyped-def]
+            self.queue.put(jobs[0])
+            raise RuntimeError("scheduler bug")
+
+    queue = JobsQueue()
+    jobs = [Job("g", PartitionState("t", p), []) for p in range(3)]
+    SerializedScheduler(Broken(queue)).schedule_consumption(jobs)
+    assert [queue.get(0) for _ in range(3)] == jobs
+    assert queue.get(0) is None
