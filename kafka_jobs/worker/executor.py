@@ -139,8 +139,7 @@ class Executor:
                 failures.pop(offset, None)
             return disposition
         else:
-            if job.blocking:
-                job.durations.append(time.perf_counter() - started)
+            job.durations.append(time.perf_counter() - started)
             if failures:
                 failures.pop(offset, None)
             if self._events.active:

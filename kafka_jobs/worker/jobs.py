@@ -135,7 +135,7 @@ class Job:
         self.blocking = blocking
         self.manual = manual
         self.processed = 0
-        self.durations: list[float] = []  # per record, for the poll-interval guard
+        self.durations: list[float] = []  # per record run: for the guard and schedulers
         self.done_offsets: list[int] = []
         self.marked = 0
         self.resume_from: int | None = None

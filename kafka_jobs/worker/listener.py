@@ -280,7 +280,7 @@ class Listener:
         measured: set[str] = set()
         for job in self.queue.take_finished(self.group.name):
             self._in_flight.discard(job)
-            if job.durations:
+            if job.durations and job.blocking:  # the guard is for regular topics
                 self.guard.observe(job.topic, job.durations)
                 measured.add(job.topic)
             state = job.state

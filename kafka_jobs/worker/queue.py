@@ -6,7 +6,7 @@ import threading
 import time
 import weakref
 from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from kafka_jobs.worker.jobs import Job
 
@@ -20,6 +20,8 @@ class JobsQueue:
     - Listeners call `track` when they hand jobs to the scheduler, then
       `wait_unblocked` before polling and `take_finished` to collect results.
     - Worker threads call `get` and `complete`.
+    - `concurrency` and `assignments()` tell schedulers how many threads run jobs
+      and which topics and partitions this process owns right now.
 
     A tracked blocking job holds back its group's polling until it completes,
     whether it is queued, locked, or still buffered inside a scheduler.
@@ -34,6 +36,9 @@ class JobsQueue:
         self._unfinished: defaultdict[str, int] = defaultdict(int)
         self._finished: defaultdict[str, list[Job]] = defaultdict(list)
         self._closed = False
+        # What the worker tells its scheduler: thread count and current assignments.
+        self.concurrency = 1
+        self.assignments: Callable[[], dict[str, list[int]]] = dict
         self._put: weakref.WeakSet[Job] = weakref.WeakSet()  # jobs ever put, for put_if_new
 
     # --- scheduler side -------------------------------------------------

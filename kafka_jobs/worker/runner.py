@@ -80,6 +80,8 @@ class Worker:
         self.groups = _subscription_groups(self.topics, named)
         self.stopping = threading.Event()
         self.queue = JobsQueue()
+        self.queue.concurrency = self.concurrency
+        self.queue.assignments = app.assignments
         self.scheduler = SerializedScheduler(scheduler_class(self.queue))
         handler = failure_handler or RetryThenDeadLetter(app, self.group_id)
         self.executor = Executor(app, handler, self.stopping)

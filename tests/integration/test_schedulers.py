@@ -1,0 +1,142 @@
+"""Pluggable schedulers over a real broker: withheld jobs, ticks, fair share."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+
+from examples.schedulers import FairShareScheduler
+from kafka_jobs.lanes import VirtualPartitions
+from kafka_jobs.testing import wait_until
+from kafka_jobs.worker import Job, JobsQueue, Scheduler
+
+
+def test_withheld_jobs_block_only_their_own_group(kafka_app, new_topic) -> None:
+    held_topic, free_topic = new_topic(), new_topic()
+    app = kafka_app(tick_interval=0.2)
+    app.configure_topic(held_topic, subscription_group="held")
+    release = threading.Event()
+
+    class Withholding(Scheduler):
+        def __init__(self, queue: JobsQueue) -> None:
+            super().__init__(queue)
+            self.held: list[Job] = []
+
+        def schedule_consumption(self, jobs: Sequence[Job]) -> None:
+            for job in jobs:
+                if job.topic == held_topic:
+                    self.queue.lock(job)
+                    self.held.append(job)
+                else:
+                    self.queue.put(job)
+
+        def manage(self) -> None:
+            while release.is_set() and self.held:
+                self.queue.put(self.held.pop(0))
+
+    ran: list[str] = []
+
+    @app.job(topic=held_topic)
+    def held(n: int) -> None:
+        ran.append(f"held-{n}")
+
+    @app.job(topic=free_topic)
+    def free(n: int) -> None:
+        ran.append(f"free-{n}")
+
+    held.delay(0)
+    app.flush(10)
+    with app.worker(scheduler_class=Withholding):
+        time.sleep(0.5)
+        for n in range(3):
+            free.delay(n)
+            held.delay(n + 1)  # not even fetched: the held group does not poll past job 0
+        app.flush(10)
+        assert wait_until(
+            lambda: [r for r in ran if r.startswith("free")] == ["free-0", "free-1", "free-2"],
+            timeout=30,
+        )
+        assert not [r for r in ran if r.startswith("held")]
+        release.set()  # the next tick releases them
+        assert wait_until(lambda: ran.count("held-0") == 1 and "held-3" in ran, timeout=30)
+
+
+def test_manage_runs_on_ticks_while_idle(kafka_app, new_topic) -> None:
+    topic = new_topic()
+    app = kafka_app(default_topic=topic, tick_interval=0.3)
+    calls: list[tuple[float, int]] = []
+
+    class OnePerManage(Scheduler):
+        def __init__(self, queue: JobsQueue) -> None:
+            super().__init__(queue)
+            self.buffer: list[Job] = []
+
+        def schedule_consumption(self, jobs: Sequence[Job]) -> None:
+            for job in jobs:  # one job per record: batches of one
+                self.queue.lock(job)
+                self.buffer.append(job)
+
+        def manage(self) -> None:
+            calls.append((time.monotonic(), len(self.buffer)))
+            if self.buffer and not self.queue.statistics["busy"]:
+                self.queue.put(self.buffer.pop(0))
+
+    ran: list[float] = []
+
+    @app.job
+    def step(n: int) -> None:
+        ran.append(time.monotonic())
+
+    with app.worker(scheduler_class=OnePerManage):
+        step.delay(0)
+        app.flush(10)
+        assert wait_until(lambda: len(ran) == 1, timeout=30)
+        idle_calls = len(calls)
+        assert wait_until(lambda: len(calls) >= idle_calls + 3, timeout=10), "ticks while idle"
+
+
+def test_fair_share_gives_each_assigned_topic_half_the_threads(kafka_app, new_topic) -> None:
+    a, b = new_topic(), new_topic()
+    app = kafka_app()
+    lanes = VirtualPartitions(distribution="balanced")  # many jobs per partition at once
+    app.configure_topic(a, virtual_partitions=lanes, retries=1)
+    app.configure_topic(b, virtual_partitions=lanes, retries=1)
+    running: defaultdict[str, int] = defaultdict(int)
+    peak: defaultdict[str, int] = defaultdict(int)
+    done: list[str] = []
+    lock = threading.Lock()
+
+    def work(topic: str) -> None:
+        with lock:
+            running[topic] += 1
+            peak[topic] = max(peak[topic], running[topic])
+        time.sleep(0.3)
+        with lock:
+            running[topic] -= 1
+            done.append(topic)
+
+    @app.job(topic=a, key="k")
+    def job_a(n: int, k: str) -> None:
+        work(a)
+
+    @app.job(topic=b, key="k")
+    def job_b(n: int, k: str) -> None:
+        work(b)
+
+    for n in range(8):
+        job_a.delay(n, f"k{n}")
+        job_b.delay(n, f"k{n}")
+    app.flush(10)
+    with app.worker(concurrency=4, scheduler_class=FairShareScheduler):
+        assert wait_until(lambda: len(done) == 16, timeout=60)
+    assert peak[a] == 2 and peak[b] == 2, dict(peak)  # both had work: two threads each
+
+    peak.clear()
+    for n in range(8):
+        job_a.delay(n, f"k{n}")
+    app.flush(10)
+    with app.worker(concurrency=4, scheduler_class=FairShareScheduler, topics=[a]):
+        assert wait_until(lambda: len(done) == 24, timeout=60)
+    assert peak[a] == 4, "the only assigned topic gets every thread"
