@@ -98,6 +98,8 @@ class Listener:
         self._collapsed: dict[TopicPartitionKey, int] = {}
         self.concurrency = concurrency
         self._consumer_group_metadata: object | None = None
+        self._reset_requested = threading.Event()
+        self._fatal_errors: list[float] = []
         self._topics = {topic: options for topic, options in consumption.items()}
         self.abandoned = 0
         self._last_commit = 0.0
@@ -159,15 +161,7 @@ class Listener:
 
     def _run(self) -> None:
         try:
-            config = dict(self._consumer_config)
-            config["on_commit"] = self._on_commit
-            self._consumer = Consumer(config)
-            self.consumer.subscribe(
-                list(self.group.topics),
-                on_assign=self._on_assign,
-                on_revoke=self._on_revoke,
-                on_lost=self._on_lost,
-            )
+            self._connect()
             self._fetch_loop()
             self._shutdown()
         except BaseException as error:
@@ -178,9 +172,53 @@ class Listener:
             if self._consumer is not None:
                 self._close()
 
+    def _connect(self) -> None:
+        config = dict(self._consumer_config)
+        config["on_commit"] = self._on_commit
+        self._consumer = Consumer(config)
+        self.consumer.subscribe(
+            list(self.group.topics),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+
+    def request_reset(self) -> None:
+        """Ask for a recovery reset of this group's connection (any thread)."""
+        self._reset_requested.set()
+
+    def _reset(self) -> None:
+        """Recovery reset: drop unscheduled jobs, let running ones skip, reconnect.
+
+        What finished is committed first; everything else is consumed again by the
+        new connection from the committed offsets, so nothing is lost.
+        """
+        self._reset_requested.clear()
+        log.warning("resetting the connection of subscription group %s", self.group.name)
+        self._collect_finished()
+        for job in self._in_flight:
+            if not job.state.revoked:
+                self._mark_progress(job)
+        self._commit(asynchronous=False)
+        dropped = self.scheduler.clear(self.group.name)
+        self.queue.forget(self.group.name, dropped)
+        for state in self.states.values():
+            state.revoke()  # queued jobs of the old connection skip user code
+        self.queue.wait_finished(self.group.name, self.settings.shutdown_timeout)
+        self._collect_finished()
+        self._close()
+        for table in (self.states, self._paused, self._retired, self._collapsed, self._committed):
+            table.clear()
+        self._in_flight.clear()
+        self._pause_after_assign.clear()
+        self._connect()
+        self.events.emit("group.reset", group=self.group.name, dropped=len(dropped))
+
     def _fetch_loop(self) -> None:
         poll_timeout = self.settings.poll_timeout
         while not self.stopping.is_set():
+            if self._reset_requested.is_set():
+                self._reset()
             self._collect_finished()
             self._resume_due()
             self._commit_if_due()
@@ -580,7 +618,13 @@ class Listener:
         if error.code() == KafkaError._PARTITION_EOF:
             return
         if error.fatal():
-            raise KafkaException(error)
+            now = time.monotonic()
+            self._fatal_errors = [t for t in self._fatal_errors if now - t < 60] + [now]
+            if len(self._fatal_errors) > 3:  # resets are not helping: stop
+                raise KafkaException(error)
+            log.error("fatal consumer error in %s: %s; resetting", self.group.name, error)
+            self.request_reset()
+            return
         log.warning("consumer error in %s: %s", self.group.name, error)
 
 

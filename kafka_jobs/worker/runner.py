@@ -150,6 +150,14 @@ class Worker:
                         " (or dead_letter_topic=False)."
                     )
 
+    def reset(self, group: str = "default") -> None:
+        """Recovery reset of one subscription group's connection (schedulers see `clear`)."""
+        for listener in self.listeners:
+            if listener.group.name == group:
+                listener.request_reset()
+                return
+        raise ConfigurationError(f"no subscription group named {group!r}")
+
     def report(self) -> list[PartitionReport]:
         """Per owned partition: committed offset, jobs (lanes) running, done above the mark."""
         return [report for listener in self.listeners for report in listener.report()]

@@ -140,3 +140,63 @@ def test_fair_share_gives_each_assigned_topic_half_the_threads(kafka_app, new_to
     with app.worker(concurrency=4, scheduler_class=FairShareScheduler, topics=[a]):
         assert wait_until(lambda: len(done) == 24, timeout=60)
     assert peak[a] == 4, "the only assigned topic gets every thread"
+
+
+def test_clear_on_reset_drops_that_groups_jobs_and_nothing_is_lost(kafka_app, new_topic) -> None:
+    reset_topic, other_topic = new_topic(), new_topic()
+    app = kafka_app(tick_interval=0.2)
+    app.configure_topic(reset_topic, subscription_group="reset-me", long_running=True)
+    app.configure_topic(other_topic, long_running=True)
+    cleared: list[tuple[str, int]] = []
+    holding = threading.Event()
+    holding.set()
+
+    class Holding(Scheduler):
+        """Withholds every job while `holding` is set; releases them on ticks after."""
+
+        def __init__(self, queue: JobsQueue) -> None:
+            super().__init__(queue)
+            self.buffer: list[Job] = []
+
+        def schedule_consumption(self, jobs: Sequence[Job]) -> None:
+            for job in jobs:
+                self.queue.lock(job)
+                self.buffer.append(job)
+
+        def manage(self) -> None:
+            while not holding.is_set() and self.buffer:
+                self.queue.put(self.buffer.pop(0))
+
+        def clear(self, group_id: str) -> list[Job]:
+            dropped = [job for job in self.buffer if job.group_id == group_id]
+            self.buffer = [job for job in self.buffer if job.group_id != group_id]
+            cleared.append((group_id, len(dropped)))
+            return dropped
+
+    ran: list[str] = []
+
+    @app.job(topic=reset_topic)
+    def first(n: int) -> None:
+        ran.append(f"reset-{n}")
+
+    @app.job(topic=other_topic)
+    def second(n: int) -> None:
+        ran.append(f"other-{n}")
+
+    for n in range(3):
+        first.delay(n)
+        second.delay(n)
+    app.flush(10)
+    worker = app.worker(scheduler_class=Holding)
+    with worker:
+        scheduler = worker.scheduler.scheduler
+        assert isinstance(scheduler, Holding)
+        assert wait_until(
+            lambda: {j.topic for j in scheduler.buffer} == {reset_topic, other_topic}, timeout=30
+        )
+        worker.reset("reset-me")
+        assert wait_until(lambda: cleared == [("reset-me", 1)], timeout=30)
+        assert {j.topic for j in scheduler.buffer} == {other_topic}, "only that group's jobs go"
+        holding.clear()  # release everything: the reset group's records come again
+        assert wait_until(lambda: len(ran) == 6, timeout=60)
+    assert sorted(ran) == [f"{kind}-{n}" for kind in ("other", "reset") for n in range(3)]
