@@ -182,3 +182,24 @@ def test_long_running_lanes_outlive_the_poll_interval_and_are_reported(
     assert runs == Counter({f"k{k}": 1 for k in range(4)})
     assert not [e for e in before_stop if e.name in ("partitions.revoked", "partitions.lost")]
     assert report[0].committable == 4
+
+
+def test_delayed_jobs_reach_a_topic_with_virtual_partitions(kafka_app, new_topic) -> None:
+    topic = new_topic(partitions=1)
+    app = kafka_app(default_topic=topic, concurrency=4)
+    app.configure_topic(topic, virtual_partitions=True, retries=1)
+    ran: list[tuple[str, float]] = []
+    lock = threading.Lock()
+
+    @app.job(key="key")
+    def later(key: str) -> None:
+        with lock:
+            ran.append((key, time.time()))
+
+    with app.worker(concurrency=4):
+        handles = [later.apply_async(args=(f"k{n}",), countdown=1.5) for n in range(4)]
+        app.flush(10)
+        assert wait_until(lambda: len(ran) == 4, timeout=60)
+    due = max(h.eta_ms or 0 for h in handles) / 1000
+    assert sorted(k for k, _ in ran) == ["k0", "k1", "k2", "k3"]
+    assert all(at >= due - 0.05 for _, at in ran), "none ran before its eta"
