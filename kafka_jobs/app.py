@@ -14,6 +14,7 @@ from confluent_kafka.cimpl import NewTopic
 from kafka_jobs.delay import cancel_topic, tier_topics
 from kafka_jobs.errors import ConfigurationError, KafkaJobsError, UnknownTask
 from kafka_jobs.events import EventBus
+from kafka_jobs.hooks import JOB_KINDS, HookEvent, LifecycleHook
 from kafka_jobs.options import (
     FailurePolicy,
     JobOptions,
@@ -54,6 +55,7 @@ class App:
         self.topic_options: dict[str, TopicOptions] = {}
         self.secret = settings.signing_secret.encode() if settings.signing_secret else None
         self._workers: weakref.WeakSet[Worker] = weakref.WeakSet()
+        self.hooks: list[LifecycleHook] = []
         self.events = EventBus()
         self.producer = JobProducer(settings.producer_settings(), settings.delivery_timeout)
 
@@ -100,6 +102,27 @@ class App:
             return task
 
         return register if fn is None else register(fn)
+
+    def on(
+        self, event: HookEvent, *, topic: str | None = None, every: float | None = None
+    ) -> Callable[[Callable[[str, int], None]], Callable[[str, int], None]]:
+        """Register `fn(topic, partition)` to run on "revoked", "shutdown", "idle" or
+        "periodic" (with `every` seconds), for one topic or all. See `kafka_jobs.hooks`.
+        """
+        if event not in JOB_KINDS:
+            raise ConfigurationError(
+                f"unknown hook event {event!r}: use one of {sorted(JOB_KINDS)}"
+            )
+        if (event == "periodic") != (every is not None):
+            raise ConfigurationError("every= is required for periodic hooks, and only for them")
+        if every is not None and every <= 0:
+            raise ConfigurationError("every must be positive")
+
+        def register(fn: Callable[[str, int], None]) -> Callable[[str, int], None]:
+            self.hooks.append(LifecycleHook(event, fn, topic, every))
+            return fn
+
+        return register
 
     def configure_topic(self, topic: str, **options: Unpack[TopicSettings]) -> None:
         """Set how `topic` is consumed and the failure defaults of its jobs."""

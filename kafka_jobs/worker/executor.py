@@ -41,6 +41,9 @@ class Executor:
         Records not run stay out of `job.done_offsets`, so their offsets are never
         committed; a record to be retried sets `job.resume_from` and `job.retry_at`.
         """
+        if job.hook is not None:
+            self._run_hook(job)
+            return
         state = job.state
         done = job.done_offsets
         collapsed = job.batch.collapsed if job.batch is not None else None
@@ -167,6 +170,16 @@ class Executor:
             raise
         except Exception as error:  # a decoder bug must not stall the partition
             raise NotDecodable(f"decoding failed: {error!r}") from error
+
+    def _run_hook(self, job: Job) -> None:
+        assert job.hook is not None
+        try:
+            job.hook()
+        except Exception as error:  # a user hook failing must not take the thread down
+            log.exception("%s hook for %s[%d] failed", job.kind, job.topic, job.partition)
+            self._events.emit(
+                "hook.failed", kind=job.kind, topic=job.topic, partition=job.partition, error=error
+            )
 
     def _await_children(self, context: JobContext) -> None:
         """Jobs enqueued by this job must be acknowledged before its offset may be committed."""

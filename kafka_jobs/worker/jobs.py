@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Message
@@ -109,6 +109,8 @@ class Job:
         "finished",
         "group_id",
         "group_metadata",
+        "hook",
+        "kind",
         "manual",
         "marked",
         "processed",
@@ -129,6 +131,8 @@ class Job:
     ) -> None:
         self.group_id = group_id
         self.batch = batch
+        self.kind = "consumption"
+        self.hook: Callable[[], None] | None = None
         self.group_metadata: object | None = None  # set by the listener; see transactions
         self.state = state
         self.records = records
@@ -141,6 +145,19 @@ class Job:
         self.resume_from: int | None = None
         self.retry_at = 0.0
         self.finished = False
+
+    @classmethod
+    def lifecycle(
+        cls, group_id: str, state: PartitionState, kind: str, hook: Callable[[], None]
+    ) -> Job:
+        """A revocation, shutdown, idle or periodic job: runs `hook`, holds no records.
+
+        Never blocks polling, and runs even for a revoked partition (it is housekeeping).
+        """
+        job = cls(group_id, state, [], blocking=False)
+        job.kind = kind
+        job.hook = hook
+        return job
 
     def next_offset(self) -> int:
         """Where the partition continues after this job: its first record not processed."""

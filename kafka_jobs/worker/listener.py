@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -13,6 +14,7 @@ from typing import Any, cast
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from kafka_jobs.events import EventBus
+from kafka_jobs.hooks import JOB_KINDS, LifecycleHook
 from kafka_jobs.lanes import split
 from kafka_jobs.options import TopicOptions
 from kafka_jobs.settings import Settings
@@ -70,6 +72,7 @@ class Listener:
         on_crash: Callable[[BaseException], None],
         consumption: Mapping[str, TopicOptions] | None = None,
         concurrency: int = 1,
+        hooks: Sequence[LifecycleHook] = (),
     ) -> None:
         consumption = consumption or {}
         self.group = group
@@ -99,6 +102,9 @@ class Listener:
         self.concurrency = concurrency
         self._consumer_group_metadata: object | None = None
         self._reset_requested = threading.Event()
+        self._hooks = [h for h in hooks if any(h.applies_to(t) for t in group.topics)]
+        self._hook_due: dict[int, float] = {}  # periodic hook index -> monotonic due time
+        self._last_idle = 0.0
         self._fatal_errors: list[float] = []
         self._topics = {topic: options for topic, options in consumption.items()}
         self.abandoned = 0
@@ -233,6 +239,10 @@ class Listener:
             self._apply_deferred_pauses()
             if records:
                 self._schedule(self._build_jobs(records))
+            elif self._hooks:
+                self._idle_hooks()
+            if self._hooks:
+                self._periodic_hooks()
 
     def _build_jobs(self, records: Sequence[Message]) -> list[Job]:
         batches: dict[TopicPartitionKey, list[Message]] = {}
@@ -314,9 +324,51 @@ class Listener:
                 f" {job.processed} done)",
             )
 
+    # --- lifecycle hooks ----------------------------------------------------
+
+    def _run_hooks(
+        self, event: str, states: Sequence[PartitionState], hook: LifecycleHook | None = None
+    ) -> None:
+        """Hand one job per (partition, hook) of `event` to the scheduler."""
+        hooks = [hook] if hook is not None else [h for h in self._hooks if h.event == event]
+        jobs = [
+            Job.lifecycle(
+                self.group.name,
+                state,
+                JOB_KINDS[event],
+                functools.partial(h.fn, state.topic, state.partition),
+            )
+            for state in states
+            for h in hooks
+            if h.applies_to(state.topic)
+        ]
+        if jobs:
+            self.queue.track(jobs)
+            self.scheduler.schedule(JOB_KINDS[event], jobs)
+
+    def _idle_hooks(self) -> None:
+        now = time.monotonic()
+        if now - self._last_idle < self.settings.tick_interval:
+            return
+        self._last_idle = now
+        idle = [state for key, state in self.states.items() if key not in self._paused]
+        self._run_hooks("idle", idle)
+
+    def _periodic_hooks(self) -> None:
+        now = time.monotonic()
+        for index, hook in enumerate(self._hooks):
+            if hook.event != "periodic" or hook.every is None:
+                continue
+            due = self._hook_due.setdefault(index, now + hook.every)
+            if due <= now:
+                self._hook_due[index] = now + hook.every
+                self._run_hooks("periodic", list(self.states.values()), hook)
+
     def _collect_finished(self) -> None:
         measured: set[str] = set()
         for job in self.queue.take_finished(self.group.name):
+            if job.hook is not None:
+                continue  # housekeeping: no offsets, no pause
             self._in_flight.discard(job)
             if job.durations and job.blocking:  # the guard is for regular topics
                 self.guard.observe(job.topic, job.durations)
@@ -540,6 +592,7 @@ class Listener:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = _keys(partitions)
+        self._run_hooks("revoked", [self.states[k] for k in keys if k in self.states])
         # Finished work on these partitions, including what running jobs have done so
         # far, is committed before another member takes them.
         self._collect_finished()
@@ -552,6 +605,7 @@ class Listener:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = _keys(partitions)
+        self._run_hooks("revoked", [self.states[k] for k in keys if k in self.states])
         self._drop(keys)  # never commit for a partition another member may already own
         self.events.emit("partitions.lost", group=self.group.name, partitions=keys)
 
@@ -579,6 +633,7 @@ class Listener:
 
     def _shutdown(self) -> None:
         """Stop fetching, let in-flight jobs finish (bounded), commit, leave the group."""
+        self._run_hooks("shutdown", list(self.states.values()))
         owned = [TopicPartition(t, p) for t, p in self.states]
         if owned:
             try:

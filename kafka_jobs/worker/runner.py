@@ -101,6 +101,7 @@ class Worker:
                 self._listener_crashed,
                 self.consumption,
                 self.concurrency,
+                app.hooks,
             )
             for group in self.groups
         ]

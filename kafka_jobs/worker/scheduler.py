@@ -31,12 +31,41 @@ class Scheduler:
         for job in jobs:
             self.queue.put(job)
 
+    def schedule_revocation(self, jobs: Sequence[Job]) -> None:
+        """Revocation jobs (a partition was revoked or lost): FIFO by default."""
+        for job in jobs:
+            self.queue.put(job)
+
+    def schedule_shutdown(self, jobs: Sequence[Job]) -> None:
+        """Shutdown jobs (the worker is stopping): FIFO by default."""
+        for job in jobs:
+            self.queue.put(job)
+
+    def schedule_idle(self, jobs: Sequence[Job]) -> None:
+        """Idle jobs (a poll brought nothing for these partitions): FIFO by default."""
+        for job in jobs:
+            self.queue.put(job)
+
+    def schedule_periodic(self, jobs: Sequence[Job]) -> None:
+        """Periodic jobs (a periodic hook is due): FIFO by default."""
+        for job in jobs:
+            self.queue.put(job)
+
     def manage(self) -> None:
         """Called after every finished job and on every tick; stateless schedulers do nothing."""
 
     def clear(self, group_id: str) -> list[Job]:
         """Drop and return the unscheduled jobs of a group whose client is being reset."""
         return []
+
+
+SCHEDULE_METHODS = {
+    "consumption": "schedule_consumption",
+    "revocation": "schedule_revocation",
+    "shutdown": "schedule_shutdown",
+    "idle": "schedule_idle",
+    "periodic": "schedule_periodic",
+}
 
 
 class FifoScheduler(Scheduler):
@@ -51,18 +80,25 @@ class SerializedScheduler:
         self._lock = threading.Lock()
 
     def schedule_consumption(self, jobs: Sequence[Job]) -> None:
-        """Serialised `Scheduler.schedule_consumption`.
+        """Serialised `Scheduler.schedule_consumption`."""
+        self.schedule("consumption", jobs)
+
+    def schedule(self, kind: str, jobs: Sequence[Job]) -> None:
+        """Hand jobs of one kind to the matching `schedule_*` method, serialised.
 
         A scheduler that raises must not strand jobs (their group would never poll
-        again): the error is logged and the jobs it did not queue are queued FIFO.
+        again): the error is logged with the method name and the jobs it did not
+        queue are queued FIFO.
         """
+        method = SCHEDULE_METHODS[kind]
         with self._lock:
             try:
-                self.scheduler.schedule_consumption(jobs)
+                getattr(self.scheduler, method)(jobs)
             except Exception:
                 log.exception(
-                    "%s.schedule_consumption failed; queueing this batch in arrival order",
+                    "%s.%s failed; queueing this batch in arrival order",
                     type(self.scheduler).__name__,
+                    method,
                 )
                 for job in jobs:
                     self.scheduler.queue.put_if_new(job)

@@ -200,3 +200,61 @@ def test_clear_on_reset_drops_that_groups_jobs_and_nothing_is_lost(kafka_app, ne
         holding.clear()  # release everything: the reset group's records come again
         assert wait_until(lambda: len(ran) == 6, timeout=60)
     assert sorted(ran) == [f"{kind}-{n}" for kind in ("other", "reset") for n in range(3)]
+
+
+def test_lifecycle_hooks_reach_their_scheduler_methods(kafka_app, new_topic) -> None:
+    topic = new_topic()
+    app = kafka_app(default_topic=topic, tick_interval=0.2)
+    seen: list[str] = []
+    ran: list[tuple[str, str, int]] = []
+    lock = threading.Lock()
+
+    class Recording(Scheduler):
+        def _record(self, kind: str, jobs: Sequence[Job]) -> None:
+            with lock:
+                seen.append(kind)
+            for job in jobs:
+                self.queue.put(job)
+
+        def schedule_consumption(self, jobs: Sequence[Job]) -> None:
+            self._record("consumption", jobs)
+
+        def schedule_revocation(self, jobs: Sequence[Job]) -> None:
+            self._record("revocation", jobs)
+
+        def schedule_shutdown(self, jobs: Sequence[Job]) -> None:
+            self._record("shutdown", jobs)
+
+        def schedule_idle(self, jobs: Sequence[Job]) -> None:
+            self._record("idle", jobs)
+
+        def schedule_periodic(self, jobs: Sequence[Job]) -> None:
+            self._record("periodic", jobs)
+
+    def hook(event: str):  # type: ignore[no-untyped-def]
+        def run(hook_topic: str, partition: int) -> None:
+            with lock:
+                ran.append((event, hook_topic, partition))
+
+        return run
+
+    for event in ("revoked", "shutdown", "idle"):
+        app.on(event, topic=topic)(hook(event))  # type: ignore[arg-type]
+    app.on("periodic", every=0.3)(hook("periodic"))
+
+    @app.job
+    def noop() -> None: ...
+
+    noop.delay()
+    app.flush(10)
+    worker = app.worker(scheduler_class=Recording)
+    with worker:
+        assert wait_until(lambda: {"consumption", "idle", "periodic"} <= set(seen), timeout=30)
+        worker.reset()  # the old connection's partitions are revoked
+        assert wait_until(lambda: "revocation" in seen, timeout=30)
+        after_reset = len(ran)
+        # Idle again once the new connection owns the partition.
+        assert wait_until(lambda: ("idle", topic, 0) in ran[after_reset:], timeout=30)
+    assert "shutdown" in seen
+    assert {event for event, _, _ in ran} == {"revoked", "shutdown", "idle", "periodic"}
+    assert all((t, p) == (topic, 0) for _, t, p in ran)
