@@ -11,11 +11,10 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from kafka_jobs.errors import ConfigurationError, KafkaJobsError
+from kafka_jobs.errors import KafkaJobsError
 
 if TYPE_CHECKING:
     from kafka_jobs.app import App
-    from kafka_jobs.worker.scheduler import Scheduler
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _worker(options: argparse.Namespace) -> int:
     from kafka_jobs.loader import load_app
+    from kafka_jobs.worker.scheduler import load_scheduler
 
     app = load_app(options.app)
     worker = app.worker(
@@ -106,7 +106,7 @@ def _worker(options: argparse.Namespace) -> int:
         group_id=options.group,
         topics=options.topics,
         shutdown_timeout=options.shutdown_timeout,
-        **({"scheduler_class": _scheduler_class(options.scheduler)} if options.scheduler else {}),
+        **({"scheduler_class": load_scheduler(options.scheduler)} if options.scheduler else {}),
     )
     _print_table(
         ["setting", "value"],
@@ -212,21 +212,6 @@ def _text(value: bytes | None) -> str:
         return value.decode()
     except UnicodeDecodeError:
         return f"({len(value)} bytes, not text) {value[:200]!r}"
-
-
-def _scheduler_class(spec: str) -> type[Scheduler]:
-    import importlib
-
-    from kafka_jobs.worker.scheduler import Scheduler
-
-    module_name, _, name = spec.partition(":")
-    try:
-        found = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigurationError(f"--scheduler {spec!r}: {exc}") from exc
-    if not (isinstance(found, type) and issubclass(found, Scheduler)):
-        raise ConfigurationError(f"--scheduler {spec!r} is not a kafka_jobs Scheduler subclass")
-    return found
 
 
 def _broker(options: argparse.Namespace) -> int:

@@ -45,6 +45,7 @@ class Settings:
     signing_secret: HMAC key for signed (dill) payloads; workers without it
         dead-letter such payloads unread.
     delay_topic_prefix: delayed jobs wait in `<prefix>.<N>s` tier topics.
+    scheduler: "module:Class" of the workers' scheduler (default FIFO).
     kafka_config: librdkafka settings for every client (SASL/SSL go here).
     producer_config: librdkafka settings for the producer only.
     consumer_config: librdkafka settings for consumers only.
@@ -64,6 +65,7 @@ class Settings:
     adaptive_batch: bool = False
     signing_secret: str | None = field(default=None, repr=False)
     delay_topic_prefix: str = "kafka-jobs.delay"
+    scheduler: str | None = None
     kafka_config: KafkaConfig = field(default_factory=dict)
     producer_config: KafkaConfig = field(default_factory=dict)
     consumer_config: KafkaConfig = field(default_factory=dict)
@@ -160,6 +162,7 @@ ENV_VARIABLES: dict[str, str] = {
     "adaptive_batch": "KAFKA_JOBS_ADAPTIVE_BATCH",
     "signing_secret": "KAFKA_JOBS_SIGNING_SECRET",
     "delay_topic_prefix": "KAFKA_JOBS_DELAY_TOPIC_PREFIX",
+    "scheduler": "KAFKA_JOBS_SCHEDULER",
 }
 
 _CLIENT_PREFIXES = {

@@ -18,7 +18,12 @@ from kafka_jobs.worker.failures import FailureHandler, RetryThenDeadLetter
 from kafka_jobs.worker.listener import Listener, PartitionReport, SubscriptionGroup
 from kafka_jobs.worker.pool import ThreadPool
 from kafka_jobs.worker.queue import JobsQueue
-from kafka_jobs.worker.scheduler import FifoScheduler, Scheduler, SerializedScheduler
+from kafka_jobs.worker.scheduler import (
+    FifoScheduler,
+    Scheduler,
+    SerializedScheduler,
+    load_scheduler,
+)
 
 if TYPE_CHECKING:
     from kafka_jobs.app import App
@@ -36,7 +41,8 @@ class Worker:
         connection (default: as topic and job options name them); topics not
         named go to the group ``default``.
     shutdown_timeout: seconds to wait for in-flight jobs on stop.
-    scheduler_class: builds the scheduler from the jobs queue (default FIFO).
+    scheduler_class: builds the scheduler from the jobs queue (default: the
+        `scheduler` setting, else FIFO).
     failure_handler: what happens to records that cannot run or whose job raised
         (default: retry per the job's policy, then the dead-letter topic).
     dispatch_delayed: also run the delay dispatcher that releases delayed jobs.
@@ -54,7 +60,7 @@ class Worker:
         topics: Iterable[str] | None = None,
         subscription_groups: Mapping[str, Iterable[str]] | None = None,
         shutdown_timeout: float | None = None,
-        scheduler_class: type[Scheduler] = FifoScheduler,
+        scheduler_class: type[Scheduler] | None = None,
         failure_handler: FailureHandler | None = None,
         dispatch_delayed: bool = True,
     ) -> None:
@@ -82,6 +88,10 @@ class Worker:
         self.queue = JobsQueue()
         self.queue.concurrency = self.concurrency
         self.queue.assignments = app.assignments
+        if scheduler_class is None:
+            scheduler_class = (
+                load_scheduler(settings.scheduler) if settings.scheduler else FifoScheduler
+            )
         self.scheduler = SerializedScheduler(scheduler_class(self.queue))
         handler = failure_handler or RetryThenDeadLetter(app, self.group_id)
         self.executor = Executor(app, handler, self.stopping)

@@ -10,10 +10,12 @@ except after `clear(group_id)`.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 from collections.abc import Sequence
 
+from kafka_jobs.errors import ConfigurationError
 from kafka_jobs.worker.jobs import Job
 from kafka_jobs.worker.queue import JobsQueue
 
@@ -112,3 +114,15 @@ class SerializedScheduler:
         """Serialised `Scheduler.clear`."""
         with self._lock:
             return self.scheduler.clear(group_id)
+
+
+def load_scheduler(spec: str) -> type[Scheduler]:
+    """The scheduler class named by "module:Class" (CLI `--scheduler`, `KAFKA_JOBS_SCHEDULER`)."""
+    module_name, _, name = spec.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigurationError(f"scheduler {spec!r}: {exc}") from exc
+    if not (isinstance(found, type) and issubclass(found, Scheduler)):
+        raise ConfigurationError(f"scheduler {spec!r} is not a kafka_jobs Scheduler subclass")
+    return found

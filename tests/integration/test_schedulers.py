@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 
-from examples.schedulers import FairShareScheduler
+from examples.schedulers import FairShareScheduler, PriorityScheduler
 from kafka_jobs.lanes import VirtualPartitions
 from kafka_jobs.testing import wait_until
 from kafka_jobs.worker import Job, JobsQueue, Scheduler
@@ -63,38 +64,50 @@ def test_withheld_jobs_block_only_their_own_group(kafka_app, new_topic) -> None:
         assert wait_until(lambda: ran.count("held-0") == 1 and "held-3" in ran, timeout=30)
 
 
-def test_manage_runs_on_ticks_while_idle(kafka_app, new_topic) -> None:
+def test_manage_runs_on_ticks_and_a_one_per_tick_scheduler_paces_the_backlog(
+    kafka_app, new_topic
+) -> None:
     topic = new_topic()
     app = kafka_app(default_topic=topic, tick_interval=0.3)
-    calls: list[tuple[float, int]] = []
+    # Four keys, four lanes: four jobs from one partition batch.
+    app.configure_topic(
+        topic, virtual_partitions=VirtualPartitions(distribution="balanced"), retries=1
+    )
+    calls: list[float] = []
 
-    class OnePerManage(Scheduler):
+    class OnePerTick(Scheduler):
         def __init__(self, queue: JobsQueue) -> None:
             super().__init__(queue)
             self.buffer: list[Job] = []
+            self.last_release = 0.0
 
         def schedule_consumption(self, jobs: Sequence[Job]) -> None:
-            for job in jobs:  # one job per record: batches of one
+            for job in jobs:
                 self.queue.lock(job)
                 self.buffer.append(job)
 
         def manage(self) -> None:
-            calls.append((time.monotonic(), len(self.buffer)))
-            if self.buffer and not self.queue.statistics["busy"]:
+            now = time.monotonic()
+            calls.append(now)
+            if self.buffer and now - self.last_release >= 0.25:
+                self.last_release = now
                 self.queue.put(self.buffer.pop(0))
 
-    ran: list[float] = []
+    started: list[float] = []
 
-    @app.job
-    def step(n: int) -> None:
-        ran.append(time.monotonic())
+    @app.job(key="key")
+    def step(key: str) -> None:
+        started.append(time.monotonic())
 
-    with app.worker(scheduler_class=OnePerManage):
-        step.delay(0)
-        app.flush(10)
-        assert wait_until(lambda: len(ran) == 1, timeout=30)
+    for n in range(4):
+        step.delay(f"k{n}")
+    app.flush(10)
+    with app.worker(concurrency=4, scheduler_class=OnePerTick):
+        assert wait_until(lambda: len(started) == 4, timeout=30)
         idle_calls = len(calls)
         assert wait_until(lambda: len(calls) >= idle_calls + 3, timeout=10), "ticks while idle"
+    gaps = [b - a for a, b in itertools.pairwise(started)]
+    assert all(gap >= 0.2 for gap in gaps), f"released one per tick, not at once: {gaps}"
 
 
 def test_fair_share_gives_each_assigned_topic_half_the_threads(kafka_app, new_topic) -> None:
@@ -258,3 +271,41 @@ def test_lifecycle_hooks_reach_their_scheduler_methods(kafka_app, new_topic) -> 
     assert "shutdown" in seen
     assert {event for event, _, _ in ran} == {"revoked", "shutdown", "idle", "periodic"}
     assert all((t, p) == (topic, 0) for _, t, p in ran)
+
+
+def test_priority_scheduler_starts_the_high_priority_topic_first(kafka_app, new_topic) -> None:
+    high, low = new_topic(), new_topic()
+    app = kafka_app(tick_interval=0.2)
+    for topic in (high, low):  # long-running: both backlogs are fetched while jobs wait
+        app.configure_topic(topic, long_running=True)
+    opened = threading.Event()
+
+    class Ranked(PriorityScheduler):
+        ranking = (high, low)
+
+        def manage(self) -> None:
+            if opened.is_set():  # hold everything until both backlogs are in
+                super().manage()
+
+    order: list[str] = []
+
+    @app.job(topic=high)
+    def urgent(n: int) -> None:
+        order.append("high")
+
+    @app.job(topic=low)
+    def later(n: int) -> None:
+        order.append("low")
+
+    for n in range(3):
+        later.delay(n)  # enqueued first
+        urgent.delay(n)
+    app.flush(10)
+    worker = app.worker(concurrency=1, scheduler_class=Ranked)
+    with worker:
+        scheduler = worker.scheduler.scheduler
+        assert isinstance(scheduler, Ranked)
+        assert wait_until(lambda: {j.topic for j in scheduler.buffer} == {high, low}, timeout=30)
+        opened.set()
+        assert wait_until(lambda: len(order) == 6, timeout=30)
+    assert order == ["high"] * 3 + ["low"] * 3
