@@ -79,7 +79,11 @@ def run(app, process_order, orders: int, concurrency: int) -> int:  # type: igno
             time.sleep(0.1)
             if time.monotonic() - last_report >= 1.0:
                 last_report = time.monotonic()
-                print(f"  processed {sum(outcomes.values())}/{orders}")
+                done_so_far = sum(outcomes.values())
+                if done_so_far:
+                    print(f"  processed {done_so_far}/{orders}")
+                else:
+                    print("  waiting for the worker to join its consumer group ...")
     finally:
         worker.stop()
         worker.join(60)
