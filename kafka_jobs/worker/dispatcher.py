@@ -123,7 +123,11 @@ class DelayDispatcher:
     def _run(self) -> None:
         cancelled: CancelledJobs | None = None
         try:
-            self._consumer = Consumer(self.settings.consumer_settings(self.group_id))
+            config = self.settings.consumer_settings(self.group_id)
+            # A resumed tier partition is fetched when the current fetch returns: keep
+            # that wait short so a due job is not held back by librdkafka's 500 ms default.
+            config.setdefault("fetch.wait.max.ms", 100)
+            self._consumer = Consumer(config)
             self.consumer.subscribe(
                 tier_topics(self.prefix), on_revoke=self._on_revoke, on_lost=self._on_lost
             )
