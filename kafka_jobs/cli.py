@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -67,6 +69,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--scheduler", metavar="MODULE:CLASS", help="scheduler (default FIFO)")
     worker.set_defaults(command=_worker)
+
+    status = commands.add_parser("status", help="lag per partition of a worker group")
+    status.add_argument("-A", "--app", metavar="MODULE[:APP]", help="app whose topics to show")
+    status.add_argument("-g", "--group", help="consumer group (default: the app's)")
+    status.add_argument("-t", "--topics", nargs="+", metavar="TOPIC", help="topics to show")
+    status.add_argument("--json", action="store_true", help="print JSON for scripts")
+    status.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
+    status.set_defaults(command=_status)
 
     dlq = commands.add_parser("dlq", help="list, show and replay dead letters")
     dlq_commands = dlq.add_subparsers(required=True, metavar="ACTION")
@@ -191,6 +201,49 @@ def _dlq_replay(options: argparse.Namespace) -> int:
     )
     print(f"replayed {len(replayed)} dead letter(s) from {options.topic}", flush=True)
     return 0
+
+
+def _status(options: argparse.Namespace) -> int:
+    from kafka_jobs import status
+
+    app = _app_for(options)
+    group = options.group or app.settings.group_id
+    topics = options.topics or app.topics()
+    dead_letters = sorted(
+        {
+            target
+            for topic in topics
+            for name in [None, *(t.name for t in app.tasks.values() if t.options.topic == topic)]
+            if (target := app.failure_policy(topic, name).dead_letter_topic)
+        }
+    )
+    while True:
+        rows = status.collect(app, group, topics, dead_letters)
+        if options.json:
+            print(json.dumps([row.as_dict() for row in rows]), flush=True)
+        else:
+            _print_table(
+                ["group", "topic", "partition", "committed", "end", "lag", "owner"],
+                [
+                    [
+                        r.group,
+                        r.topic,
+                        str(r.partition),
+                        "-" if r.committed is None else str(r.committed),
+                        str(r.end),
+                        str(r.lag),
+                        r.owner,
+                    ]
+                    for r in rows
+                    if r.kind == "jobs"
+                ],
+            )
+            depth = [[r.topic, str(r.partition), str(r.lag)] for r in rows if r.kind != "jobs"]
+            if depth:
+                _print_table(["dead-letter topic", "partition", "records"], depth)
+        if not options.watch:
+            return 0
+        time.sleep(options.watch)
 
 
 def _shorten(text: str, width: int) -> str:

@@ -29,3 +29,48 @@ def test_broker_command_prints_its_address_and_serves_clients() -> None:
         assert process.wait(15) == 0
         if process.stdout is not None:
             process.stdout.close()
+
+
+def test_status_shows_committed_end_and_lag_per_partition(
+    kafka_broker, new_topic, new_group, ledger_producer, tmp_path
+) -> None:
+    import json
+    from collections import Counter
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    from tests.integration.ledger import ROOT
+
+    topic, group = new_topic(partitions=2), new_group()
+    record = ledger_producer(topic)
+    per_partition: Counter[int] = Counter()
+    for seq in range(10):  # one record per produce: every broker reports end offsets right
+        per_partition[record.delay(seq, f"k{seq}").wait(10).partition] += 1
+    consumer = Consumer({"bootstrap.servers": kafka_broker.bootstrap_servers, "group.id": group})
+    try:
+        consumer.commit(offsets=[TopicPartition(topic, 0, 1)], asynchronous=False)
+    finally:
+        consumer.close()
+
+    env = kafka_broker.env()
+    env.update(LEDGER_TOPIC=topic, LEDGER_DIR=str(tmp_path))
+    command = [sys.executable, "-m", "kafka_jobs", "status", "-A", "tests.integration.ledger_app"]
+    result = subprocess.run(
+        [*command, "--group", group, "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {(r["topic"], r["partition"]): r for r in json.loads(result.stdout)}
+    assert rows[(topic, 0)]["end"] == per_partition[0]
+    assert rows[(topic, 0)]["committed"] == 1
+    assert rows[(topic, 0)]["lag"] == per_partition[0] - 1
+    assert rows[(topic, 1)]["committed"] is None
+    assert rows[(topic, 1)]["lag"] == per_partition[1]
+    table = subprocess.run(
+        [*command, "--group", group], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert table.returncode == 0 and "lag" in table.stdout and topic in table.stdout
