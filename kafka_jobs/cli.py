@@ -68,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
         "--shutdown-timeout", type=float, help="seconds to wait for in-flight jobs on stop"
     )
     worker.add_argument("--scheduler", metavar="MODULE:CLASS", help="scheduler (default FIFO)")
+    worker.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     worker.set_defaults(command=_worker)
 
     status = commands.add_parser("status", help="lag per partition of a worker group")
@@ -118,6 +119,10 @@ def _worker(options: argparse.Namespace) -> int:
         shutdown_timeout=options.shutdown_timeout,
         **({"scheduler_class": load_scheduler(options.scheduler)} if options.scheduler else {}),
     )
+    if options.metrics_port:
+        from kafka_jobs.metrics import Metrics
+
+        Metrics.attach(app, worker).serve(options.metrics_port)
     _print_table(
         ["setting", "value"],
         [

@@ -36,6 +36,7 @@ def start_worker(
     delay_prefix: str | None = None,
     long_running: bool = False,
     virtual: bool = False,
+    extra_args: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
     """A `kafka-jobs worker` process serving the ledger app."""
     env = broker.env()
@@ -58,6 +59,7 @@ def start_worker(
                 str(concurrency),
                 "--shutdown-timeout",
                 str(shutdown_timeout),
+                *extra_args,
             ],
             cwd=ROOT,
             env=env,
