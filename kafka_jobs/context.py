@@ -112,6 +112,11 @@ def current_job() -> JobContext:
     return context
 
 
+def current_job_or_none() -> JobContext | None:
+    """The running job's context, or None outside a job."""
+    return _current.get()
+
+
 def _set_current(context: JobContext | None) -> None:
     _current.set(context)
 

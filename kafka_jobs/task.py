@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from kafka_jobs.context import _enqueued_from_job
+from kafka_jobs.context import _enqueued_from_job, current_job_or_none
 from kafka_jobs.delay import cancel_topic, next_hop, tier_topic, with_delay_headers
 from kafka_jobs.errors import PayloadTooLarge
 from kafka_jobs.options import DeadLetterSetting, KeySpec, TopicOptions
@@ -119,7 +119,7 @@ class Task(Generic[P, R]):
         job_id = new_job_id()
         signature = sign(self.app.secret, self.name, job_id, value) if dill else None
         record_headers = encode_headers(
-            self.name, job_id, partition_key, extra=headers, signature=signature
+            self.name, job_id, partition_key, extra=_with_trace(headers), signature=signature
         )
         target = topic or self.options.topic
         hop = None
@@ -161,6 +161,19 @@ class Task(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<Task {self.name} topic={self.options.topic}>"
+
+
+def _with_trace(headers: Mapping[str, str | bytes] | None) -> Mapping[str, str | bytes] | None:
+    """Carry the running job's W3C trace context to the jobs it enqueues (unless given)."""
+    if headers is not None and "traceparent" in headers:
+        return headers
+    context = current_job_or_none()
+    if context is None:
+        return headers
+    trace = {k: v for k in ("traceparent", "tracestate") if (v := context.headers.get(k))}
+    if not trace:
+        return headers
+    return {**trace, **(headers or {})}
 
 
 def _locate_key(fn: Callable[..., Any], spec: KeySpec) -> tuple[int | None, Any]:
