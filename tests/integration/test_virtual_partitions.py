@@ -177,11 +177,11 @@ def test_long_running_lanes_outlive_the_poll_interval_and_are_reported(
             lambda: any(r.jobs_running == 4 and r.paused for r in worker.report()), timeout=30
         ), "four lanes run at once while the partition stays paused"
         assert wait_until(lambda: sum(runs.values()) == 4, timeout=60)
+        # The listener collects the last lane a moment after it returns.
+        assert wait_until(lambda: worker.report()[0].committable == 4, timeout=10)
         before_stop = list(events)
-        report = worker.report()
     assert runs == Counter({f"k{k}": 1 for k in range(4)})
     assert not [e for e in before_stop if e.name in ("partitions.revoked", "partitions.lost")]
-    assert report[0].committable == 4
 
 
 def test_delayed_jobs_reach_a_topic_with_virtual_partitions(kafka_app, new_topic) -> None:
