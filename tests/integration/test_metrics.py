@@ -55,8 +55,12 @@ def test_python_counters_follow_the_jobs(kafka_app, new_topic) -> None:
     worker = app.worker()
     metrics = Metrics.attach(app, worker)
     with worker:
-        assert wait_until(
-            lambda: metrics.snapshot()["dead_lettered"].get(step.name) == 1, timeout=30
+        assert wait_until(  # job 4 runs after job 3's dead letter: wait for both
+            lambda: (
+                metrics.snapshot()["dead_lettered"].get(step.name) == 1
+                and metrics.snapshot()["succeeded"].get(step.name) == 4
+            ),
+            timeout=30,
         )
         snapshot = metrics.snapshot()
     assert snapshot["succeeded"][step.name] == 4
