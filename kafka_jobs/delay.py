@@ -32,8 +32,8 @@ H_TARGET = "kj-target-topic"
 H_NOT_BEFORE = "kj-not-before"
 DELAY_HEADERS = (H_ETA, H_TARGET, H_NOT_BEFORE)
 
-DUE_SLACK_MS = 20
-"""A job this close to its due time is dispatched now."""
+DUE_SLACK_MS = 0
+"""A job is dispatched once it is due, never earlier ("runs no earlier than its eta")."""
 
 
 def tier_topic(prefix: str, seconds: int) -> str:
