@@ -1,4 +1,4 @@
-"""The `kafka-jobs` command line: `worker` and `broker`."""
+"""The `kafka-jobs` command line: `worker`, `status`, `dlq`, `broker`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,11 @@
-"""The listener: the only thread touching its Consumer; polls, schedules, commits, rebalances."""
+"""The listener: the only thread touching its Consumer; polls, schedules, commits, rebalances.
+
+It is the largest module because everything that must run on the consumer's
+thread lives here: the fetch loop, pausing and seeking (retries, long-running
+jobs, lanes), offset commits, rebalance callbacks, recovery resets, lifecycle
+hooks and shutdown. The pure parts it relies on are elsewhere (offsets, lanes,
+poll guard, jobs). Candidates to move out next: rebalance handling and hooks.
+"""
 
 from __future__ import annotations
 
