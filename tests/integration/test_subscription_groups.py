@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 from kafka_jobs import current_job
 from kafka_jobs.testing import wait_until
@@ -16,10 +15,12 @@ def test_a_busy_regular_topic_does_not_hold_up_a_topic_in_another_group(
     app = kafka_app()
     app.configure_topic(other, long_running=True, subscription_group="long-jobs")
     release = threading.Event()
+    holding = threading.Event()
     other_runs: list[int] = []
 
     @app.job(topic=regular)
     def hold() -> None:
+        holding.set()
         release.wait(30)  # a regular job blocks polling of its connection while it runs
 
     @app.job(topic=other)
@@ -31,14 +32,15 @@ def test_a_busy_regular_topic_does_not_hold_up_a_topic_in_another_group(
     worker = app.worker(concurrency=2)
     assert [g.name for g in worker.groups] == ["long-jobs", "default"]
     with worker:
-        time.sleep(0.5)
+        assert wait_until(holding.is_set, timeout=30), "the regular topic's job is running"
         for n in range(5):
             tick.delay(n)
         app.flush(10)
         try:
             assert wait_until(lambda: other_runs == list(range(5)), timeout=30)
             # The assignments tracker sees both connections' partitions.
-            assert app.assignments() == {other: [0], regular: [0]}
+            expected = {other: [0], regular: [0]}
+            assert wait_until(lambda: app.assignments() == expected, timeout=10)
         finally:
             release.set()
 
