@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kafka_jobs import App, Task
+from kafka_jobs import App, EnqueuedJob, Task
 from kafka_jobs.testing import BrokerInfo
 
 pytestmark = pytest.mark.integration
@@ -36,10 +36,21 @@ def enqueue_ledger_jobs(task: Task[Any, None], count: int, keys: int = 60) -> No
     task.app.flush(30)
 
 
+def key_off_partition(partition: int | None, enqueue: Callable[[str], EnqueuedJob]) -> str:
+    """The first key whose probe job (`enqueue(key)`, acknowledged) lands off `partition`.
+
+    Each probe is a real job on the topic: tests count it in their expectations.
+    """
+    for key in (f"k{i}" for i in range(50)):
+        if enqueue(key).wait(10).partition != partition:
+            return key
+    raise AssertionError(f"no key out of 50 avoided partition {partition}")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
 
 
-__all__ = ["BrokerInfo", "enqueue_ledger_jobs"]
+__all__ = ["BrokerInfo", "enqueue_ledger_jobs", "key_off_partition"]

@@ -8,6 +8,7 @@ import time
 from kafka_jobs import current_job
 from kafka_jobs.events import Event
 from kafka_jobs.testing import wait_until
+from tests.integration.conftest import key_off_partition
 
 SHORT_POLL_INTERVAL = {"max.poll.interval.ms": 10_000}
 REBALANCES = ("partitions.revoked", "partitions.lost")
@@ -39,11 +40,7 @@ def test_a_30s_job_on_a_long_running_topic_runs_once_while_other_partitions_flow
     events: list[Event] = []
     app.events.subscribe(events.append)
     slow_partition = slow.delay("slow").wait(10).partition
-    other_key = next(
-        key
-        for key in (f"k{i}" for i in range(50))
-        if quick_job.apply_async(args=(-1, key)).wait(10).partition != slow_partition
-    )
+    other_key = key_off_partition(slow_partition, lambda k: quick_job.apply_async(args=(-1, k)))
     with app.worker(concurrency=2):
         assert wait_until(lambda: len(quick) == 1, timeout=30)
         for n in range(60):  # keep feeding the other partition until the slow job ends

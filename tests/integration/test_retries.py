@@ -7,6 +7,7 @@ import threading
 from kafka_jobs import current_job
 from kafka_jobs.events import Event
 from kafka_jobs.testing import wait_until
+from tests.integration.conftest import key_off_partition
 
 
 def test_fails_twice_then_succeeds_with_three_retries_while_other_partitions_flow(
@@ -33,11 +34,7 @@ def test_fails_twice_then_succeeds_with_three_retries_while_other_partitions_flo
     events: list[Event] = []
     app.events.subscribe(events.append)
     flaky_partition = flaky.delay("a").wait(10).partition
-    other_key = next(
-        key
-        for key in (f"k{i}" for i in range(50))
-        if work.apply_async(args=(-1, key)).wait(10).partition != flaky_partition
-    )
+    other_key = key_off_partition(flaky_partition, lambda k: work.apply_async(args=(-1, k)))
     with app.worker(concurrency=2):
         assert wait_until(lambda: len(attempts) >= 1 and -1 in steady, timeout=30)
         for n in range(20):
