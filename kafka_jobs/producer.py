@@ -191,6 +191,15 @@ class JobProducer:
         if remaining:
             raise DeliveryTimeout(f"{remaining} job(s) still undelivered after {timeout}s")
 
+    def check(self) -> None:
+        """Raise `DeliveryError` for deliveries that failed since the last check or flush."""
+        if self._failures or self._failures_dropped:
+            failures = self._take_failures()
+            raise DeliveryError(
+                f"{len(failures)} earlier record(s) were not delivered; first: {failures[0][1]}",
+                failures,
+            )
+
     def close(self, timeout: float | None = None) -> None:
         """Flush, then drop the client (a later enqueue creates a new one)."""
         try:

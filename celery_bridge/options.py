@@ -1,0 +1,124 @@
+"""Transport options (Celery's ``broker_transport_options``) and the client settings they give."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+DEFAULT_PORT = 9092
+
+# kombu's URL parser does not accept "h1:9092,h2:9092"; its failover list
+# ("kafkajobs://h1:9092;kafkajobs://h2:9092" or "...;h2:9092") carries every host.
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeOptions:
+    """What the transport reads from ``broker_transport_options`` (defaults in brackets).
+
+    group_id: consumer group shared by the workers of one app ["celery"].
+    topic_partitions: partitions of a queue topic created on declare [6].
+    replication_factor: of topics created on declare [1].
+    dead_letter_topic: where rejected and unreadable records go; ``{queue}`` is
+        replaced by the queue name; None drops them (logged) ["{queue}.dlq"].
+    confirm_publish: wait for the broker's acknowledgement on every publish [False].
+    buffer_size: records fetched ahead per consumer before its partitions are
+        paused (at least the channel's prefetch count) [1000].
+    commit_interval: seconds between asynchronous offset commits [1.0].
+    poll_timeout: seconds one poll of the polling thread may block [0.1].
+    delivery_timeout: seconds the producer tries before a publish fails [30.0].
+    max_message_bytes: larger bodies are refused at publish [1 000 000].
+    bootstrap_servers: overrides the hosts of the URL.
+    kafka_config: librdkafka settings for every client (SASL/SSL go here).
+    producer_config / consumer_config / admin_config: for one kind of client only.
+    """
+
+    bootstrap_servers: str = ""
+    group_id: str = "celery"
+    topic_partitions: int = 6
+    replication_factor: int = 1
+    dead_letter_topic: str | None = "{queue}.dlq"
+    confirm_publish: bool = False
+    buffer_size: int = 1000
+    commit_interval: float = 1.0
+    poll_timeout: float = 0.1
+    delivery_timeout: float = 30.0
+    max_message_bytes: int = 1_000_000
+    kafka_config: Mapping[str, Any] = field(default_factory=dict)
+    producer_config: Mapping[str, Any] = field(default_factory=dict)
+    consumer_config: Mapping[str, Any] = field(default_factory=dict)
+    admin_config: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_transport_options(
+        cls, options: Mapping[str, Any], hosts: list[str] | None = None
+    ) -> BridgeOptions:
+        """Options from kombu's transport options; unknown keys (kombu's own) are ignored."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in options.items() if k in known}
+        if not values.get("bootstrap_servers"):
+            values["bootstrap_servers"] = ",".join(hosts or []) or os.environ.get(
+                "KAFKA_BOOTSTRAP_SERVERS", f"localhost:{DEFAULT_PORT}"
+            )
+        made = cls(**values)
+        if made.topic_partitions < 1 or made.buffer_size < 1:
+            raise ValueError("topic_partitions and buffer_size must be at least 1")
+        return made
+
+    def _base(self, specific: Mapping[str, Any]) -> dict[str, Any]:
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        conf.update(self.kafka_config)
+        conf.update(specific)
+        return conf
+
+    def producer_settings(self) -> dict[str, Any]:
+        """librdkafka settings of the publishing producer (batched: linger of a few ms)."""
+        conf = {
+            "linger.ms": 5,
+            "enable.idempotence": True,
+            "message.timeout.ms": int(self.delivery_timeout * 1000),
+        }
+        conf.update(self.producer_config)
+        return self._base(conf)
+
+    def consumer_settings(self, group_id: str | None) -> dict[str, Any]:
+        """Settings of a queue consumer (`group_id`) or a broadcast reader (None)."""
+        conf: dict[str, Any] = {
+            "auto.offset.reset": "earliest" if group_id else "latest",
+            "partition.assignment.strategy": "cooperative-sticky",
+        }
+        conf.update(self.consumer_config)
+        conf = self._base(conf)
+        # Offsets are committed by the transport, and only below unacked messages.
+        conf["enable.auto.commit"] = False
+        conf["enable.auto.offset.store"] = False
+        # A broadcast reader assigns partitions itself and never commits; librdkafka
+        # still wants a group id.
+        conf["group.id"] = group_id or f"celery-bridge-reader-{uuid.uuid4().hex}"
+        return conf
+
+    def admin_settings(self) -> dict[str, Any]:
+        """Settings of the admin client that creates topics."""
+        return self._base(self.admin_config)
+
+    def dead_letter_topic_of(self, queue: str) -> str | None:
+        """The dead-letter topic of `queue`, or None when dead letters are dropped."""
+        return (
+            None if self.dead_letter_topic is None else self.dead_letter_topic.format(queue=queue)
+        )
+
+
+def hosts_of(hostname: str | None, port: int | None, alternates: list[str]) -> list[str]:
+    """``host:port`` of the URL and of each failover alternate."""
+    found: list[str] = []
+    if hostname:
+        found.append(f"{hostname}:{port or DEFAULT_PORT}")
+    for alt in alternates[1:]:  # alternates[0] is the URL itself
+        rest = _SCHEME.sub("", alt).split("/", 1)[0].rsplit("@", 1)[-1]
+        if rest:
+            found.append(rest if ":" in rest else f"{rest}:{DEFAULT_PORT}")
+    return found

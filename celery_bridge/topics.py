@@ -1,0 +1,72 @@
+"""Topic names for queues and exchanges, and creating the topics once per process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from typing import Any
+
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+log = logging.getLogger(__name__)
+
+_INVALID = re.compile(r"[^a-zA-Z0-9._-]")
+_MAX_NAME = 249
+_TIMEOUT = 15.0
+
+
+def topic_name(name: str) -> str:
+    """The Kafka topic of a queue or exchange: invalid characters become ``_``."""
+    topic = _INVALID.sub("_", name)[:_MAX_NAME]
+    return topic if topic not in ("", ".", "..") else f"_{topic}_"
+
+
+class TopicCreator:
+    """Creates missing topics, remembering which exist (per process: admin clients do not fork)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._config = config
+        self._lock = threading.Lock()
+        self._known: set[str] = set()
+        self._admin: AdminClient | None = None
+        self._pid = 0
+
+    def _client(self) -> AdminClient:
+        if self._admin is None or self._pid != os.getpid():
+            self._admin = AdminClient(self._config)
+            self._pid = os.getpid()
+            self._known = set()
+        return self._admin
+
+    def ensure(self, topic: str, partitions: int, replication_factor: int = 1) -> None:
+        """Create `topic` unless it exists; raises `RuntimeError` when that fails."""
+        if topic in self._known:
+            return
+        with self._lock:
+            if topic in self._known:
+                return
+            admin = self._client()
+            if topic not in admin.list_topics(timeout=_TIMEOUT).topics:
+                future = admin.create_topics(
+                    [NewTopic(topic, partitions, replication_factor)], request_timeout=_TIMEOUT
+                )[topic]
+                try:
+                    future.result(_TIMEOUT)
+                    log.info("created topic %s (%d partitions)", topic, partitions)
+                except Exception as exc:
+                    if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                        raise RuntimeError(f"cannot create topic {topic!r}: {exc}") from exc
+            self._known.add(topic)
+
+    def delete(self, topic: str) -> None:
+        """Delete `topic` (best effort: a queue deleted by its client)."""
+        with self._lock:
+            self._known.discard(topic)
+            for future in self._client().delete_topics([topic], request_timeout=_TIMEOUT).values():
+                try:
+                    future.result(_TIMEOUT)
+                except Exception as exc:
+                    log.info("could not delete topic %s: %s", topic, exc)
