@@ -46,6 +46,10 @@ def _header_list(headers: object) -> list[tuple[str, bytes | None]]:
     return [(str(n), v if isinstance(v, bytes) or v is None else str(v).encode()) for n, v in pairs]  # type: ignore[attr-defined]
 
 
+def _names(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "none"
+
+
 class FetcherFailed(ConnectionError):
     """The consumer hit an error it cannot recover from; the connection must be rebuilt."""
 
@@ -213,7 +217,9 @@ class Fetcher:
             command()
 
     def _fetch(self) -> None:
-        messages = self._consumer.consume(_BATCH, self._poll_timeout)
+        # Never fetch past the buffer's capacity (one record when full: partitions pause).
+        room = max(1, min(_BATCH, self._capacity - len(self._buffer)))
+        messages = self._consumer.consume(room, self._poll_timeout)
         records: list[Record] = []
         for message in messages:
             error = message.error()
@@ -329,6 +335,7 @@ class Fetcher:
     # --- rebalance callbacks (inside consume(), on the polling thread) --------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions assigned: %s", _names(partitions))
         with self._lock:
             for tp in partitions:
                 key = (tp.topic, tp.partition)
@@ -337,11 +344,13 @@ class Fetcher:
                 self._committed.pop(key, None)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions revoked: %s", _names(partitions))
         keys = {(tp.topic, tp.partition) for tp in partitions}
         self._commit(asynchronous=False, keys=keys)  # what is done stays done
         self._drop(keys)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.warning("partitions lost: %s", _names(partitions))
         # Another member may own them already: commit nothing.
         self._drop({(tp.topic, tp.partition) for tp in partitions})
 
