@@ -72,6 +72,7 @@ class WorkerProcesses:
             "control_exchange": unique_name("control"),
         }
         self.procs: list[subprocess.Popen[bytes]] = []
+        self._logs: list[Any] = []
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -87,7 +88,8 @@ class WorkerProcesses:
         return client
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115  (lives as long as the process)
+        log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115  (closed by stop_all)
+        self._logs.append(log)
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -134,6 +136,8 @@ class WorkerProcesses:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+        for log in self._logs:
+            log.close()
 
 
 @pytest.fixture
