@@ -32,6 +32,7 @@ class BridgeOptions:
     poll_timeout: seconds one poll of the polling thread may block [0.1].
     delivery_timeout: seconds the producer tries before a publish fails [30.0].
     max_message_bytes: larger bodies are refused at publish [1 000 000].
+    connect_timeout: seconds a new connection waits for a broker to answer [10.0].
     bootstrap_servers: overrides the hosts of the URL.
     kafka_config: librdkafka settings for every client (SASL/SSL go here).
     producer_config / consumer_config / admin_config: for one kind of client only.
@@ -48,6 +49,7 @@ class BridgeOptions:
     poll_timeout: float = 0.1
     delivery_timeout: float = 30.0
     max_message_bytes: int = 1_000_000
+    connect_timeout: float = 10.0
     kafka_config: Mapping[str, Any] = field(default_factory=dict)
     producer_config: Mapping[str, Any] = field(default_factory=dict)
     consumer_config: Mapping[str, Any] = field(default_factory=dict)

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pytest_celery import CeleryTestBroker
+from pytest_celery import CeleryTestBroker  # type: ignore[import-untyped]
 
 import celery_bridge  # registers kafkajobs://
 from kafka_jobs.testing import TEST_CONSUMER_CONFIG, BrokerInfo
@@ -109,7 +109,7 @@ class KafkaTestBroker(CeleryTestBroker):  # type: ignore[misc]
 @pytest.fixture(scope="session")
 def celery_kafka_broker(kafka_broker: BrokerInfo) -> Iterator[KafkaTestBroker]:
     """The session's Kafka broker as a pytest-celery broker node."""
-    node = KafkaTestBroker(KafkaBrokerHandle(kafka_broker))  # type: ignore[arg-type]
+    node = KafkaTestBroker(KafkaBrokerHandle(kafka_broker))
     yield node
 
 

@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 
 # Records held for a transient queue that is bound but not consumed yet.
 _HELD_LIMIT = 1000
-_CONNECT_TIMEOUT = 10.0
 
 REASON_REJECTED = "rejected"
 REASON_NOT_KOMBU = "not-a-kombu-message"
@@ -187,7 +186,8 @@ class Channel(virtual.Channel):  # type: ignore[misc]
             return True
         try:
             admin = AdminClient(self.options.admin_settings())
-            return topic_name(queue) in admin.list_topics(timeout=_CONNECT_TIMEOUT).topics
+            timeout = self.options.connect_timeout
+            return topic_name(queue) in admin.list_topics(timeout=timeout).topics
         except KafkaException:
             return False
 
@@ -472,7 +472,6 @@ class Transport(virtual.Transport):  # type: ignore[misc]
         heartbeats=False,
     )
     connection_errors = (*virtual.Transport.connection_errors, BrokerUnreachable, FetcherFailed)
-    channel_errors = (*virtual.Transport.channel_errors, DeliveryError, EnqueueError)
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
@@ -493,7 +492,8 @@ class Transport(virtual.Transport):  # type: ignore[misc]
     def establish_connection(self) -> Transport:
         """Check that a broker answers, then hand out the first channel."""
         try:
-            AdminClient(self.options.admin_settings()).list_topics(timeout=_CONNECT_TIMEOUT)
+            admin = AdminClient(self.options.admin_settings())
+            admin.list_topics(timeout=self.options.connect_timeout)
         except KafkaException as exc:
             raise BrokerUnreachable(
                 f"no Kafka broker at {self.options.bootstrap_servers}: {exc}"

@@ -61,7 +61,9 @@ def test_partition_key_sets_the_record_key(
         proj.add.apply_async((i, 0), headers={"partition_key": "customer-8"}) for i in range(5)
     ]
     assert [r.get(timeout=30) for r in results] == [*range(5), *range(5)]
-    ids = {r.id: key for r, key in zip(results, [b"customer-7"] * 5 + [b"customer-8"] * 5)}
+    ids = {
+        r.id: key for r, key in zip(results, [b"customer-7"] * 5 + [b"customer-8"] * 5, strict=True)
+    }
     found = _records_by_task_id(kafka_broker, queue, set(ids))
     assert {task_id: record[0] for task_id, record in found.items()} == ids
     # Same key, same partition.

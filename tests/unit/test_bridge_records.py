@@ -1,0 +1,111 @@
+"""celery_bridge: kombu messages <-> Kafka records, and the transport options."""
+
+from __future__ import annotations
+
+import pytest
+
+from celery_bridge.options import BridgeOptions, hosts_of
+from celery_bridge.records import NotAKombuMessage, from_record, partition_key, to_record
+from celery_bridge.topics import topic_name
+
+MESSAGE = {
+    "body": '[[2, 3], {}, {"callbacks": null}]',
+    "content-type": "application/json",
+    "content-encoding": "utf-8",
+    "headers": {"task": "proj.add", "id": "abc", "retries": 0, "timelimit": [None, None]},
+    "properties": {
+        "correlation_id": "abc",
+        "reply_to": "r-1",
+        "priority": 0,
+        "delivery_info": {"exchange": "x", "routing_key": "y"},
+        "delivery_tag": "local",
+        "body_encoding": "base64",
+    },
+}
+
+
+def test_round_trip_keeps_body_headers_and_properties() -> None:
+    value, key, headers = to_record(MESSAGE, "celery", "celery")
+    assert value == MESSAGE["body"].encode() and key is None
+    names = [name for name, _ in headers]
+    assert "task" in names and "kombu-prop-reply_to" in names
+    assert "kombu-prop-delivery_tag" not in names  # local to one consumer
+    back = from_record(value, headers)
+    assert back["body"] == value
+    assert back["headers"] == MESSAGE["headers"]
+    assert back["content-type"] == "application/json"
+    props = back["properties"]
+    assert props["correlation_id"] == "abc" and props["reply_to"] == "r-1"
+    assert props["delivery_info"] == {"exchange": "celery", "routing_key": "celery"}
+
+
+def test_partition_key_from_property_then_header() -> None:
+    assert partition_key({"properties": {"partition_key": "k1"}, "headers": {}}) == b"k1"
+    assert partition_key({"properties": {}, "headers": {"partition_key": 7}}) == b"7"
+    assert partition_key({"properties": {}, "headers": {}}) is None
+    message = {**MESSAGE, "properties": {**MESSAGE["properties"], "partition_key": "c-9"}}
+    assert to_record(message, "", "q")[1] == b"c-9"
+
+
+def test_headers_that_clash_with_the_transport_are_refused() -> None:
+    with pytest.raises(ValueError, match="clashes"):
+        to_record({**MESSAGE, "headers": {"kombu-exchange": "x"}}, "", "q")
+
+
+def test_records_of_other_producers_are_not_kombu_messages() -> None:
+    with pytest.raises(NotAKombuMessage, match="no kombu-version"):
+        from_record(b"x", [("other", b"1")])
+    with pytest.raises(NotAKombuMessage, match="kombu-version"):
+        from_record(b"x", [("kombu-version", b"9")])
+
+
+def test_foreign_headers_that_are_not_json_stay_text() -> None:
+    _, _, headers = to_record(MESSAGE, "", "q")
+    back = from_record(b"", [*headers, ("traceparent", b"00-ab-cd-01")])
+    assert back["headers"]["traceparent"] == "00-ab-cd-01"
+
+
+def test_hosts_from_url_and_failover_alternates() -> None:
+    assert hosts_of("h1", 9093, ["kafkajobs://h1:9093"]) == ["h1:9093"]
+    assert hosts_of("h1", None, ["kafkajobs://h1", "kafkajobs://h2:9094", "h3"]) == [
+        "h1:9092",
+        "h2:9094",
+        "h3:9092",
+    ]
+    assert hosts_of(None, None, []) == []
+
+
+def test_options_fall_back_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "env:1")
+    assert BridgeOptions.from_transport_options({}, []).bootstrap_servers == "env:1"
+    assert BridgeOptions.from_transport_options({}, ["a:1", "b:2"]).bootstrap_servers == "a:1,b:2"
+    given = {"bootstrap_servers": "o:3", "polling_interval": 1}  # kombu's own keys ignored
+    assert BridgeOptions.from_transport_options(given, ["a:1"]).bootstrap_servers == "o:3"
+
+
+def test_consumers_never_auto_commit_and_sasl_passes_through() -> None:
+    options = BridgeOptions(
+        bootstrap_servers="b:1",
+        kafka_config={"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN"},
+        consumer_config={"enable.auto.commit": True, "session.timeout.ms": 6000},
+    )
+    conf = options.consumer_settings("g")
+    assert conf["enable.auto.commit"] is False and conf["group.id"] == "g"
+    assert conf["security.protocol"] == "SASL_SSL" and conf["session.timeout.ms"] == 6000
+    assert options.producer_settings()["sasl.mechanism"] == "PLAIN"
+    assert options.admin_settings()["security.protocol"] == "SASL_SSL"
+    reader = options.consumer_settings(None)
+    assert reader["auto.offset.reset"] == "latest" and reader["group.id"].startswith("celery-")
+
+
+def test_dead_letter_topic_template() -> None:
+    assert BridgeOptions().dead_letter_topic_of("q") == "q.dlq"
+    assert BridgeOptions(dead_letter_topic=None).dead_letter_topic_of("q") is None
+    assert BridgeOptions(dead_letter_topic="dead.{queue}").dead_letter_topic_of("q") == "dead.q"
+
+
+def test_topic_names_are_valid_kafka_names() -> None:
+    assert topic_name("celery") == "celery"
+    assert topic_name("a b/c:d") == "a_b_c_d"
+    assert topic_name("") == "__"
+    assert len(topic_name("x" * 400)) == 249
