@@ -121,7 +121,12 @@ class QoS(virtual.QoS):  # type: ignore[misc]
             )
         else:
             fetcher.ack(record)
-        self.channel.connection.wake()
+        self._wake()
+
+    def _wake(self) -> None:
+        transport = self.channel.connection
+        if transport is not None:  # acks from pool threads may come after the channel closed
+            transport.wake()
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         """Requeue: deliver again from this worker. Otherwise: to the dead-letter topic."""
@@ -133,7 +138,7 @@ class QoS(virtual.QoS):  # type: ignore[misc]
             fetcher.requeue(record)
         else:
             self.channel.dead_letter(fetcher, record, queue, REASON_REJECTED, Rejected(queue))
-        self.channel.connection.wake()
+        self._wake()
 
     def restore_unacked(self) -> list[Any]:
         """Forget unacked messages: their offsets were not committed, Kafka redelivers them."""
@@ -161,6 +166,8 @@ class Channel(virtual.Channel):  # type: ignore[misc]
     def __init__(self, connection: Transport, **kwargs: Any) -> None:
         super().__init__(connection, **kwargs)
         self.options: BridgeOptions = connection.options
+        # Kept after close(): acks from pool threads may dead-letter after the channel closed.
+        self._transport = connection
         self._tags = itertools.count(1)
         self._group: Fetcher | None = None
         self._reader: Fetcher | None = None
@@ -177,7 +184,7 @@ class Channel(virtual.Channel):  # type: ignore[misc]
         if kwargs.get("auto_delete") or kwargs.get("exclusive"):
             self.connection.transient.add(queue)
             return
-        self.connection.topics.ensure(
+        self._transport.topics.ensure(
             topic_name(queue), self.options.topic_partitions, self.options.replication_factor
         )
 
@@ -222,7 +229,7 @@ class Channel(virtual.Channel):  # type: ignore[misc]
 
     def _exchange_topic(self, exchange: str) -> str:
         topic = topic_name(exchange)
-        self.connection.topics.ensure(topic, 1, self.options.replication_factor)
+        self._transport.topics.ensure(topic, 1, self.options.replication_factor)
         return topic
 
     def destinations(self, exchange: str, routing_key: str) -> set[str]:
@@ -245,7 +252,7 @@ class Channel(virtual.Channel):  # type: ignore[misc]
         self, message: dict[str, Any], exchange: str, routing_key: str, **kwargs: Any
     ) -> None:
         """Write one record per destination topic; raise for earlier failed deliveries."""
-        producer = self.connection.producer
+        producer = self._transport.producer
         producer.check()
         value, key, headers = to_record(message, exchange, routing_key)
         if len(value) > self.options.max_message_bytes:
@@ -398,7 +405,7 @@ class Channel(virtual.Channel):  # type: ignore[misc]
             )
             fetcher.ack(record)
             return
-        self.connection.topics.ensure(
+        self._transport.topics.ensure(
             topic, self.options.topic_partitions, self.options.replication_factor
         )
         now = int(time.time() * 1000)
@@ -434,7 +441,7 @@ class Channel(virtual.Channel):  # type: ignore[misc]
             reason,
             error,
         )
-        self.connection.producer.produce(topic, record.value, record.key, headers, written)
+        self._transport.producer.produce(topic, record.value, record.key, headers, written)
 
     def close(self) -> None:
         """Commit what is acked, leave the group, stop the polling threads."""

@@ -70,9 +70,10 @@ KOMBU_CONFLUENTKAFKA_KILL_9 = "not measured yet"
 def test_inspect_ping_answers_from_two_workers(
     celery_processes: Callable[[], WorkerProcesses],
 ) -> None:
+    # One prefork and one solo worker: broadcast reaches both, and they split the queue.
     workers = celery_processes()
-    for name in ("alpha", "beta"):
-        workers.start(name, "-P", "prefork", "-c", "2")
+    workers.start("alpha", "-P", "prefork", "-c", "1")
+    workers.start("beta", "-P", "solo")
     for name in ("alpha", "beta"):
         assert workers.wait_log(name, "ready.", 60), workers.log(name)
     app = workers.app()
@@ -83,7 +84,6 @@ def test_inspect_ping_answers_from_two_workers(
         return names == {"alpha", "beta"}
 
     assert wait_until(both_answer, 30, interval=0.5)
-    # The command line too.
     out = subprocess.run(
         [sys.executable, "-m", "celery", "-A", "tests.bridge.proj", "inspect", "ping", "-t", "5"],
         cwd=ROOT,
@@ -93,7 +93,11 @@ def test_inspect_ping_answers_from_two_workers(
         timeout=60,
     )
     assert "alpha@" in out.stdout and "beta@" in out.stdout, out.stdout + out.stderr
-    # Prefork children publish too: a chain runs through both workers' pools.
-    assert wait_until(lambda: workers.wait_log("alpha", "partitions assigned", 1), 30)
-    result = app.send_task("proj.add", (2, 3))
-    assert result.get(timeout=30) == 5
+    # Both members own partitions of the queue: tasks run in both processes.
+    assert workers.wait_log("beta", "partitions assigned: " + workers.queue, 30)
+    for seq in range(60):
+        app.send_task("proj.record", (seq, 0.02))
+    assert wait_until(lambda: len(workers.executions()) == 60, 60)
+    pids = {line.split()[1] for line in workers.ledger.read_text().splitlines()}
+    assert len(pids) == 2, pids  # the prefork child and the solo worker
+    assert app.send_task("proj.add", (2, 3)).get(timeout=30) == 5
