@@ -23,6 +23,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from kafka_jobs.wire import Headers
+
 VERSION = b"1"
 H_VERSION = "kombu-version"
 H_EXCHANGE = "kombu-exchange"
@@ -38,7 +40,7 @@ PARTITION_KEY = "partition_key"
 # Per-delivery properties kombu adds on the consuming side; never sent.
 _LOCAL_PROPERTIES = frozenset({"delivery_info", "delivery_tag", "body_encoding"})
 
-RecordHeaders = list[tuple[str, bytes]]
+RecordHeaders = Headers  # (name, value) pairs as confluent-kafka takes them
 
 
 class NotAKombuMessage(ValueError):
