@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench broker clean
+.PHONY: demo celery-demo test lint bench broker clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
@@ -16,6 +16,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 demo: $(VENV)/.installed  ## run the orders demo on the embedded broker
 	$(BIN)/python -m examples.orders.demo
+
+celery-demo: $(VENV)/.installed  ## Celery with kafkajobs:// as its broker, on the embedded broker
+	$(BIN)/python -m examples.celery_app.demo
 
 test: $(VENV)/.installed  ## the whole test suite against a real broker
 	@# pytest exits 5 when it collected no test: that is a failure here, not a pass.
