@@ -33,6 +33,8 @@ class BridgeOptions:
     delivery_timeout: seconds the producer tries before a publish fails [30.0].
     max_message_bytes: larger bodies are refused at publish [1 000 000].
     connect_timeout: seconds a new connection waits for a broker to answer [10.0].
+    broadcast_retention: seconds exchange topics (broadcasts, replies) keep records,
+        set when the transport creates them [3600].
     bootstrap_servers: overrides the hosts of the URL.
     kafka_config: librdkafka settings for every client (SASL/SSL go here).
     producer_config / consumer_config / admin_config: for one kind of client only.
@@ -50,6 +52,7 @@ class BridgeOptions:
     delivery_timeout: float = 30.0
     max_message_bytes: int = 1_000_000
     connect_timeout: float = 10.0
+    broadcast_retention: float = 3600.0
     kafka_config: Mapping[str, Any] = field(default_factory=dict)
     producer_config: Mapping[str, Any] = field(default_factory=dict)
     consumer_config: Mapping[str, Any] = field(default_factory=dict)

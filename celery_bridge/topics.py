@@ -41,8 +41,14 @@ class TopicCreator:
             self._known = set()
         return self._admin
 
-    def ensure(self, topic: str, partitions: int, replication_factor: int = 1) -> None:
-        """Create `topic` unless it exists; raises `RuntimeError` when that fails."""
+    def ensure(
+        self,
+        topic: str,
+        partitions: int,
+        replication_factor: int = 1,
+        config: dict[str, str] | None = None,
+    ) -> None:
+        """Create `topic` with topic `config` unless it exists; `RuntimeError` on failure."""
         if topic in self._known:
             return
         with self._lock:
@@ -51,7 +57,8 @@ class TopicCreator:
             admin = self._client()
             if topic not in admin.list_topics(timeout=_TIMEOUT).topics:
                 future = admin.create_topics(
-                    [NewTopic(topic, partitions, replication_factor)], request_timeout=_TIMEOUT
+                    [NewTopic(topic, partitions, replication_factor, config=config or {})],
+                    request_timeout=_TIMEOUT,
                 )[topic]
                 try:
                     future.result(_TIMEOUT)

@@ -229,7 +229,9 @@ class Channel(virtual.Channel):  # type: ignore[misc]
 
     def _exchange_topic(self, exchange: str) -> str:
         topic = topic_name(exchange)
-        self._transport.topics.ensure(topic, 1, self.options.replication_factor)
+        # Broadcasts and replies matter only to receivers listening now: keep them briefly.
+        retention = {"retention.ms": str(int(self.options.broadcast_retention * 1000))}
+        self._transport.topics.ensure(topic, 1, self.options.replication_factor, retention)
         return topic
 
     def destinations(self, exchange: str, routing_key: str) -> set[str]:
