@@ -15,6 +15,7 @@ from typing import Any
 
 import celery.contrib.testing.tasks  # noqa: F401  (celery.ping, for the test worker's check)
 from celery import Celery, current_task
+from celery.exceptions import Reject
 
 import celery_bridge  # noqa: F401  (registers kafkajobs://)
 
@@ -55,6 +56,17 @@ def flaky(self: Any, key: str, failures: int) -> int:
         runs = _attempts[key]
     if runs <= failures:
         raise self.retry(countdown=0.2)
+    return runs
+
+
+@app.task(name="proj.reject_once", acks_late=True)
+def reject_once(key: str) -> int:
+    """Rejects its message with requeue on the first run; returns the run count."""
+    with _attempts_lock:
+        _attempts[key] = _attempts.get(key, 0) + 1
+        runs = _attempts[key]
+    if runs == 1:
+        raise Reject("first run: requeue", requeue=True)
     return runs
 
 

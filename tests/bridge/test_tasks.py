@@ -35,6 +35,10 @@ def test_retry(celery_session_worker: Any) -> None:
     assert proj.flaky.delay("retry-key", 2).get(timeout=30) == 3
 
 
+def test_reject_with_requeue_delivers_again(celery_session_worker: Any) -> None:
+    assert proj.reject_once.delay("requeue-key").get(timeout=30) == 2
+
+
 def test_chain_group_chord(celery_session_worker: Any) -> None:
     assert chain(proj.add.s(1, 2), proj.add.s(3), proj.mul.s(10)).delay().get(timeout=30) == 60
     assert group(proj.add.s(i, i) for i in range(10)).delay().get(timeout=30) == [

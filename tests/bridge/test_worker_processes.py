@@ -84,6 +84,7 @@ def test_inspect_ping_answers_from_two_workers(
         return names == {"alpha", "beta"}
 
     assert wait_until(both_answer, 30, interval=0.5)
+    assert both_answer() and both_answer()  # again: reply queues are declared anew each time
     out = subprocess.run(
         [sys.executable, "-m", "celery", "-A", "tests.bridge.proj", "inspect", "ping", "-t", "5"],
         cwd=ROOT,
