@@ -98,3 +98,12 @@ def _records_by_task_id(
     finally:
         consumer.close()
     return found
+
+
+def test_queues_are_topics_created_on_declare(
+    celery_session_worker: Any, celery_config: dict[str, Any], kafka_broker: BrokerInfo
+) -> None:
+    queue = celery_config["task_default_queue"]
+    topics = kafka_broker.admin().list_topics(timeout=10).topics
+    for name in (queue, queue + "-b"):
+        assert len(topics[name].partitions) == 6  # topic_partitions' default
