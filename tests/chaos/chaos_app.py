@@ -1,0 +1,46 @@
+"""The worker app of the chaos scenarios: each run and each partition event goes to the ledger.
+
+Environment: CHAOS_TOPIC, CHAOS_LEDGER (SQLite path), CHAOS_SLEEP (seconds per job),
+CHAOS_VIRTUAL / CHAOS_LONG_RUNNING (1 to enable).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from kafka_jobs import App, current_job
+from kafka_jobs.events import Event
+from tests.chaos.ledger import LedgerWriter
+
+app = App(default_topic=os.environ.get("CHAOS_TOPIC", "chaos"))
+app.configure_topic(
+    app.settings.default_topic,
+    virtual_partitions=os.environ.get("CHAOS_VIRTUAL") == "1",
+    long_running=os.environ.get("CHAOS_LONG_RUNNING") == "1",
+    retries=1,  # virtual partitions with a dead-letter topic need one (the collapse re-run)
+    backoff=0.1,
+)
+_SLEEP = float(os.environ.get("CHAOS_SLEEP", "0"))
+_ledger = LedgerWriter(Path(os.environ.get("CHAOS_LEDGER", "chaos.sqlite")))
+_PID = os.getpid()
+
+
+def _on_event(event: Event) -> None:
+    if event.name in ("partitions.assigned", "partitions.revoked", "partitions.lost"):
+        _ledger.event(_PID, event.name, event.payload.get("partitions"))
+    elif event.name == "offsets.committed":
+        _ledger.event(_PID, event.name, event.payload.get("offsets"))
+
+
+app.events.subscribe(_on_event)
+
+
+@app.job(key="key", name="chaos.record")
+def record(seq: int, key: str) -> None:
+    """Sleep, then write one ledger row."""
+    if _SLEEP:
+        time.sleep(_SLEEP)
+    job = current_job()
+    _ledger.execution(seq, key, job.partition, job.offset, _PID)
