@@ -39,13 +39,6 @@ _BATCH = 500
 _ATTACH_TIMEOUT = 15.0
 
 
-def _header_list(headers: object) -> list[tuple[str, bytes | None]]:
-    if not headers:
-        return []
-    pairs = headers.items() if isinstance(headers, dict) else headers
-    return [(str(n), v if isinstance(v, bytes) or v is None else str(v).encode()) for n, v in pairs]  # type: ignore[attr-defined]
-
-
 def _names(partitions: list[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "none"
 
@@ -238,7 +231,7 @@ class Fetcher:
                     offset,
                     message.key(),
                     message.value(),
-                    _header_list(message.headers()),
+                    message.headers() or [],  # type: ignore[arg-type]  # a list of pairs here
                     0,
                 )
             )

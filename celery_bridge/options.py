@@ -27,7 +27,9 @@ class BridgeOptions:
         replaced by the queue name; None drops them (logged) ["{queue}.dlq"].
     confirm_publish: wait for the broker's acknowledgement on every publish [False].
     buffer_size: records fetched ahead per consumer before its partitions are
-        paused (at least the channel's prefetch count) [1000].
+        paused (at least the channel's prefetch count) [10 000]. Large on purpose:
+        a resumed partition's next records take a fetch round (up to a second on
+        some brokers), so the buffer must outlast it.
     commit_interval: seconds between asynchronous offset commits [1.0].
     poll_timeout: seconds one poll of the polling thread may block [0.1].
     delivery_timeout: seconds the producer tries before a publish fails [30.0].
@@ -46,7 +48,7 @@ class BridgeOptions:
     replication_factor: int = 1
     dead_letter_topic: str | None = "{queue}.dlq"
     confirm_publish: bool = False
-    buffer_size: int = 1000
+    buffer_size: int = 10_000
     commit_interval: float = 1.0
     poll_timeout: float = 0.1
     delivery_timeout: float = 30.0

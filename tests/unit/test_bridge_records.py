@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from celery_bridge.options import BridgeOptions, hosts_of
-from celery_bridge.records import NotAKombuMessage, from_record, partition_key, to_record
+from celery_bridge.records import (
+    NotAKombuMessage,
+    _json,
+    _load,
+    from_record,
+    partition_key,
+    to_record,
+)
 from celery_bridge.topics import topic_name
 
 MESSAGE = {
@@ -109,3 +120,22 @@ def test_topic_names_are_valid_kafka_names() -> None:
     assert topic_name("a b/c:d") == "a_b_c_d"
     assert topic_name("") == "__"
     assert len(topic_name("x" * 400)) == 249
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text() | st.floats(allow_nan=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=10,
+)
+
+
+@given(json_values)
+def test_header_values_are_json_and_come_back_equal(value: object) -> None:
+    encoded = _json(value)
+    assert json.loads(encoded) == value
+    assert _load(encoded) == value
+
+
+@given(st.binary(max_size=40))
+def test_any_header_bytes_decode_without_raising(raw: bytes) -> None:
+    _load(raw)
