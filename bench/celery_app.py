@@ -3,7 +3,9 @@
 Configured from the environment so that `celery -A bench.celery_app worker` and the
 enqueueing benchmark process see the same app:
 
-- ``BENCH_CELERY_BROKER``: broker URL, e.g. ``confluentkafka://127.0.0.1:9092``
+- ``BENCH_CELERY_BROKER``: broker URL, e.g. ``confluentkafka://127.0.0.1:9092``,
+  ``kafkajobs://127.0.0.1:9092`` (this project's transport, `celery_bridge`) or
+  ``redis://127.0.0.1:6379/0``
 - ``BENCH_CELERY_QUEUE``: the queue (Kafka topic) the task is routed to
 - ``BENCH_CELERY_TARGET``: how many runs complete the measurement (0: never)
 - ``BENCH_CELERY_COUNTER_FILE``: where the worker writes its progress as JSON
@@ -17,6 +19,9 @@ The counter file holds ``{"count", "first", "last", "first_wall", "first_start",
 first and the latest counted job ran, `first_wall` is `time.time()` of the first job,
 `first_start` the `time.perf_counter()` reading when the first job began (before its
 sleep), `mark` the reading when the count reached ``BENCH_CELERY_MARK`` (0.0 before).
+
+`make_app()` builds another app with the same task for a given broker and queue (used
+by benchmarks that enqueue to several brokers from one process).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import time
 from typing import Any
 
 from celery import Celery  # type: ignore[import-untyped]
+
+import celery_bridge  # noqa: F401  (registers the kafkajobs:// scheme)
 
 BROKER_URL = os.environ.get("BENCH_CELERY_BROKER", "confluentkafka://127.0.0.1:9092")
 QUEUE = os.environ.get("BENCH_CELERY_QUEUE", "bench-celery")
@@ -42,17 +49,23 @@ MARK = int(os.environ.get("BENCH_CELERY_MARK", "0") or 0)
 # Same group timeouts as the kafka-jobs and raw consumers of the benchmark.
 GROUP_CONFIG: dict[str, Any] = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
 
+
+def configure(celery_app: Celery, queue: str, transport_options: dict[str, Any]) -> None:
+    """The benchmark's settings: `queue` as the default queue, no results, no events."""
+    celery_app.conf.update(
+        task_default_queue=queue,
+        task_ignore_result=True,
+        # The kafka transport has no fanout exchanges: no pidbox, no events.
+        worker_enable_remote_control=False,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"kafka_consumer_config": GROUP_CONFIG, **transport_options},
+    )
+
+
 app = Celery("bench", broker=BROKER_URL)
-app.conf.update(
-    task_default_queue=QUEUE,
-    task_ignore_result=True,
-    # The kafka transport has no fanout exchanges: no pidbox, no events.
-    worker_enable_remote_control=False,
-    worker_send_task_events=False,
-    task_send_sent_event=False,
-    broker_connection_retry_on_startup=True,
-    broker_transport_options={"kafka_consumer_config": GROUP_CONFIG, **TRANSPORT_OPTIONS},
-)
+configure(app, QUEUE, TRANSPORT_OPTIONS)
 
 
 class _Counter:
@@ -129,3 +142,17 @@ def noop(i: int, key: str) -> None:
     if SLEEP > 0:
         time.sleep(SLEEP)
     _counter.hit()
+
+
+def make_app(
+    broker_url: str, queue: str, transport_options: dict[str, Any] | None = None
+) -> tuple[Celery, Any]:
+    """Another app (not the current one) on `broker_url`, and its `bench.noop` task.
+
+    `.delay()` on the task sends to `queue`; the worker side is still the module's `app`
+    (configured from the environment). Close the app when done.
+    """
+    other = Celery("bench", broker=broker_url, set_as_current=False)
+    configure(other, queue, transport_options or {})
+    task = other.task(name="bench.noop", shared=False)(noop.run)
+    return other, task
