@@ -11,7 +11,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from kafka_jobs.errors import DeliveryError, DeliveryTimeout, EnqueueError
 from kafka_jobs.wire import Headers
@@ -88,11 +88,18 @@ class EnqueuedJob:
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
-            self._error = err.str()
-            self._producer._record_failure(self.id, self.topic, self._error)
+            self._fail(err.str())
         else:
             self.partition = msg.partition()
             self.offset = msg.offset()
+            self._pending = False
+        # Last: a report cut short (see JobProducer._serve) leaves the job in flight, and
+        # the job fails when the client is replaced rather than staying pending forever.
+        self._producer._in_flight.pop(self.id, None)
+
+    def _fail(self, reason: str) -> None:
+        self._error = reason
+        self._producer._record_failure(self.id, self.topic, reason)
         self._pending = False
 
     def __repr__(self) -> str:
@@ -121,15 +128,20 @@ class JobProducer:
         self._pid = 0
         self._failures: dict[str, str] = {}
         self._failures_dropped = 0
+        self._fatal: KafkaError | None = None
+        # Jobs handed to the client and not reported yet: if the client dies they fail.
+        self._in_flight: dict[str, EnqueuedJob] = {}
 
     @property
     def client(self) -> Producer:
         """The underlying confluent-kafka producer, created on first use."""
+        if self._fatal is not None:
+            self._replace_failed_client()
         client = self._client
         if client is None or self._pid != os.getpid():
             with self._lock:
                 if self._client is None or self._pid != os.getpid():
-                    self._client = Producer(self._config)
+                    self._client = Producer({**self._config, "error_cb": self._on_error})
                     self._pid = os.getpid()
                     if not self._exit_hook_registered:
                         atexit.register(self._flush_at_exit)
@@ -148,6 +160,7 @@ class JobProducer:
         """Hand a record to the client; waits (bounded) only while its local queue is full."""
         client = self.client
         deadline = 0.0
+        replaced = False
         while True:
             try:
                 client.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
@@ -161,28 +174,87 @@ class JobProducer:
                         f"producer queue stayed full for {self._delivery_timeout}s;"
                         " is the broker reachable?"
                     ) from None
-                client.poll(0.05)
-            except Exception as exc:  # KafkaException: unknown topic in config, too large...
+                self._serve(lambda c: c.poll(0.05))
+                client = self.client
+            except KafkaException as exc:
+                error = _kafka_error(exc)
+                if error is not None and error.fatal() and not replaced:
+                    self._fatal = error  # the client is done for: retry once on a new one
+                    client, replaced = self.client, True
+                    continue
                 raise EnqueueError(f"cannot enqueue to {topic!r}: {exc}") from exc
-        client.poll(0)
+            except Exception as exc:  # unknown topic in config, too large...
+                raise EnqueueError(f"cannot enqueue to {topic!r}: {exc}") from exc
+        self._serve(lambda c: c.poll(0))
 
     def enqueue(
         self, topic: str, job_id: str, value: bytes | None, key: bytes | None, headers: Headers
     ) -> EnqueuedJob:
         """Produce one job record and return its handle."""
         handle = EnqueuedJob(job_id, topic, self, os.getpid())
-        self.produce(topic, value, key, headers, handle._on_delivery)
+        self._in_flight[job_id] = handle
+        try:
+            self.produce(topic, value, key, headers, handle._on_delivery)
+        except BaseException:
+            self._in_flight.pop(job_id, None)
+            raise
         return handle
 
     def poll(self, timeout: float) -> None:
         """Serve delivery callbacks."""
-        self.client.poll(timeout)
+        self._serve(lambda client: client.poll(timeout))
+
+    def _serve(self, call: Callable[[Producer], int]) -> int:
+        """`call` on the client; a fatal client error replaces the client (see `_on_error`)."""
+        try:
+            return call(self.client)
+        except (KafkaException, SystemError) as exc:
+            # confluent-kafka raises a fatal error from inside poll()/flush(); callbacks
+            # served after it then fail with SystemError ("returned a result with an
+            # exception set"), its cause being that fatal error.
+            cause = exc if isinstance(exc, KafkaException) else exc.__cause__
+            error = _kafka_error(cause)
+            if error is None or not error.fatal():
+                if self._fatal is None:
+                    raise
+                error = self._fatal
+            self._fatal = error
+            self._replace_failed_client()
+            return 0
+
+    def _on_error(self, error: KafkaError) -> None:
+        # Runs inside poll()/flush(): only note it. A fatal error (an idempotent producer
+        # whose state the broker lost, e.g. UNKNOWN_PRODUCER_ID after a broker restart)
+        # makes the client unusable for good; the next call replaces it.
+        if error.fatal():
+            self._fatal = error
+        else:
+            log.debug("producer: %s", error)
+
+    def _replace_failed_client(self) -> None:
+        with self._lock:
+            old, self._client = self._client, None
+            error, self._fatal = self._fatal, None
+            stranded, self._in_flight = self._in_flight, {}
+        if old is None:
+            return
+        log.error("producer failed for good (%s): starting a new one", error)
+        try:  # what the old client still held is reported as not delivered
+            old.purge()
+            old.poll(0)
+        except (KafkaException, SystemError) as exc:
+            log.debug("purging the failed producer: %s", exc)
+        reason = f"producer failed: {error.str() if error is not None else 'fatal error'}"
+        for handle in list(stranded.values()):
+            if handle._pending:  # its report was lost with the client: never silent
+                handle._fail(reason)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait for every pending delivery; raise if any failed or some are still pending."""
         if self._client is None:
             return
-        remaining = self._client.flush(self._delivery_timeout if timeout is None else timeout)
+        wait = self._delivery_timeout if timeout is None else timeout
+        remaining = self._serve(lambda client: client.flush(wait))
         failures = self._take_failures()
         if failures:
             raise DeliveryError(
@@ -236,6 +308,12 @@ class JobProducer:
             self.flush(self._delivery_timeout)
         except DeliveryError as exc:
             log.error("at exit: %s", exc)
+
+
+def _kafka_error(exc: BaseException | None) -> KafkaError | None:
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        return exc.args[0]
+    return None
 
 
 _producers: weakref.WeakSet[JobProducer] = weakref.WeakSet()
