@@ -8,9 +8,9 @@ kafkajobs
     this project's kombu transport, ``kafkajobs://HOST:PORT`` (`celery_bridge`), on a
     topic of ``--partitions`` partitions, consumer group timeouts shortened
     (``consumer_config`` session.timeout.ms 6000, heartbeat.interval.ms 1000) so the
-    group join on the embedded broker takes about 3 s; a fresh group per run. Twice:
-    at the default ``buffer_size`` (``--buffer-size``, 1000) and at
-    ``--big-buffer-size`` (5000; the fetcher pauses its partitions less often).
+    group join on the embedded broker takes about 3 s; a fresh group per run. Every
+    other option at the transport's default (``buffer_size`` 10 000 unless
+    ``--buffer-size`` sets it).
 confluentkafka
     kombu's own ``confluentkafka://HOST:PORT`` transport, with the tuned transport
     options of `bench/throughput.py` (polling_interval 0.01 s, wait_time_seconds
@@ -55,37 +55,35 @@ import argparse
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import kombu.pools
 
 from bench import celery_app, common
+from bench.common import Figure, Results, describe, fmt_rate
 from bench.throughput import (
     CELERY_STALL_SECONDS,
     CELERY_TUNED_OPTIONS,
     KEYS,
-    Figure,
     celery_worker,
     check_raw_record,
-    describe,
     enqueue_raw,
-    fmt_rate,
     worker_raw,
 )
+from celery_bridge.options import BridgeOptions
 
 KAFKAJOBS, CONFLUENT, REDIS = "kafkajobs", "confluentkafka", "redis"
-KAFKAJOBS_BIG = "kafkajobs-bigbuf"  # kafkajobs:// with a larger buffer_size
+DEFAULT_BUFFER_SIZE = BridgeOptions().buffer_size  # the transport's default
 RAW, MEMORY = "raw", "memory"  # references: the client's limit, Celery's own .delay() cost
-BROKERS = (MEMORY, KAFKAJOBS, KAFKAJOBS_BIG, CONFLUENT, REDIS)
+BROKERS = (MEMORY, KAFKAJOBS, CONFLUENT, REDIS)
 SIDES = (RAW, *BROKERS)
 DELAY, DELAY_CALLS, WORKER = "delay", "delay-calls", "worker"
 MEASUREMENTS = (DELAY, DELAY_CALLS, WORKER)
@@ -94,12 +92,17 @@ MEASUREMENTS = (DELAY, DELAY_CALLS, WORKER)
 def title(side: str, args: argparse.Namespace) -> str:
     return {
         RAW: "raw confluent-kafka (bench/throughput.py raw producer / consumer)",
-        KAFKAJOBS: f"kafkajobs:// (celery_bridge), buffer_size {args.buffer_size}",
-        KAFKAJOBS_BIG: f"kafkajobs:// (celery_bridge), buffer_size {args.big_buffer_size}",
+        KAFKAJOBS: f"kafkajobs:// (celery_bridge), {buffer_text(args)}",
         CONFLUENT: "confluentkafka:// (kombu, tuned options)",
         REDIS: "redis:// (kombu)",
         MEMORY: "memory:// (kombu, in-process, no broker: Celery's own .delay() cost; no worker)",
     }[side]
+
+
+def buffer_text(args: argparse.Namespace) -> str:
+    if args.buffer_size:
+        return f"buffer_size {args.buffer_size:,} (--buffer-size)"
+    return f"buffer_size {DEFAULT_BUFFER_SIZE:,} (the default)"
 
 
 PROGRESS_EVERY = 2.0  # seconds between progress lines
@@ -109,30 +112,6 @@ INSTALL_TIMEOUT = 600.0
 
 
 # --- results ------------------------------------------------------------------------
-
-
-@dataclass
-class Results:
-    """Every figure, by measurement and side, and what the worker logs showed."""
-
-    figures: dict[str, dict[str, list[Figure]]] = field(
-        default_factory=lambda: {m: {s: [] for s in SIDES} for m in MEASUREMENTS}
-    )
-    log_findings: list[str] = field(default_factory=list)
-
-    def add(self, measurement: str, side: str, figure: Figure) -> None:
-        self.figures[measurement][side].append(figure)
-
-    def median(self, measurement: str, side: str) -> float | None:
-        rates = [f.rate for f in self.figures[measurement][side] if f.rate is not None]
-        return statistics.median(rates) if rates else None
-
-    def complete_median(self, measurement: str, side: str) -> float | None:
-        """Median over the runs that completed (no error, no note); None if none did."""
-        rates = [
-            f.rate for f in self.figures[measurement][side] if f.rate is not None and not f.note
-        ]
-        return statistics.median(rates) if rates else None
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -319,23 +298,22 @@ def run_broker(
     tag: str, broker: Broker, args: argparse.Namespace, results: Results, workdir: Path
 ) -> None:
     queue = broker.make_queue()
-    common.progress(f"{tag} {broker.side} .delay() x {args.jobs} on queue {queue} ...")
-    delay = celery_delay(
+    common.progress(f"{tag} {broker.side}: {args.jobs} tasks on queue {queue}")
+    delay = results.measure(
+        tag,
+        DELAY,
         broker.side,
-        broker.url,
-        queue,
-        args.jobs,
-        broker.delay_options,
-        args.timeout,
-        broker.flush,
-    )
-    results.add(DELAY, broker.side, delay)
-    results.add(
+        lambda: celery_delay(
+            broker.side,
+            broker.url,
+            queue,
+            args.jobs,
+            broker.delay_options,
+            args.timeout,
+            broker.flush,
+        ),
         DELAY_CALLS,
-        broker.side,
-        Figure(jobs=delay.jobs, seconds=delay.loop or delay.seconds, error=delay.error),
     )
-    common.progress(f"{tag} {broker.side} .delay(): {describe(delay)}")
     if broker.worker_options is None:
         return
     if delay.error is not None:
@@ -363,7 +341,7 @@ def run_broker(
             + " line(s); first: "
             + " | ".join(first)
         )
-        results.log_findings.append(finding)
+        results.notes.append(finding)
         worker.note = (
             (worker.note + "; " if worker.note else "")
             + "log: "
@@ -374,46 +352,29 @@ def run_broker(
 
 
 def run_raw(tag: str, bootstrap: str, args: argparse.Namespace, results: Results) -> None:
-    steps: list[tuple[str, Callable[[], Figure]]] = [
-        (DELAY, lambda: enqueue_raw(bootstrap, args.raw_jobs, args.timeout)),
-        (WORKER, lambda: worker_raw(bootstrap, args.raw_jobs, args.timeout)),
-    ]
-    for measurement, step in steps:
-        common.progress(f"{tag} raw confluent-kafka {measurement} x {args.raw_jobs} ...")
-        try:
-            figure = step()
-        except Exception as exc:
-            figure = Figure(error=repr(exc))
-        results.add(measurement, RAW, figure)
-        if measurement == DELAY:
-            results.add(
-                DELAY_CALLS,
-                RAW,
-                Figure(jobs=figure.jobs, seconds=figure.loop or 0.0, error=figure.error),
-            )
-        common.progress(f"{tag} raw confluent-kafka {measurement}: {describe(figure)}")
+    results.measure(
+        tag, DELAY, RAW, lambda: enqueue_raw(bootstrap, args.raw_jobs, args.timeout), DELAY_CALLS
+    )
+    results.measure(tag, WORKER, RAW, lambda: worker_raw(bootstrap, args.raw_jobs, args.timeout))
 
 
 def brokers(bootstrap: str, redis_url: str, args: argparse.Namespace) -> list[Broker]:
 
-    def kafkajobs(side: str, buffer_size: int) -> Broker:
-        options: dict[str, Any] = {
-            "consumer_config": dict(celery_app.GROUP_CONFIG),
-            "topic_partitions": args.partitions,
-            "buffer_size": buffer_size,
-        }
-        return Broker(
-            side,
+    options: dict[str, Any] = {
+        "consumer_config": dict(celery_app.GROUP_CONFIG),
+        "topic_partitions": args.partitions,
+    }
+    if args.buffer_size:
+        options["buffer_size"] = args.buffer_size
+    made = {
+        KAFKAJOBS: Broker(
+            KAFKAJOBS,
             kafka_url("kafkajobs", bootstrap),
             lambda: common.create_topic(bootstrap, "bench-cb-kj", args.partitions),
             {**options, "kafka_config": {"logger": common.LIBRDKAFKA_LOG}},
             lambda: {**options, "group_id": common.unique("bench-cb-kj-g")},
             flush_kafkajobs,
-        )
-
-    made = {
-        KAFKAJOBS: kafkajobs(KAFKAJOBS, args.buffer_size),
-        KAFKAJOBS_BIG: kafkajobs(KAFKAJOBS_BIG, args.big_buffer_size),
+        ),
         CONFLUENT: Broker(
             CONFLUENT,
             kafka_url("confluentkafka", bootstrap),
@@ -477,12 +438,9 @@ def ratio_lines(results: Results, args: argparse.Namespace) -> list[str]:
             return "n/a"
         return f"{fmt_x(value)} (target >= {target:g}: {'met' if value >= target else 'NOT met'})"
 
-    big_worker = results.median(WORKER, KAFKAJOBS_BIG)
     return [
-        f"kafkajobs (buffer_size {args.buffer_size}) worker throughput / Redis worker"
-        " throughput: " + verdict(ratio(kj_worker, results.median(WORKER, REDIS)), 1.0),
-        f"kafkajobs (buffer_size {args.big_buffer_size}) worker throughput / Redis worker"
-        " throughput: " + verdict(ratio(big_worker, results.median(WORKER, REDIS)), 1.0),
+        "kafkajobs worker throughput / Redis worker throughput: "
+        + verdict(ratio(kj_worker, results.median(WORKER, REDIS)), 1.0),
         "kafkajobs .delay() rate / confluentkafka:// .delay() rate: "
         + verdict(ratio(kj_delay, results.median(DELAY, CONFLUENT)), 20.0),
         "kafkajobs .delay() rate / raw confluent-kafka produce rate: "
@@ -527,9 +485,8 @@ def notes(args: argparse.Namespace, results: Results) -> list[str]:
         " the N after the first), so worker start-up and the Kafka consumer-group join"
         " (about 3 s) are excluded; 'first task ... after start' in the details.",
         "kafkajobs:// transport options: consumer_config {session.timeout.ms: 6000,"
-        f" heartbeat.interval.ms: 1000}}, topic_partitions {args.partitions}, buffer_size"
-        f" {args.buffer_size} (the default) and, as a separate row, {args.big_buffer_size};"
-        " a fresh group_id per run; other options at their defaults"
+        f" heartbeat.interval.ms: 1000}}, topic_partitions {args.partitions}, a fresh"
+        f" group_id per run; {buffer_text(args)}; every other option at its default"
         " (confirm_publish off: `.delay()` does not wait for the broker, the final"
         " `transport.producer.flush()` does, and is included in the time).",
         "confluentkafka:// runs with transport options polling_interval 0.01 s and"
@@ -556,8 +513,8 @@ def notes(args: argparse.Namespace, results: Results) -> list[str]:
         " without progress; the worker logs (level WARNING) are scanned for WARNING, ERROR"
         " and Traceback lines.",
     ]
-    if results.log_findings:
-        out += [f"worker log: {finding}" for finding in results.log_findings]
+    if results.notes:
+        out += [f"worker log: {finding}" for finding in results.notes]
     else:
         out.append("no WARNING, ERROR or Traceback line in any worker log.")
     return out
@@ -600,32 +557,22 @@ def section(
         "### Per run",
         "",
     ]
-    per_run_rows = []
-    for measurement in MEASUREMENTS:
-        for side in sides:
-            figures = results.figures[measurement][side]
-            if not figures:
-                continue
-            cells = [
-                "FAILED" if f.error else fmt_rate(f.rate) + (" *" if f.note else "")
-                for f in figures
-            ]
-            cells += [""] * (args.runs - len(cells))
-            per_run_rows.append([measurement, side, *cells])
+    per_run_rows = [row for m in MEASUREMENTS for row in results.per_run_rows(m, sides, args.runs)]
     out += [
         common.markdown_table(
             ["measurement", "broker", *(f"run {r + 1}" for r in range(args.runs))], per_run_rows
         ),
         "",
     ]
-    if any(f.note for sides_ in results.figures.values() for fs in sides_.values() for f in fs):
-        out += ["`*`: incomplete or with log lines, see the details.", ""]
-    out += ["Details:", ""]
-    for measurement in (DELAY, WORKER):
-        for side in sides:
-            for r, figure in enumerate(results.figures[measurement][side]):
-                out.append(f"- {measurement} {side} run {r + 1}: {describe(figure)}")
-    out += ["", "Notes:", "", *(f"- {note}" for note in notes(args, results)), ""]
+    out += common.details(
+        (
+            (f"{measurement} {side}", results.figures[measurement][side])
+            for measurement in (DELAY, WORKER)
+            for side in sides
+        ),
+        "incomplete or with log lines",
+    )
+    out += common.notes_list(notes(args, results))
     return "\n".join(out)
 
 
@@ -633,19 +580,16 @@ def section(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = common.arg_parser("bench.celery_brokers", __doc__)
-    parser.add_argument("--jobs", type=int, default=20_000, help="tasks per broker and run")
-    parser.add_argument("--runs", type=int, default=3, help="runs of each measurement")
-    common.add_out_argument(parser)
+    parser = common.runs_parser("bench.celery_brokers", __doc__, 20_000, "tasks per broker and run")
     common.add_options(
         parser,
         ("--concurrency", 8, "celery worker threads (--pool threads -c)"),
         ("--partitions", 6, "partitions of the kafkajobs:// queue topic"),
-        ("--buffer-size", 1000, "kafkajobs:// transport option buffer_size"),
         (
-            "--big-buffer-size",
-            5000,
-            "buffer_size of the second kafkajobs:// row (the fetcher pauses less often)",
+            "--buffer-size",
+            0,
+            "kafkajobs:// transport option buffer_size (default 0: the transport's default,"
+            f" {DEFAULT_BUFFER_SIZE:,})",
         ),
         ("--raw-jobs", 50_000, "records per raw confluent-kafka produce / consume run"),
         ("--timeout", 180.0, "seconds allowed per step (one .delay() loop, one worker run)"),
@@ -676,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.logs) if args.logs else Path(tempfile.mkdtemp(prefix="bench-celery-"))
     workdir.mkdir(parents=True, exist_ok=True)
     common.progress(f"worker logs in {workdir}")
-    results = Results()
+    results = Results(MEASUREMENTS, SIDES)
     with common.broker() as kafka, redis_server(args.redis_url or None, workdir) as redis_handle:
         common.progress(f"Kafka broker: {kafka.description} at {kafka.bootstrap}")
         common.progress(f"Redis: {redis_handle.description}")
@@ -699,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for line in ratio_lines(results, args):
         print(line)
-    for finding in results.log_findings:
+    for finding in results.notes:
         print(f"worker log: {finding}")
     text = section(
         invocation,
@@ -715,8 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = any(
         f.error is not None or f.note is not None
         for m in MEASUREMENTS
-        for side in (KAFKAJOBS, KAFKAJOBS_BIG)
-        for f in results.figures[m][side]
+        for f in results.figures[m][KAFKAJOBS]
     )
     return 1 if failed else 0
 

@@ -7,11 +7,12 @@ import functools
 import logging
 import os
 import platform
+import statistics
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,115 @@ unique = unique_name  # `prefix` plus a random suffix: topics and groups no othe
 
 def progress(message: str) -> None:
     print(message, flush=True)
+
+
+# --- figures --------------------------------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    """One run of one measurement for one side."""
+
+    jobs: int = 0
+    seconds: float = 0.0
+    startup: float | None = None  # seconds from start to the first job (worker runs)
+    error: str | None = None
+    note: str | None = None
+    loop: float | None = None  # enqueue runs: seconds until the last call returned (no flush)
+    head: Figure | None = None  # the same run up to a mark before its end (sleeping jobs)
+
+    @property
+    def rate(self) -> float | None:
+        """Jobs per second, None when the run failed."""
+        if self.error is not None or self.seconds <= 0:
+            return None
+        return self.jobs / self.seconds
+
+
+def fmt_rate(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{rate:,.0f}/s"
+
+
+def describe(figure: Figure) -> str:
+    if figure.error is not None:
+        return f"FAILED: {figure.error}"
+    text = f"{figure.jobs} jobs in {figure.seconds:.2f} s = {fmt_rate(figure.rate)}"
+    if figure.loop is not None:
+        text += (
+            f" (calls: {figure.loop:.2f} s = {figure.jobs / figure.loop:,.0f} calls/s,"
+            f" then flush: {figure.seconds - figure.loop:.2f} s)"
+        )
+    if figure.head is not None:
+        text += f" (first {figure.head.jobs} jobs: {fmt_rate(figure.head.rate)})"
+    if figure.startup is not None:
+        text += f" (first job {figure.startup:.1f} s after start)"
+    if figure.note:
+        text += f" [{figure.note}]"
+    return text
+
+
+@dataclass
+class Results:
+    """Every figure of a benchmark, by measurement and side, and notes for its report."""
+
+    measurements: tuple[str, ...]
+    sides: tuple[str, ...]
+    figures: dict[str, dict[str, list[Figure]]] = field(init=False)
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.figures = {m: {side: [] for side in self.sides} for m in self.measurements}
+
+    def add(self, measurement: str, side: str, figure: Figure) -> None:
+        self.figures[measurement][side].append(figure)
+
+    def median(self, measurement: str, side: str) -> float | None:
+        """Median rate of the successful runs, None if there were none."""
+        rates = [f.rate for f in self.figures[measurement][side] if f.rate is not None]
+        return statistics.median(rates) if rates else None
+
+    def measure(
+        self,
+        tag: str,
+        measurement: str,
+        side: str,
+        step: Callable[[], Figure],
+        calls: str | None = None,
+    ) -> Figure:
+        """Run one step (an exception makes a failed figure), add its figure and print it.
+
+        `calls`: also add, under that measurement, the enqueue calls alone (before the
+        final flush: the figure's `loop`).
+        """
+        progress(f"{tag} {measurement} {side} ...")
+        try:
+            figure = step()
+        except Exception as exc:
+            figure = Figure(error=repr(exc))
+        self.add(measurement, side, figure)
+        if calls is not None:
+            self.add(
+                calls,
+                side,
+                Figure(jobs=figure.jobs, seconds=figure.loop or 0.0, error=figure.error),
+            )
+        progress(f"{tag} {measurement} {side}: {describe(figure)}")
+        return figure
+
+    def per_run_rows(self, measurement: str, sides: Iterable[str], runs: int) -> list[list[str]]:
+        """`[measurement, side, a rate per run]` for each side with figures; `*`: a noted run."""
+        rows = []
+        for side in sides:
+            figures = self.figures[measurement][side]
+            if not figures:
+                continue
+            cells = [
+                "FAILED" if f.error else fmt_rate(f.rate) + (" *" if f.note else "")
+                for f in figures[:runs]
+            ]
+            cells += [""] * (runs - len(cells))
+            rows.append([measurement, side, *cells])
+        return rows
 
 
 # --- broker ---------------------------------------------------------------------------------
@@ -134,6 +244,17 @@ def arg_parser(module: str, doc: str | None) -> argparse.ArgumentParser:
         description=doc,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def runs_parser(
+    module: str, doc: str | None, jobs: int, jobs_help: str, appends: bool = True
+) -> argparse.ArgumentParser:
+    """The parser of a benchmark that repeats its measurements: `--jobs`, `--runs`, `--out`."""
+    parser = arg_parser(module, doc)
+    parser.add_argument("--jobs", type=int, default=jobs, help=jobs_help)
+    parser.add_argument("--runs", type=int, default=3, help="runs of each measurement")
+    add_out_argument(parser, appends)
+    return parser
 
 
 def add_out_argument(parser: argparse.ArgumentParser, appends: bool = True) -> None:
@@ -276,6 +397,26 @@ def text_table(header: list[str], rows: list[list[str]]) -> str:
         lines.append(row[0])
         lines.append("  ".join(c.ljust(w) for c, w in zip(cell, widths, strict=True)).rstrip())
     return "\n".join(lines)
+
+
+def details(runs: Iterable[tuple[str, list[Figure]]], starred: str) -> list[str]:
+    """The report's details: what a `*` cell means (when a run has a note), a line per run.
+
+    `runs`: (label, figures) pairs; a line reads `- <label> run <n>: <describe(figure)>`.
+    """
+    runs = list(runs)
+    out = []
+    if any(f.note for _, figures in runs for f in figures):
+        out += [f"`*`: {starred}, see the details.", ""]
+    out += ["Details:", ""]
+    for label, figures in runs:
+        out += [f"- {label} run {r + 1}: {describe(f)}" for r, f in enumerate(figures)]
+    return out
+
+
+def notes_list(notes: Iterable[str]) -> list[str]:
+    """A report's closing 'Notes:' list."""
+    return ["", "Notes:", "", *(f"- {note}" for note in notes), ""]
 
 
 def append_section(path: Path, text: str) -> None:

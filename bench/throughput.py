@@ -37,20 +37,20 @@ import argparse
 import itertools
 import json
 import os
-import statistics
 import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, Producer
 
 from bench import common
+from bench.common import Figure, Results, describe, fmt_rate
 from kafka_jobs.app import App
 from kafka_jobs.settings import Settings
 from kafka_jobs.task import Task
@@ -74,71 +74,11 @@ MEASUREMENTS = (ENQUEUE, ENQUEUE_CALLS, WORKER)
 # --- results ------------------------------------------------------------------
 
 
-@dataclass
-class Figure:
-    """One run of one measurement for one side."""
-
-    jobs: int = 0
-    seconds: float = 0.0
-    startup: float | None = None  # seconds from start to the first job (worker runs)
-    error: str | None = None
-    note: str | None = None
-    loop: float | None = None  # enqueue runs: seconds until the last call returned (no flush)
-    head: Figure | None = None  # the same run up to a mark before its end (sleeping jobs)
-
-    @property
-    def rate(self) -> float | None:
-        """Jobs per second, None when the run failed."""
-        if self.error is not None or self.seconds <= 0:
-            return None
-        return self.jobs / self.seconds
-
-
-@dataclass
-class Results:
-    """Every figure of the run, by measurement and side."""
-
-    figures: dict[str, dict[str, list[Figure]]] = field(
-        default_factory=lambda: {m: {side: [] for side in SIDES} for m in MEASUREMENTS}
-    )
-    notes: list[str] = field(default_factory=list)
-
-    def add(self, measurement: str, side: str, figure: Figure) -> None:
-        self.figures[measurement][side].append(figure)
-
-    def median(self, measurement: str, side: str) -> float | None:
-        """Median rate of the successful runs, None if there were none."""
-        rates = [f.rate for f in self.figures[measurement][side] if f.rate is not None]
-        return statistics.median(rates) if rates else None
-
-
-def fmt_rate(rate: float | None) -> str:
-    return "n/a" if rate is None else f"{rate:,.0f}/s"
-
-
 def fmt_ratio(a: float | None, b: float | None) -> str:
     if a is None or b is None or b == 0:
         return "n/a"
     ratio = a / b
     return f"{ratio:.0%}" if ratio < 10 else f"{ratio:.1f}x"
-
-
-def describe(figure: Figure) -> str:
-    if figure.error is not None:
-        return f"FAILED: {figure.error}"
-    text = f"{figure.jobs} jobs in {figure.seconds:.2f} s = {fmt_rate(figure.rate)}"
-    if figure.loop is not None:
-        text += (
-            f" (calls: {figure.loop:.2f} s = {figure.jobs / figure.loop:,.0f} calls/s,"
-            f" then flush: {figure.seconds - figure.loop:.2f} s)"
-        )
-    if figure.head is not None:
-        text += f" (first {figure.head.jobs} jobs: {fmt_rate(figure.head.rate)})"
-    if figure.startup is not None:
-        text += f" (first job {figure.startup:.1f} s after start)"
-    if figure.note:
-        text += f" [{figure.note}]"
-    return text
 
 
 # --- the jobs -------------------------------------------------------------------
@@ -638,27 +578,19 @@ def write_results(
     per_run_header = ["measurement", "side", *(f"run {r + 1}" for r in range(args.runs))]
     per_run_rows = []
     for measurement in MEASUREMENTS:
-        for side in SIDES:
-            figures = results.figures[measurement][side]
-            if not figures:
-                continue
-            cells = [
-                "FAILED" if f.error else fmt_rate(f.rate) + (" *" if f.note else "")
-                for f in figures[: args.runs]
-            ]
-            cells += [""] * (args.runs - len(cells))
-            per_run_rows.append([measurement, side, *cells])
+        per_run_rows += results.per_run_rows(measurement, SIDES, args.runs)
         kj, raw = results.figures[measurement][KJ], results.figures[measurement][RAW]
         ratios = [fmt_ratio(a.rate, b.rate) for a, b in zip(kj, raw, strict=False)]
         per_run_rows.append([measurement, "kafka-jobs / raw", *ratios])
     out += [common.markdown_table(per_run_header, per_run_rows), ""]
-    if any(f.note for sides in results.figures.values() for fs in sides.values() for f in fs):
-        out += ["`*`: did not complete, see the details.", ""]
-    out += ["Details:", ""]
-    for measurement in MEASUREMENTS:
-        for side in SIDES:
-            for r, figure in enumerate(results.figures[measurement][side]):
-                out.append(f"- {measurement} {side} run {r + 1}: {describe(figure)}")
+    out += common.details(
+        (
+            (f"{measurement} {side}", results.figures[measurement][side])
+            for measurement in MEASUREMENTS
+            for side in SIDES
+        ),
+        "did not complete",
+    )
     out.append("")
     if results.notes:
         out += ["## Notes", "", *(f"- {note}" for note in results.notes), ""]
@@ -669,10 +601,9 @@ def write_results(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = common.arg_parser("bench.throughput", __doc__)
-    parser.add_argument("--jobs", type=int, default=50_000, help="jobs per kafka-jobs/raw run")
-    parser.add_argument("--runs", type=int, default=3, help="runs of each measurement")
-    common.add_out_argument(parser, appends=False)
+    parser = common.runs_parser(
+        "bench.throughput", __doc__, 50_000, "jobs per kafka-jobs/raw run", appends=False
+    )
     common.add_options(
         parser,
         ("--celery-jobs", 2000, "jobs per celery enqueue/tuned worker run"),
@@ -702,16 +633,9 @@ def run_once(
         (WORKER, RAW, lambda: worker_raw(bootstrap, args.jobs, args.timeout)),
     ]
     for measurement, side, step in steps:
-        common.progress(f"{tag} {measurement} {side} ...")
-        try:
-            figure = step()
-        except Exception as exc:
-            figure = Figure(error=repr(exc))
-        results.add(measurement, side, figure)
-        if measurement == ENQUEUE:
-            calls = Figure(jobs=figure.jobs, seconds=figure.loop or 0.0, error=figure.error)
-            results.add(ENQUEUE_CALLS, side, calls)
-        common.progress(f"{tag} {measurement} {side}: {describe(figure)}")
+        results.measure(
+            tag, measurement, side, step, ENQUEUE_CALLS if measurement == ENQUEUE else None
+        )
     if args.no_celery:
         return
     common.progress(
@@ -737,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     invocation = common.begin("bench.throughput")
     check_raw_record()
-    results = Results()
+    results = Results(MEASUREMENTS, SIDES)
     with common.broker() as handle, tempfile.TemporaryDirectory() as tmp:
         bootstrap = handle.bootstrap
         common.progress(f"broker: {handle.description} at {bootstrap}")

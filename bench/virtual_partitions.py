@@ -43,15 +43,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import common
+from bench.common import Figure, describe, fmt_rate
 from bench.throughput import (
     CELERY_TUNED_OPTIONS,
-    Figure,
     Meter,
     celery_broker_url,
     celery_enqueue,
     celery_worker,
-    describe,
-    fmt_rate,
     fmt_ratio,
     make_app,
     prefill,
@@ -367,13 +365,10 @@ def section(
         ),
         "",
     ]
-    if any(f.note for fs in results.figures.values() for f in fs):
-        out += ["`*`: did not complete, see the details.", ""]
-    out += ["Details:", ""]
-    for key, figures in results.figures.items():
-        for r, figure in enumerate(figures):
-            out.append(f"- ({key}) run {r + 1}: {describe(figure)}")
-    out += ["", "Notes:", "", *(f"- {note}" for note in notes(results)), ""]
+    out += common.details(
+        ((f"({key})", figures) for key, figures in results.figures.items()), "did not complete"
+    )
+    out += common.notes_list(notes(results))
     return "\n".join(out)
 
 
@@ -381,10 +376,9 @@ def section(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = common.arg_parser("bench.virtual_partitions", __doc__)
-    parser.add_argument("--jobs", type=int, default=8000, help="jobs per run of (a) and (a')")
-    parser.add_argument("--runs", type=int, default=3, help="runs of each measurement")
-    common.add_out_argument(parser)
+    parser = common.runs_parser(
+        "bench.virtual_partitions", __doc__, 8000, "jobs per run of (a) and (a')"
+    )
     common.add_options(
         parser,
         ("--one-lane-jobs", 500, "jobs per run of (b)"),
