@@ -19,9 +19,11 @@ Two kinds:
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -41,6 +43,19 @@ _ATTACH_TIMEOUT = 15.0
 
 def _names(partitions: list[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "none"
+
+
+_fetchers: weakref.WeakSet[Fetcher] = weakref.WeakSet()
+# Consumers of the parent, in a forked child (Celery's prefork pool): kept referenced
+# there for good, since destroying a librdkafka client after fork crashes the child.
+_inherited: list[Consumer] = []
+
+
+def _keep_after_fork() -> None:
+    _inherited.extend(fetcher._consumer for fetcher in list(_fetchers))
+
+
+os.register_at_fork(after_in_child=_keep_after_fork)
 
 
 class FetcherFailed(ConnectionError):
@@ -93,6 +108,7 @@ class Fetcher:
         self._consumer = Consumer({**config, "on_commit": self._on_commit})
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+        _fetchers.add(self)
 
     # --- any thread --------------------------------------------------------------
 

@@ -13,6 +13,9 @@ from confluent_kafka.cimpl import NewTopic
 
 log = logging.getLogger(__name__)
 
+# librdkafka clients inherited through fork stay referenced: destroying one in the
+# child (no librdkafka threads there) crashes the process.
+_inherited: list[AdminClient] = []
 _INVALID = re.compile(r"[^a-zA-Z0-9._-]")
 _MAX_NAME = 249
 _TIMEOUT = 15.0
@@ -36,6 +39,8 @@ class TopicCreator:
 
     def _client(self) -> AdminClient:
         if self._admin is None or self._pid != os.getpid():
+            if self._admin is not None:  # the parent's, in a forked child: never destroy it
+                _inherited.append(self._admin)
             self._admin = AdminClient(self._config)
             self._pid = os.getpid()
             self._known = set()

@@ -140,6 +140,8 @@ class JobProducer:
         client = self._client
         if client is None or self._pid != os.getpid():
             with self._lock:
+                if self._client is not None and self._pid != os.getpid():
+                    _inherited_clients.append(self._client)  # never destroyed in a child
                 if self._client is None or self._pid != os.getpid():
                     self._client = Producer({**self._config, "error_cb": self._on_error})
                     self._pid = os.getpid()
@@ -319,8 +321,16 @@ def _kafka_error(exc: BaseException | None) -> KafkaError | None:
 _producers: weakref.WeakSet[JobProducer] = weakref.WeakSet()
 
 
+# The parent's clients, as seen by a forked child: kept referenced there for good.
+# Dropping one would run librdkafka's destructor in a process without its threads,
+# which crashes (seen as a segfault in a subprocess started with preexec_fn).
+_inherited_clients: list[Producer] = []
+
+
 def _reset_after_fork() -> None:
     for producer in list(_producers):
+        if producer._client is not None:
+            _inherited_clients.append(producer._client)
         producer._reset()
 
 
