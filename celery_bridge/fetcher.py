@@ -134,7 +134,7 @@ class Fetcher:
     def requeue(self, record: Record) -> None:
         """Deliver `record` again, first (reject with requeue); its offset stays unacked."""
         with self._lock:
-            if self._generations.get((record.topic, record.partition)) == record.generation:
+            if self._generations.get((record.topic, record.partition), 0) == record.generation:
                 record.redelivered = True
                 self._buffer.appendleft(record)
         self._wake()
@@ -202,8 +202,10 @@ class Fetcher:
         try:
             while not self._stopping.is_set():
                 self._run_commands()
-                if not self._topics:
-                    time.sleep(self._poll_timeout)  # nothing to poll yet
+                if not self._topics and not self._consumer.assignment():
+                    # Nothing to poll. (After an unsubscribe, polling goes on until the
+                    # revocation was served: it commits what is done and leaves cleanly.)
+                    time.sleep(self._poll_timeout)
                     continue
                 self._fetch()
                 self._flow_control()
@@ -275,13 +277,16 @@ class Fetcher:
             self._consumer.resume(self._consumer.assignment())
             self._paused = False
 
-    def _commit(self, asynchronous: bool, keys: Iterable[Key] | None = None) -> None:
+    def _commit(
+        self, asynchronous: bool, keys: Iterable[Key] | None = None, again: bool = False
+    ) -> None:
+        """Commit the committable marks; `again`: also marks already sent (they may have failed)."""
         offsets: list[TopicPartition] = []
         with self._lock:
             for key in self._trackers if keys is None else keys:
                 tracker = self._trackers.get(key)
                 mark = tracker.committable() if tracker is not None else None
-                if mark is not None and mark != self._committed.get(key):
+                if mark is not None and (again or mark != self._committed.get(key)):
                     self._committed[key] = mark
                     offsets.append(TopicPartition(key[0], key[1], mark))
         if not offsets:
@@ -355,7 +360,9 @@ class Fetcher:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions revoked: %s", _names(partitions))
         keys = {(tp.topic, tp.partition) for tp in partitions}
-        self._commit(asynchronous=False, keys=keys)  # what is done stays done
+        # What is done stays done; sent again, as an earlier async commit of the same mark
+        # may have failed in this very rebalance.
+        self._commit(asynchronous=False, keys=keys, again=True)
         self._drop(keys)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -8,6 +8,7 @@ import re
 import threading
 from typing import Any
 
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -25,6 +26,10 @@ def topic_name(name: str) -> str:
     """The Kafka topic of a queue or exchange: invalid characters become ``_``."""
     topic = _INVALID.sub("_", name)[:_MAX_NAME]
     return topic if topic not in ("", ".", "..") else f"_{topic}_"
+
+
+class TopicsUnavailable(ConnectionError):
+    """Topics could not be listed or created (the broker is unreachable or refused)."""
 
 
 class TopicCreator:
@@ -53,14 +58,18 @@ class TopicCreator:
         replication_factor: int = 1,
         config: dict[str, str] | None = None,
     ) -> None:
-        """Create `topic` with topic `config` unless it exists; `RuntimeError` on failure."""
+        """Create `topic` with topic `config` unless it exists; `TopicsUnavailable` on failure."""
         if topic in self._known:
             return
         with self._lock:
             if topic in self._known:
                 return
             admin = self._client()
-            if topic not in admin.list_topics(timeout=_TIMEOUT).topics:
+            try:
+                existing = admin.list_topics(timeout=_TIMEOUT).topics
+            except KafkaException as exc:
+                raise TopicsUnavailable(f"cannot list topics: {exc}") from exc
+            if topic not in existing:
                 future = admin.create_topics(
                     [NewTopic(topic, partitions, replication_factor, config=config or {})],
                     request_timeout=_TIMEOUT,
@@ -70,7 +79,7 @@ class TopicCreator:
                     log.info("created topic %s (%d partitions)", topic, partitions)
                 except Exception as exc:
                     if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                        raise RuntimeError(f"cannot create topic {topic!r}: {exc}") from exc
+                        raise TopicsUnavailable(f"cannot create topic {topic!r}: {exc}") from exc
             self._known.add(topic)
 
     def delete(self, topic: str) -> None:

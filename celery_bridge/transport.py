@@ -36,7 +36,7 @@ from kombu.transport import virtual
 from celery_bridge.fetcher import Fetcher, FetcherFailed, Record
 from celery_bridge.options import BridgeOptions, hosts_of
 from celery_bridge.records import NotAKombuMessage, from_record, to_record
-from celery_bridge.topics import TopicCreator, topic_name
+from celery_bridge.topics import TopicCreator, TopicsUnavailable, topic_name
 from kafka_jobs import deadletter
 from kafka_jobs.errors import DeliveryError, EnqueueError
 from kafka_jobs.producer import JobProducer
@@ -262,7 +262,8 @@ class Channel(virtual.Channel):  # type: ignore[misc]
                 f"message of {len(value)} bytes exceeds max_message_bytes "
                 f"({self.options.max_message_bytes})"
             )
-        ident = str((message.get("headers") or {}).get("id") or "message")
+        # Unique per record: the same task id may be published again (retries, fanout).
+        ident = f"{(message.get('headers') or {}).get('id') or 'message'}#{next(_publishes)}"
         handles = [
             producer.enqueue(topic, ident, value, key, headers)
             for topic in self.destinations(exchange, routing_key)
@@ -381,8 +382,9 @@ class Channel(virtual.Channel):  # type: ignore[misc]
     def _delivery(
         self, payload: dict[str, Any], fetcher: Fetcher, record: Record, queue: str
     ) -> tuple[dict[str, Any], str]:
-        payload["properties"]["delivery_tag"] = f"{self.channel_id}.{next(self._tags)}"
-        payload["redelivered"] = record.redelivered
+        properties = payload["properties"]
+        properties["delivery_tag"] = f"{self.channel_id}.{next(self._tags)}"
+        properties["delivery_info"]["redelivered"] = record.redelivered  # where Celery looks
         payload["_kafka"] = (fetcher, record, queue)
         if queue in self._no_ack:
             fetcher.ack(record)  # consumed without acks: done once handed over
@@ -457,6 +459,7 @@ class Channel(virtual.Channel):  # type: ignore[misc]
                 transport.forget_fetcher(fetcher)
 
 
+_publishes = itertools.count(1)
 _producers: dict[tuple[tuple[str, str], ...], JobProducer] = {}
 _creators: dict[tuple[tuple[str, str], ...], TopicCreator] = {}
 _shared_lock = threading.Lock()
@@ -480,7 +483,15 @@ class Transport(virtual.Transport):  # type: ignore[misc]
         exchange_type=frozenset(["direct", "topic", "fanout"]),
         heartbeats=False,
     )
-    connection_errors = (*virtual.Transport.connection_errors, BrokerUnreachable, FetcherFailed)
+    # Celery rebuilds the connection on these (and only these): every Kafka client error
+    # counts, as does a topic that cannot be listed or created.
+    connection_errors = (
+        *virtual.Transport.connection_errors,
+        BrokerUnreachable,
+        FetcherFailed,
+        TopicsUnavailable,
+        KafkaException,
+    )
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
@@ -545,18 +556,21 @@ class Transport(virtual.Transport):  # type: ignore[misc]
                 pass
             for fetcher in self._fetchers:
                 fetcher.raise_failure()
+            # Serve delivery reports: dead letters are acked from theirs, and a worker
+            # may publish nothing else for a long time.
+            self.producer.poll(0)
             left = 1.0 if deadline is None else deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError()
             self._ready.wait(min(left, 1.0))
 
     def close_connection(self, connection: Any) -> None:
-        """Close channels (committing acked offsets) and deliver what was published."""
-        super().close_connection(connection)
+        """Deliver what was published (dead letters ack their records), then close channels."""
         try:
             self.producer.flush(self.options.delivery_timeout)
         except DeliveryError as exc:
-            log.error("messages published on this connection were not delivered: %s", exc)
+            log.error("messages published by this process were not delivered: %s", exc)
+        super().close_connection(connection)
 
     @property
     def default_connection_params(self) -> dict[str, Any]:

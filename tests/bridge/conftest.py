@@ -17,8 +17,6 @@ from celery import Celery
 from kafka_jobs.testing import BrokerInfo, unique_name, wait_until
 from tests.bridge import proj
 
-pytestmark = pytest.mark.integration
-
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -22,8 +22,6 @@ from kafka_jobs import App
 from kafka_jobs.testing import BrokerInfo, create_topic, unique_name
 from tests.chaos import ledger
 
-pytestmark = [pytest.mark.integration, pytest.mark.chaos]
-
 ROOT = Path(__file__).resolve().parents[2]
 SCALE = float(os.environ.get("KAFKA_JOBS_CHAOS_SCALE", "1"))
 

@@ -10,8 +10,6 @@ import pytest
 from kafka_jobs import App, EnqueuedJob, Task
 from kafka_jobs.testing import BrokerInfo
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def ledger_producer(kafka_app: Callable[..., App]) -> Callable[[str], Task[Any, None]]:
@@ -45,12 +43,6 @@ def key_off_partition(partition: int | None, enqueue: Callable[[str], EnqueuedJo
         if enqueue(key).wait(10).partition != partition:
             return key
     raise AssertionError(f"no key out of 50 avoided partition {partition}")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "integration" in str(item.fspath):
-            item.add_marker(pytest.mark.integration)
 
 
 __all__ = ["BrokerInfo", "enqueue_ledger_jobs", "key_off_partition"]
