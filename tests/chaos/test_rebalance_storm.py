@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from tests.chaos import ledger
-from tests.chaos.conftest import SCALE, Cluster, progress
+from tests.chaos.conftest import SCALE, Cluster, progress, settle
 
 JOBS = int(6_000 * SCALE)
 # A join round on the embedded broker takes half the session timeout (3 s here); membership
@@ -70,7 +70,7 @@ def test_rebalance_storm_loses_nothing(cluster: Callable[..., Cluster], strategy
         chaos.start()
     watch = CommitWatch(chaos)
     started = time.monotonic()
-    deadline = started + 240 * SCALE
+    deadline = started + 150 * SCALE
     while time.monotonic() < deadline:
         time.sleep(chaos.rng.uniform(*STORM_PAUSE))
         done = ledger.distinct(chaos.ledger)
@@ -86,6 +86,7 @@ def test_rebalance_storm_loses_nothing(cluster: Callable[..., Cluster], strategy
         elif action == "crash":
             chaos.kill(chaos.rng.choice(live))
             chaos.start()
+    settle(chaos, JOBS)
     time.sleep(2.5)  # a commit interval and more, so the last finished jobs are committed
     final = watch.stop()
     runs = ledger.executions(chaos.ledger)
