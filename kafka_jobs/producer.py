@@ -88,11 +88,14 @@ class EnqueuedJob:
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
+            if err.code() == KafkaError._MSG_TIMED_OUT:
+                self._producer._note_timeout()
             self._fail(err.str())
         else:
             self.partition = msg.partition()
             self.offset = msg.offset()
             self._pending = False
+            self._producer._timing_out_since = 0.0
         # Last: a report cut short (see JobProducer._serve) leaves the job in flight, and
         # the job fails when the client is replaced rather than staying pending forever.
         self._producer._in_flight.pop(self.id, None)
@@ -129,13 +132,17 @@ class JobProducer:
         self._failures: dict[str, str] = {}
         self._failures_dropped = 0
         self._fatal: KafkaError | None = None
+        # Set when the client delivered nothing for a whole delivery timeout after a
+        # timeout: it is replaced like a failed one (see `_note_timeout`).
+        self._stuck: str | None = None
+        self._timing_out_since = 0.0
         # Jobs handed to the client and not reported yet: if the client dies they fail.
         self._in_flight: dict[str, EnqueuedJob] = {}
 
     @property
     def client(self) -> Producer:
         """The underlying confluent-kafka producer, created on first use."""
-        if self._fatal is not None:
+        if self._fatal is not None or self._stuck is not None:
             self._replace_failed_client()
         client = self._client
         if client is None or self._pid != os.getpid():
@@ -233,20 +240,38 @@ class JobProducer:
         else:
             log.debug("producer: %s", error)
 
+    def _note_timeout(self) -> None:
+        """A delivery timed out: after a whole timeout window of nothing else, drop the client.
+
+        An idempotent client can get stuck for good after a broker restart: the broker
+        lost its producer state, and the client waits on a producer id it never gets back
+        (seen with the embedded broker), without any fatal error. Every record then times
+        out. A new client gets a new producer id; one that only hit a real outage loses
+        nothing by being replaced, since its records were timing out anyway.
+        """
+        now = time.monotonic()
+        if not self._timing_out_since:
+            self._timing_out_since = now
+        elif now - self._timing_out_since >= self._delivery_timeout and self._stuck is None:
+            self._stuck = f"nothing delivered for {now - self._timing_out_since:.0f}s"
+
     def _replace_failed_client(self) -> None:
         with self._lock:
             old, self._client = self._client, None
             error, self._fatal = self._fatal, None
+            stuck, self._stuck = self._stuck, None
+            self._timing_out_since = 0.0
             stranded, self._in_flight = self._in_flight, {}
         if old is None:
             return
-        log.error("producer failed for good (%s): starting a new one", error)
+        cause = error.str() if error is not None else stuck
+        log.error("producer failed (%s): starting a new one", cause)
         try:  # what the old client still held is reported as not delivered
             old.purge()
             old.poll(0)
         except (KafkaException, SystemError) as exc:
             log.debug("purging the failed producer: %s", exc)
-        reason = f"producer failed: {error.str() if error is not None else 'fatal error'}"
+        reason = f"producer failed: {cause}"
         for handle in list(stranded.values()):
             if handle._pending:  # its report was lost with the client: never silent
                 handle._fail(reason)
