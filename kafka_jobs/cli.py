@@ -68,6 +68,17 @@ def _parser() -> argparse.ArgumentParser:
         "--shutdown-timeout", type=float, help="seconds to wait for in-flight jobs on stop"
     )
     worker.add_argument("--scheduler", metavar="MODULE:CLASS", help="scheduler (default FIFO)")
+    worker.add_argument(
+        "--pool",
+        choices=["threads", "processes"],
+        help="where sync jobs run (default: KAFKA_JOBS_POOL or threads)",
+    )
+    worker.add_argument(
+        "--async-concurrency",
+        type=int,
+        metavar="N",
+        help="most async jobs in flight (default: KAFKA_JOBS_ASYNC_CONCURRENCY or 100)",
+    )
     worker.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     worker.set_defaults(command=_worker)
 
@@ -112,7 +123,11 @@ def _worker(options: argparse.Namespace) -> int:
     from kafka_jobs.worker.scheduler import load_scheduler
 
     app = load_app(options.app)
+    if options.async_concurrency:
+        app.settings = app.settings.replace(async_concurrency=options.async_concurrency)
     worker = app.worker(
+        pool=options.pool,
+        app_spec=options.app,
         concurrency=options.concurrency,
         group_id=options.group,
         topics=options.topics,
@@ -130,7 +145,7 @@ def _worker(options: argparse.Namespace) -> int:
             ["consumer group", worker.group_id],
             ["topics", ", ".join(worker.topics)],
             ["tasks", ", ".join(sorted(app.tasks)) or "(none)"],
-            ["concurrency", str(worker.concurrency)],
+            ["concurrency", f"{worker.concurrency} ({worker.settings.pool})"],
             ["shutdown timeout", f"{worker.settings.shutdown_timeout:g}s"],
         ],
     )

@@ -21,6 +21,9 @@ from kafka_jobs.errors import ConfigurationError
 
 KafkaConfig = Mapping[str, Any]
 
+POOLS = ("threads", "processes")
+"""Where a worker runs sync jobs (`Settings.pool`)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -46,6 +49,9 @@ class Settings:
         dead-letter such payloads unread.
     delay_topic_prefix: delayed jobs wait in `<prefix>.<N>s` tier topics.
     scheduler: "module:Class" of the workers' scheduler (default FIFO).
+    pool: where sync jobs run: "threads" (default) or "processes" (one child
+        process per worker thread, for CPU-bound jobs).
+    async_concurrency: most `async def` jobs in flight per worker process.
     kafka_config: librdkafka settings for every client (SASL/SSL go here).
     producer_config: librdkafka settings for the producer only.
     consumer_config: librdkafka settings for consumers only.
@@ -66,12 +72,16 @@ class Settings:
     signing_secret: str | None = field(default=None, repr=False)
     delay_topic_prefix: str = "kafka-jobs.delay"
     scheduler: str | None = None
+    pool: str = "threads"
+    async_concurrency: int = 100
     kafka_config: KafkaConfig = field(default_factory=dict)
     producer_config: KafkaConfig = field(default_factory=dict)
     consumer_config: KafkaConfig = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("concurrency", "batch_size", "max_payload_bytes"):
+        if self.pool not in POOLS:
+            raise ConfigurationError(f"pool must be one of {', '.join(POOLS)}, not {self.pool!r}")
+        for name in ("concurrency", "batch_size", "max_payload_bytes", "async_concurrency"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be at least 1")
         for name in ("poll_timeout", "commit_interval", "delivery_timeout", "tick_interval"):
@@ -163,6 +173,8 @@ ENV_VARIABLES: dict[str, str] = {
     "signing_secret": "KAFKA_JOBS_SIGNING_SECRET",
     "delay_topic_prefix": "KAFKA_JOBS_DELAY_TOPIC_PREFIX",
     "scheduler": "KAFKA_JOBS_SCHEDULER",
+    "pool": "KAFKA_JOBS_POOL",
+    "async_concurrency": "KAFKA_JOBS_ASYNC_CONCURRENCY",
 }
 
 _CLIENT_PREFIXES = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import inspect
 import os
@@ -75,6 +76,8 @@ class Task(Generic[P, R]):
         self.__name__ = getattr(fn, "__name__", options.name)
         self.__wrapped__ = fn
         self._key_position, self._key_default = _locate_key(fn, options.key)
+        self.is_async = inspect.iscoroutinefunction(fn)
+        """True for an `async def` job: workers run it on their event loop."""
 
     @property
     def name(self) -> str:
@@ -87,6 +90,26 @@ class Task(Generic[P, R]):
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> EnqueuedJob:
         """Enqueue a call with these arguments; returns at once with a handle."""
         return self.apply_async(args, kwargs)
+
+    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> EnqueuedJob:
+        """`delay()` for asyncio code: enqueue, then await the broker's acknowledgement.
+
+        The enqueue itself never blocks the event loop for long (it only waits while
+        the client's local queue is full); the wait for the acknowledgement runs in
+        the loop's default executor.
+        """
+        return await self.aapply_async(args, kwargs)
+
+    async def aapply_async(
+        self,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> EnqueuedJob:
+        """`apply_async()` for asyncio code; returns once the broker acknowledged the job."""
+        handle = self.apply_async(args, kwargs, **options)
+        timeout = self.app.settings.delivery_timeout + 5  # the producer gives up first
+        return await asyncio.get_running_loop().run_in_executor(None, handle.wait, timeout)
 
     def apply_async(
         self,

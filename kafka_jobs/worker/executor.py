@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 import time
-from typing import cast
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
 
 from confluent_kafka import Message
 
 from kafka_jobs.app import App
 from kafka_jobs.context import JobContext, _set_current
 from kafka_jobs.deadletter import JOB_FAILED
-from kafka_jobs.errors import NotDecodable, RecordRejected, RecordTooLarge
+from kafka_jobs.errors import KafkaJobsError, NotDecodable, RecordRejected, RecordTooLarge
 from kafka_jobs.task import Task
 from kafka_jobs.wire import Envelope, decode, now_ms, read_task_name
+from kafka_jobs.worker.aio import AsyncRunner
 from kafka_jobs.worker.failures import Disposition, Failure, FailureHandler, RetryLater
 from kafka_jobs.worker.jobs import Job
+from kafka_jobs.worker.processes import ProcessPool
 
 log = logging.getLogger("kafka_jobs.worker")
 
@@ -24,42 +28,112 @@ INTERNAL_ERROR_RETRY_DELAY = 1.0
 """Seconds before a failure handler that raised is asked again."""
 
 
-class Executor:
-    """Runs jobs. Thread-safe: shared by every worker thread, keeps no per-job state."""
+class _Suspended:
+    """`run_record` handed the record's coroutine to the event loop: the job comes back."""
 
-    def __init__(self, app: App, failures: FailureHandler, stopping: threading.Event) -> None:
+
+SUSPENDED = _Suspended()
+
+
+class Call:
+    """One record's run in progress: what its outcome is judged with."""
+
+    __slots__ = ("context", "envelope", "error", "first_failed_ms", "generation", "runs", "started")
+
+    def __init__(
+        self, envelope: Envelope, context: JobContext, runs: int, first_failed_ms: int
+    ) -> None:
+        self.envelope = envelope
+        self.context = context
+        self.runs = runs
+        self.first_failed_ms = first_failed_ms
+        self.generation = 0
+        self.started = time.perf_counter()
+        self.error: BaseException | None = None
+
+
+class Executor:
+    """Runs jobs. Thread-safe: shared by every worker thread, keeps no per-job state.
+
+    Sync jobs run on the calling worker thread, or in a child process with the
+    process pool; `async def` jobs run on the event loop (`AsyncRunner`), and
+    their job is handed back through `resume` to finish on a worker thread.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        failures: FailureHandler,
+        stopping: threading.Event,
+        *,
+        resume: Callable[[Job], None] | None = None,
+        processes: ProcessPool | None = None,
+    ) -> None:
         self.app = app
         self.failures = failures
         self.stopping = stopping
+        self.processes = processes
+        self._resume = resume
         self._events = app.events
         self._max_bytes = app.settings.max_payload_bytes
         self._delivery_timeout = app.settings.delivery_timeout
+        self._async: AsyncRunner | None = None
+        self._async_lock = threading.Lock()
 
-    def run(self, job: Job) -> None:
+    @property
+    def async_runner(self) -> AsyncRunner:
+        """The event loop of async jobs, started on first use."""
+        if self._async is None:
+            with self._async_lock:
+                if self._async is None:
+                    self._async = AsyncRunner(self.app.settings.async_concurrency)
+        return self._async
+
+    def close(self) -> None:
+        """Stop the event loop and the child processes, if any were started."""
+        if self._async is not None:
+            self._async.stop()
+        if self.processes is not None:
+            self.processes.close()
+
+    def run(self, job: Job) -> bool:
         """Run the job's records in order; stop early if the partition is lost or the worker stops.
 
         Records not run stay out of `job.done_offsets`, so their offsets are never
         committed; a record to be retried sets `job.resume_from` and `job.retry_at`.
+        Returns False when the job waits for an async record: `resume` hands it back
+        to a worker thread, which calls `run` again to go on from there.
         """
         if job.hook is not None:
             self._run_hook(job)
-            return
+            return True
         state = job.state
         done = job.done_offsets
         collapsed = job.batch.collapsed if job.batch is not None else None
-        for record in job.records:
+        records = job.records
+        while job.processed < len(records):
+            record = records[job.processed]
             offset = cast(int, record.offset())
-            if state.revoked or self.stopping.is_set() or (collapsed and collapsed.is_set()):
-                self._events.emit(
-                    "job.skipped", topic=job.topic, partition=job.partition, offset=offset
-                )
-                break
-            generation = state.generation
-            unsettled = state.unsettled.pop(offset, None)
-            if unsettled is not None:  # the job ran; only its failure handling is retried
-                disposition = self._settle(unsettled, job)
+            call = job.pending
+            if call is not None:  # an async record ended: judge its outcome
+                job.pending = None
+                generation = call.generation
+                disposition = self._conclude(job, record, call)
             else:
-                disposition = self.run_record(job, record)
+                if state.revoked or self.stopping.is_set() or (collapsed and collapsed.is_set()):
+                    self._events.emit(
+                        "job.skipped", topic=job.topic, partition=job.partition, offset=offset
+                    )
+                    break
+                generation = state.generation
+                unsettled = state.unsettled.pop(offset, None)
+                if unsettled is not None:  # the job ran; only its failure handling is retried
+                    disposition = self._settle(unsettled, job)
+                else:
+                    outcome = self.run_record(job, record)
+                    if outcome is SUSPENDED:
+                        return False
+                    disposition = cast(Disposition, outcome)
             if state.generation != generation:
                 break  # revoked while it ran: it may have given up; never count it done
             if disposition is not None:
@@ -70,8 +144,9 @@ class Executor:
             job.processed += 1
             if not job.manual:
                 done.append(offset)
+        return True
 
-    def run_record(self, job: Job, record: Message) -> Disposition:
+    def run_record(self, job: Job, record: Message) -> Disposition | _Suspended:
         """Run one record; failures go to the failure handler, never up to the caller."""
         try:
             envelope, task = self._decode(record)
@@ -89,16 +164,14 @@ class Executor:
                 job,
             )
         offset = cast(int, record.offset())
-        failures = job.state.failures
-        runs, first_failed_ms = failures.get(offset, (0, 0))
-        attempt = envelope.attempt + runs
+        runs, first_failed_ms = job.state.failures.get(offset, (0, 0))
         context = JobContext(
             envelope.task,
             envelope.job_id,
             job.topic,
             job.partition,
             offset,
-            attempt,
+            envelope.attempt + runs,
             envelope.key,
             envelope.headers,
             job.state._revoked,
@@ -107,13 +180,51 @@ class Executor:
             self.app,
             job.group_metadata,
         )
+        call = Call(envelope, context, runs, first_failed_ms)
+        if task.is_async:
+            return self._submit(job, task, call)
         _set_current(context)
-        started = time.perf_counter()
         try:
-            task.fn(*envelope.args, **envelope.kwargs)
-            if context._children:
-                self._await_children(context)
+            if self.processes is not None:
+                self.processes.call(task.name, envelope.args, envelope.kwargs, _fields(context))
+            else:
+                task.fn(*envelope.args, **envelope.kwargs)
         except BaseException as error:  # SystemExit from a job is a failure too, not a dead thread
+            call.error = error
+        finally:
+            _set_current(None)
+        return self._conclude(job, record, call)
+
+    def _submit(self, job: Job, task: Task[..., object], call: Call) -> _Suspended:
+        """Hand an async record to the event loop; its job resumes when it ends."""
+        resume = self._resume
+        if resume is None:
+            raise KafkaJobsError("async jobs need an executor built with resume=")
+        envelope = call.envelope
+        coroutine = cast(Coroutine[Any, Any, object], task.fn(*envelope.args, **envelope.kwargs))
+        call.generation = job.state.generation
+        job.pending = call  # before the loop can end it and hand the job back
+
+        def ended(future: concurrent.futures.Future[object]) -> None:
+            call.error = future.exception() if not future.cancelled() else CancelledJob()
+            resume(job)
+
+        self.async_runner.submit(coroutine, call.context, ended)
+        return SUSPENDED
+
+    def _conclude(self, job: Job, record: Message, call: Call) -> Disposition:
+        """Success or failure handling of a record that ran (here, in a child or on the loop)."""
+        context = call.context
+        error = call.error
+        if error is None and context._children:
+            try:
+                self._await_children(context)
+            except BaseException as child_error:
+                error = child_error
+        envelope = call.envelope
+        offset = context.offset
+        failures = job.state.failures
+        if error is not None:
             self._events.emit(
                 "job.failed",
                 topic=job.topic,
@@ -122,42 +233,45 @@ class Executor:
                 job_id=envelope.job_id,
                 task=envelope.task,
                 error=error,
-                attempt=attempt,
-                duration=time.perf_counter() - started,
+                attempt=context.attempt,
+                duration=time.perf_counter() - call.started,
             )
             now = now_ms()
             if job.batch is not None:
                 # A lane failed: collapse. This run counts as an attempt; the sequential
                 # re-run that follows applies retries and dead letters per record.
-                failures[offset] = (runs + 1, first_failed_ms or now)
+                failures[offset] = (call.runs + 1, call.first_failed_ms or now)
                 job.batch.collapsed.set()
                 return RetryLater(0.0)
             failure = Failure(
-                record, error, JOB_FAILED, envelope.task, attempt, first_failed_ms or now, now
+                record,
+                error,
+                JOB_FAILED,
+                envelope.task,
+                context.attempt,
+                call.first_failed_ms or now,
+                now,
             )
             disposition = self._settle(failure, job)
             if disposition is not None and disposition.rerun:
-                failures[offset] = (runs + 1, failure.first_failed_ms)
+                failures[offset] = (call.runs + 1, failure.first_failed_ms)
             elif disposition is None:
                 failures.pop(offset, None)
             return disposition
-        else:
-            job.durations.append(time.perf_counter() - started)
-            if failures:
-                failures.pop(offset, None)
-            if self._events.active:
-                self._events.emit(
-                    "job.succeeded",
-                    topic=job.topic,
-                    partition=job.partition,
-                    offset=offset,
-                    job_id=envelope.job_id,
-                    task=envelope.task,
-                    duration=time.perf_counter() - started,
-                )
-            return None
-        finally:
-            _set_current(None)
+        job.durations.append(time.perf_counter() - call.started)
+        if failures:
+            failures.pop(offset, None)
+        if self._events.active:
+            self._events.emit(
+                "job.succeeded",
+                topic=job.topic,
+                partition=job.partition,
+                offset=offset,
+                job_id=envelope.job_id,
+                task=envelope.task,
+                duration=time.perf_counter() - call.started,
+            )
+        return None
 
     def _decode(self, record: Message) -> tuple[Envelope, Task[..., object]]:
         try:
@@ -197,3 +311,21 @@ class Executor:
         if disposition is not None and not disposition.rerun:
             job.state.unsettled[failure.offset] = failure
         return disposition
+
+
+class CancelledJob(KafkaJobsError):
+    """An async job's coroutine was cancelled (by the worker's shutdown, or by itself)."""
+
+
+def _fields(context: JobContext) -> dict[str, Any]:
+    """What a child process needs to rebuild `current_job()`."""
+    return {
+        "task": context.task,
+        "job_id": context.job_id,
+        "topic": context.topic,
+        "partition": context.partition,
+        "offset": context.offset,
+        "attempt": context.attempt,
+        "key": context.key,
+        "headers": dict(context.headers),
+    }

@@ -113,6 +113,7 @@ class Job:
         "kind",
         "manual",
         "marked",
+        "pending",
         "processed",
         "records",
         "resume_from",
@@ -139,6 +140,8 @@ class Job:
         self.blocking = blocking
         self.manual = manual
         self.processed = 0
+        # An async record of this job running on the event loop (an executor `Call`).
+        self.pending: Any = None
         self.durations: list[float] = []  # per record run: for the guard and schedulers
         self.done_offsets: list[int] = []
         self.marked = 0

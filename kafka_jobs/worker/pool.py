@@ -54,13 +54,17 @@ class ThreadPool:
             job = queue.get()
             if job is None:
                 return
+            finished = True
             try:
-                self.executor.run(job)
+                finished = self.executor.run(job)
             except BaseException as error:  # the thread must survive anything a job throws
                 log.exception("internal error while running %r", job)
                 self.events.emit("worker.error", where="executor", error=error)
             finally:
-                queue.complete(job)
+                if finished:
+                    queue.complete(job)
+                else:  # an async record runs on the event loop; the job comes back
+                    queue.suspend(job)
             try:
                 self.scheduler.manage()
             except Exception as error:

@@ -19,7 +19,8 @@ class JobsQueue:
     - Schedulers call `put`, `lock` and `unlock`.
     - Listeners call `track` when they hand jobs to the scheduler, then
       `wait_unblocked` before polling and `take_finished` to collect results.
-    - Worker threads call `get` and `complete`.
+    - Worker threads call `get` and `complete` (or `suspend`, when a job waits
+      for an async record; the event loop then calls `resume`).
     - `concurrency` and `assignments()` tell schedulers how many threads run jobs
       and which topics and partitions this process owns right now.
 
@@ -161,6 +162,17 @@ class JobsQueue:
             if job.blocking:
                 self._blocking[group] -= 1
             self._finished[group].append(job)
+            self._cond.notify_all()
+
+    def suspend(self, job: Job) -> None:
+        """The job waits for an async record (worker thread): the thread is free, the job is not."""
+        with self._cond:
+            self._busy -= 1
+
+    def resume(self, job: Job) -> None:
+        """A suspended job can go on (any thread): it runs before jobs not started yet."""
+        with self._cond:
+            self._ready.appendleft(job)
             self._cond.notify_all()
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ from kafka_jobs.worker.executor import Executor
 from kafka_jobs.worker.failures import FailureHandler, RetryThenDeadLetter
 from kafka_jobs.worker.listener import Listener, PartitionReport, SubscriptionGroup
 from kafka_jobs.worker.pool import ThreadPool
+from kafka_jobs.worker.processes import ProcessPool, app_spec_for
 from kafka_jobs.worker.queue import JobsQueue
 from kafka_jobs.worker.scheduler import (
     FifoScheduler,
@@ -46,6 +47,10 @@ class Worker:
     failure_handler: what happens to records that cannot run or whose job raised
         (default: retry per the job's policy, then the dead-letter topic).
     dispatch_delayed: also run the delay dispatcher that releases delayed jobs.
+    pool: "threads" or "processes" (default: the `pool` setting); with
+        processes, each worker thread runs sync jobs in its own child process.
+    app_spec: `pkg.module[:app]` the child processes import (default: the
+        module that defines the app's tasks; the CLI passes its `-A`).
 
     `start()` / `stop()` / `join()` drive it from Python; `run()` blocks, handles
     SIGTERM / SIGINT, and returns the process exit code.
@@ -63,8 +68,12 @@ class Worker:
         scheduler_class: type[Scheduler] | None = None,
         failure_handler: FailureHandler | None = None,
         dispatch_delayed: bool = True,
+        pool: str | None = None,
+        app_spec: str | None = None,
     ) -> None:
         settings = app.settings
+        if pool is not None:
+            settings = settings.replace(pool=pool)
         if shutdown_timeout is not None:
             settings = settings.replace(shutdown_timeout=shutdown_timeout)
         self.app = app
@@ -94,7 +103,14 @@ class Worker:
             )
         self.scheduler = SerializedScheduler(scheduler_class(self.queue))
         handler = failure_handler or RetryThenDeadLetter(app, self.group_id)
-        self.executor = Executor(app, handler, self.stopping)
+        self.processes = (
+            ProcessPool(app_spec_for(app, app_spec), self.concurrency)
+            if settings.pool == "processes"
+            else None
+        )
+        self.executor = Executor(
+            app, handler, self.stopping, resume=self.queue.resume, processes=self.processes
+        )
         self.pool = ThreadPool(
             self.concurrency, self.queue, self.executor, self.scheduler, app.events
         )
@@ -130,6 +146,8 @@ class Worker:
             raise RuntimeError("worker already started")
         self._started = True
         self._create_dead_letter_topics()
+        if self.processes is not None:
+            self.processes.start()
         self.pool.start()
         for listener in self.listeners:
             listener.start()
@@ -137,10 +155,11 @@ class Worker:
             self._create_topics(self.app.delay_topics(), "delay")
             self.dispatcher.start()
         log.info(
-            "worker started: group=%s topics=%s concurrency=%d subscription_groups=%s",
+            "worker started: group=%s topics=%s concurrency=%d pool=%s subscription_groups=%s",
             self.group_id,
             ",".join(self.topics),
             self.concurrency,
+            self.settings.pool,
             ",".join(g.name for g in self.groups),
         )
         return self
@@ -216,6 +235,7 @@ class Worker:
         if done:
             self.queue.close()
             self.pool.join(0.5)
+            self.executor.close()
         return done
 
     def __enter__(self) -> Worker:

@@ -1,0 +1,255 @@
+"""The process pool: sync jobs run in child processes, for CPU-bound work.
+
+The listener stays the only owner of the Consumer; worker threads decode the
+records and hand each call (task name, arguments, job context) to a child over
+a pipe, then wait for its outcome. One child per worker thread, so the pool
+runs as many jobs at once as the thread pool would. A child that dies (kill -9,
+segfault, `os._exit`, the OOM killer) fails only the job it was running, with
+`WorkerProcessDied`, which follows the job's retry policy; it is replaced at once.
+
+Children are started with the "spawn" method (librdkafka's threads do not
+survive fork) and import the app the way `kafka-jobs worker -A` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import multiprocessing
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Mapping
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING, Any
+
+import dill
+
+from kafka_jobs.errors import ConfigurationError, KafkaJobsError
+
+if TYPE_CHECKING:
+    from kafka_jobs.app import App
+
+log = logging.getLogger("kafka_jobs.worker")
+
+_CHECK_INTERVAL = 0.5
+"""Seconds between liveness checks of a child while it runs a job."""
+
+
+class WorkerProcessDied(KafkaJobsError):
+    """The child process running a job died; the job follows its retry policy."""
+
+
+class RemoteJobError(KafkaJobsError):
+    """A job failed in a child process with an exception that could not be sent back whole."""
+
+
+class _Child:
+    """One child process and the parent's end of its pipe."""
+
+    def __init__(self, app_spec: str) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.conn, child_end = context.Pipe()
+        self.process: BaseProcess = context.Process(
+            target=_child_main, args=(child_end, app_spec), name="kafka-jobs-child", daemon=True
+        )
+        self.process.start()
+        child_end.close()
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def close(self, timeout: float) -> None:
+        self.conn.close()  # the child sees EOF and exits
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout)
+
+
+class ProcessPool:
+    """`size` child processes; `call` runs a task in an idle one and returns its outcome."""
+
+    def __init__(self, app_spec: str, size: int) -> None:
+        self.app_spec = app_spec
+        self.size = size
+        self._lock = threading.Lock()
+        self._idle: list[_Child] = []
+        self._all: set[_Child] = set()
+        self._closed = False
+        self.replaced = 0
+
+    def start(self) -> None:
+        """Start every child (from the thread that outlives them: see `_child_main`)."""
+        for _ in range(self.size):
+            self._adopt(_Child(self.app_spec))
+
+    def _adopt(self, child: _Child) -> None:
+        with self._lock:
+            self._all.add(child)
+            self._idle.append(child)
+
+    def alive(self) -> int:
+        """How many children are alive right now."""
+        with self._lock:
+            return sum(child.alive() for child in self._all)
+
+    def pids(self) -> list[int]:
+        """Process ids of the current children."""
+        with self._lock:
+            return [c.process.pid for c in self._all if c.process.pid is not None]
+
+    def call(self, task: str, args: Any, kwargs: Any, context: Mapping[str, Any]) -> None:
+        """Run `task(*args, **kwargs)` in a child; raise what it raised, or `WorkerProcessDied`."""
+        with self._lock:
+            if self._closed:
+                raise KafkaJobsError("the process pool is closed")
+            # Worker threads never outnumber children, so one is idle here, unless
+            # starting a replacement failed: then start it now.
+            child = self._idle.pop() if self._idle else None
+        if child is None:
+            child = _Child(self.app_spec)
+            with self._lock:
+                self._all.add(child)
+        try:
+            outcome = self._exchange(child, dill.dumps((task, args, kwargs, dict(context))))
+        except WorkerProcessDied:
+            self._replace(child)
+            raise
+        with self._lock:
+            self._idle.append(child)
+        if outcome is not None:
+            raise outcome
+
+    def _exchange(self, child: _Child, request: bytes) -> BaseException | None:
+        try:
+            child.conn.send_bytes(request)
+            while not child.conn.poll(_CHECK_INTERVAL):
+                if not child.alive():
+                    break
+            reply = child.conn.recv_bytes()
+        except (EOFError, OSError):
+            reply = None
+        if reply is None:
+            child.process.join(1.0)
+            raise WorkerProcessDied(
+                f"worker process {child.process.pid} died while running the job"
+                f" ({_describe_exit(child.process.exitcode)})"
+            )
+        kind, payload, name, message, remote_traceback = dill.loads(reply)
+        if kind == "ok":
+            return None
+        try:
+            sent = dill.loads(payload) if payload is not None else None
+        except Exception:  # e.g. its class cannot be imported here
+            sent = None
+        error = sent if isinstance(sent, BaseException) else RemoteJobError(f"{name}: {message}")
+        error.add_note(f"raised in worker process {child.process.pid}:\n{remote_traceback}")
+        return error
+
+    def _replace(self, dead: _Child) -> None:
+        with self._lock:
+            self._all.discard(dead)
+            closed = self._closed
+        dead.close(1.0)
+        if closed:
+            return
+        log.warning(
+            "worker process %s died (%s): starting a new one",
+            dead.process.pid,
+            _describe_exit(dead.process.exitcode),
+        )
+        self.replaced += 1
+        self._adopt(_Child(self.app_spec))
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop every child (they finish nothing more)."""
+        with self._lock:
+            self._closed = True
+            children, self._all, self._idle = list(self._all), set(), []
+        for child in children:
+            child.close(timeout)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+def app_spec_for(app: App, given: str | None) -> str:
+    """The `-A` spec children import: the one given, else the module of the app's tasks."""
+    if given:
+        return given
+    modules: set[str] = {task.fn.__module__ for task in app.tasks.values()}
+    modules.discard("__main__")
+    if len(modules) != 1:
+        raise ConfigurationError(
+            "the process pool needs to know which module registers the jobs: pass"
+            " app_spec='pkg.module[:app]' (the CLI passes -A)"
+        )
+    return modules.pop()
+
+
+# --- in the child -------------------------------------------------------------
+
+
+def _child_main(conn: Connection, app_spec: str) -> None:
+    """Serve calls until the parent closes the pipe."""
+    from kafka_jobs.broker import _die_with_parent
+    from kafka_jobs.loader import load_app
+
+    _die_with_parent()
+    # Ctrl-C and a SIGTERM to the process group are for the parent, which stops us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    app = load_app(app_spec)
+    while True:
+        try:
+            request = conn.recv_bytes()
+        except (EOFError, OSError):
+            break
+        task_name, args, kwargs, fields = dill.loads(request)
+        conn.send_bytes(_run_in_child(app, task_name, args, kwargs, fields))
+    app.flush(app.settings.delivery_timeout)
+    sys.exit(0)
+
+
+def _run_in_child(app: Any, task_name: str, args: Any, kwargs: Any, fields: Any) -> bytes:
+    from kafka_jobs.context import JobContext, _set_current
+
+    never = threading.Event()
+
+    def no_marks(offset: int) -> None:
+        raise KafkaJobsError("mark_as_consumed() is not available in the process pool")
+
+    context = JobContext(
+        **fields,
+        partition_revoked=never,
+        worker_stopping=never,
+        mark_through=no_marks,
+        app=app,
+    )
+    _set_current(context)
+    try:
+        result = app.task(task_name).fn(*args, **kwargs)
+        if inspect.iscoroutine(result):
+            asyncio.run(result)
+        for child_job in context._children:  # acknowledged before the job counts as done
+            child_job.wait(app.settings.delivery_timeout)
+        return bytes(dill.dumps(("ok", None, None, None, None)))
+    except BaseException as error:
+        text = "".join(traceback.format_exception(error))
+        try:
+            payload: bytes | None = dill.dumps(error)
+        except Exception:
+            payload = None
+        return bytes(dill.dumps(("error", payload, type(error).__qualname__, str(error), text)))
+    finally:
+        _set_current(None)
+        sys.stdout.flush()
