@@ -62,7 +62,13 @@ def _parser() -> argparse.ArgumentParser:
         "--topics",
         nargs="+",
         metavar="TOPIC",
-        help="topics to consume (default: all the app's)",
+        help="topics to consume (default: all the app's, or none with --topics-pattern)",
+    )
+    worker.add_argument(
+        "--topics-pattern",
+        metavar="REGEX",
+        help="also consume every topic whose whole name matches, new ones included"
+        " (never dead-letter topics unless named with --topics)",
     )
     worker.add_argument(
         "--shutdown-timeout", type=float, help="seconds to wait for in-flight jobs on stop"
@@ -131,6 +137,7 @@ def _worker(options: argparse.Namespace) -> int:
         concurrency=options.concurrency,
         group_id=options.group,
         topics=options.topics,
+        topics_pattern=options.topics_pattern,
         shutdown_timeout=options.shutdown_timeout,
         **({"scheduler_class": load_scheduler(options.scheduler)} if options.scheduler else {}),
     )
@@ -143,7 +150,8 @@ def _worker(options: argparse.Namespace) -> int:
         [
             ["bootstrap servers", app.settings.bootstrap_servers],
             ["consumer group", worker.group_id],
-            ["topics", ", ".join(worker.topics)],
+            ["topics", ", ".join(worker.topics) or "-"],
+            *([["topics pattern", options.topics_pattern]] if options.topics_pattern else []),
             ["tasks", ", ".join(sorted(app.tasks)) or "(none)"],
             ["concurrency", f"{worker.concurrency} ({worker.settings.pool})"],
             ["shutdown timeout", f"{worker.settings.shutdown_timeout:g}s"],

@@ -52,6 +52,8 @@ class Settings:
     pool: where sync jobs run: "threads" (default) or "processes" (one child
         process per worker thread, for CPU-bound jobs).
     async_concurrency: most `async def` jobs in flight per worker process.
+    pattern_refresh_interval: seconds between checks for new topics matching a
+        worker's topic pattern.
     kafka_config: librdkafka settings for every client (SASL/SSL go here).
     producer_config: librdkafka settings for the producer only.
     consumer_config: librdkafka settings for consumers only.
@@ -74,6 +76,7 @@ class Settings:
     scheduler: str | None = None
     pool: str = "threads"
     async_concurrency: int = 100
+    pattern_refresh_interval: float = 10.0
     kafka_config: KafkaConfig = field(default_factory=dict)
     producer_config: KafkaConfig = field(default_factory=dict)
     consumer_config: KafkaConfig = field(default_factory=dict)
@@ -84,7 +87,13 @@ class Settings:
         for name in ("concurrency", "batch_size", "max_payload_bytes", "async_concurrency"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be at least 1")
-        for name in ("poll_timeout", "commit_interval", "delivery_timeout", "tick_interval"):
+        for name in (
+            "poll_timeout",
+            "commit_interval",
+            "delivery_timeout",
+            "tick_interval",
+            "pattern_refresh_interval",
+        ):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise ConfigurationError(f"{name} must be positive (and finite)")
@@ -175,6 +184,7 @@ ENV_VARIABLES: dict[str, str] = {
     "scheduler": "KAFKA_JOBS_SCHEDULER",
     "pool": "KAFKA_JOBS_POOL",
     "async_concurrency": "KAFKA_JOBS_ASYNC_CONCURRENCY",
+    "pattern_refresh_interval": "KAFKA_JOBS_PATTERN_REFRESH_INTERVAL",
 }
 
 _CLIENT_PREFIXES = {

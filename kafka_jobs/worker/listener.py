@@ -24,6 +24,7 @@ from kafka_jobs.events import EventBus
 from kafka_jobs.hooks import JOB_KINDS, LifecycleHook
 from kafka_jobs.lanes import split
 from kafka_jobs.options import TopicOptions
+from kafka_jobs.patterns import TopicPattern
 from kafka_jobs.settings import Settings
 from kafka_jobs.worker import offset_metadata
 from kafka_jobs.worker.jobs import Job, LaneBatch, PartitionState
@@ -57,6 +58,8 @@ class SubscriptionGroup:
 
     name: str
     topics: tuple[str, ...]
+    pattern: TopicPattern | None = None
+    """Also consume the existing topics it selects, checked every `pattern_refresh_interval`."""
 
 
 class Listener:
@@ -80,6 +83,8 @@ class Listener:
         consumption: Mapping[str, TopicOptions] | None = None,
         concurrency: int = 1,
         hooks: Sequence[LifecycleHook] = (),
+        consumption_of: Callable[[str], TopicOptions] | None = None,
+        on_new_topics: Callable[[list[str]], None] | None = None,
     ) -> None:
         consumption = consumption or {}
         self.group = group
@@ -114,6 +119,11 @@ class Listener:
         self._last_idle = 0.0
         self._fatal_errors: list[float] = []
         self._topics = {topic: options for topic, options in consumption.items()}
+        # With a topic pattern: what is subscribed now, and how to learn about new topics.
+        self.subscribed: tuple[str, ...] = group.topics
+        self._consumption_of = consumption_of
+        self._on_new_topics = on_new_topics
+        self._pattern_checked = 0.0
         self.abandoned = 0
         self._last_commit = 0.0
         self._last_poll = time.monotonic()
@@ -189,12 +199,56 @@ class Listener:
         config = dict(self._consumer_config)
         config["on_commit"] = self._on_commit
         self._consumer = Consumer(config)
+        if self.group.pattern is None:
+            self._subscribe(self.group.topics)
+        else:
+            self.subscribed = ()
+            self._refresh_pattern()
+
+    def _subscribe(self, topics: Sequence[str]) -> None:
+        self.subscribed = tuple(topics)
+        if not topics:  # librdkafka refuses an empty subscription
+            self.consumer.unsubscribe()
+            return
         self.consumer.subscribe(
-            list(self.group.topics),
+            list(topics),
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
+
+    def _refresh_pattern(self) -> None:
+        """Subscribe to what the group's pattern selects now, if that changed (listener thread)."""
+        pattern = self.group.pattern
+        if pattern is None:
+            return
+        self._pattern_checked = time.monotonic()
+        try:
+            existing = self.consumer.list_topics(timeout=5).topics
+        except KafkaException as exc:  # the broker is away: keep the subscription as it is
+            log.warning("cannot list topics for the pattern of %s: %s", self.group.name, exc)
+            return
+        wanted = pattern.select(existing)
+        if tuple(wanted) == self.subscribed:
+            return
+        new = sorted(set(wanted) - set(self.subscribed))
+        for topic in new:
+            if topic not in self._topics and self._consumption_of is not None:
+                self._topics[topic] = self._consumption_of(topic)
+        if new and self._on_new_topics is not None:
+            self._on_new_topics(new)
+        log.info(
+            "subscription group %s: pattern %r selects %s",
+            self.group.name,
+            pattern.regex.pattern,
+            ", ".join(wanted) or "no topic yet",
+        )
+        self._subscribe(wanted)
+        self.events.emit("topics.subscribed", group=self.group.name, topics=wanted)
+
+    def _refresh_pattern_if_due(self) -> None:
+        if time.monotonic() - self._pattern_checked >= self.settings.pattern_refresh_interval:
+            self._refresh_pattern()
 
     def request_reset(self) -> None:
         """Ask for a recovery reset of this group's connection (any thread)."""
@@ -236,6 +290,8 @@ class Listener:
             self._resume_due()
             self._commit_if_due()
             self._tick_if_due()
+            if self.group.pattern is not None:
+                self._refresh_pattern_if_due()
             if not self.queue.wait_unblocked(self.group.name, poll_timeout):
                 self._watch_stall()
                 continue

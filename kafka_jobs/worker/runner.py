@@ -12,6 +12,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from kafka_jobs.errors import ConfigurationError
+from kafka_jobs.patterns import TopicPattern
 from kafka_jobs.worker.dispatcher import DelayDispatcher
 from kafka_jobs.worker.executor import Executor
 from kafka_jobs.worker.failures import FailureHandler, RetryThenDeadLetter
@@ -37,7 +38,11 @@ class Worker:
 
     concurrency: worker threads (default: the app's `concurrency` setting).
     group_id: Kafka consumer group (default: the app's `group_id`).
-    topics: topics to consume (default: every registered task's topic).
+    topics: topics to consume (default: every registered task's topic, or none
+        when `topics_pattern` is given).
+    topics_pattern: also consume every existing topic whose whole name matches
+        this regular expression, new ones included (see `kafka_jobs.patterns`;
+        dead-letter topics match only when named in `topics`).
     subscription_groups: name -> topics, each group gets its own consumer
         connection (default: as topic and job options name them); topics not
         named go to the group ``default``.
@@ -63,6 +68,7 @@ class Worker:
         concurrency: int | None = None,
         group_id: str | None = None,
         topics: Iterable[str] | None = None,
+        topics_pattern: str | None = None,
         subscription_groups: Mapping[str, Iterable[str]] | None = None,
         shutdown_timeout: float | None = None,
         scheduler_class: type[Scheduler] | None = None,
@@ -80,8 +86,11 @@ class Worker:
         self.settings = settings
         self.concurrency = concurrency or settings.concurrency
         self.group_id = group_id or settings.group_id
-        self.topics = list(topics) if topics is not None else app.topics()
-        if not self.topics:
+        if topics is not None:
+            self.topics = list(topics)
+        else:
+            self.topics = [] if topics_pattern else app.topics()
+        if not self.topics and not topics_pattern:
             raise ConfigurationError("the worker has no topics: register a task or pass topics=")
         self.consumption = {topic: app.consumption(topic) for topic in self.topics}
         self._check_collapse_can_retry()
@@ -93,6 +102,8 @@ class Worker:
                 if options.subscription_group:
                     named.setdefault(options.subscription_group, []).append(topic)
         self.groups = _subscription_groups(self.topics, named)
+        if topics_pattern:
+            self.groups = _with_pattern(self.groups, self._pattern(topics_pattern))
         self.stopping = threading.Event()
         self.queue = JobsQueue()
         self.queue.concurrency = self.concurrency
@@ -128,6 +139,8 @@ class Worker:
                 self.consumption,
                 self.concurrency,
                 app.hooks,
+                consumption_of=app.consumption,
+                on_new_topics=self._create_dead_letter_topics_of,
             )
             for group in self.groups
         ]
@@ -202,6 +215,23 @@ class Worker:
                 if target:
                     found.add(target)
         return sorted(found)
+
+    def _pattern(self, pattern: str) -> TopicPattern:
+        try:
+            return TopicPattern.compile(
+                pattern,
+                explicit=frozenset(self.topics),
+                never=frozenset(self.dead_letter_topics()),
+                dead_letter_of=lambda topic: self.app.failure_policy(topic, None).dead_letter_topic,
+                delay_prefix=self.settings.delay_topic_prefix,
+            )
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+
+    def _create_dead_letter_topics_of(self, topics: list[str]) -> None:
+        """Topics a pattern just selected get their dead-letter topics (listener thread)."""
+        wanted = {self.app.failure_policy(topic, None).dead_letter_topic for topic in topics}
+        self._create_topics(sorted(t for t in wanted if t), "dead-letter")
 
     def _create_dead_letter_topics(self) -> None:
         """Create missing dead-letter topics (brokers may not auto-create them)."""
@@ -282,6 +312,16 @@ def _member_config(config: dict[str, Any], group: SubscriptionGroup, groups: int
     if not instance or groups == 1:
         return config
     return {**config, "group.instance.id": f"{instance}-{group.name}"}
+
+
+def _with_pattern(
+    groups: list[SubscriptionGroup], pattern: TopicPattern
+) -> list[SubscriptionGroup]:
+    """The pattern belongs to the group of the topics not placed elsewhere ("default")."""
+    rest = [g for g in groups if g.name == "default"]
+    topics = rest[0].topics if rest else ()
+    others = [g for g in groups if g.name != "default"]
+    return [*others, SubscriptionGroup("default", topics, pattern)]
 
 
 def _subscription_groups(
