@@ -12,6 +12,11 @@ from kafka_jobs.errors import KafkaJobsError
 if TYPE_CHECKING:
     from kafka_jobs.app import App
     from kafka_jobs.producer import EnqueuedJob
+    from kafka_jobs.worker.jobs import PartitionState
+
+
+MAX_USER_BYTES = 2000
+"""Most UTF-8 bytes of offset metadata a job may give (the commit's own share is kept)."""
 
 
 class JobContext:
@@ -29,6 +34,7 @@ class JobContext:
         "_group_metadata",
         "_mark_through",
         "_partition_revoked",
+        "_state",
         "_worker_stopping",
         "attempt",
         "headers",
@@ -55,6 +61,7 @@ class JobContext:
         mark_through: Callable[[int], None],
         app: App | None = None,
         group_metadata: object | None = None,
+        state: PartitionState | None = None,
     ) -> None:
         self.task = task
         self.job_id = job_id
@@ -72,6 +79,7 @@ class JobContext:
         # None where the offset cannot join a transaction (virtual partitions).
         self._group_metadata = group_metadata
         self._children: list[EnqueuedJob] = []
+        self._state = state
 
     def __repr__(self) -> str:
         return (
@@ -87,18 +95,43 @@ class JobContext:
         """True once the worker is shutting down; a long job may return early."""
         return self._worker_stopping.is_set()
 
-    def mark_as_consumed(self) -> None:
+    def mark_as_consumed(self, metadata: str | None = None) -> None:
         """Count this record, and the job's records before it, as done.
 
         On `manual_offsets` topics this is the only way a record becomes committable:
         a job that processes in steps marks its progress so a restart resumes there.
         Elsewhere it is harmless (records are marked when their job returns). Jobs
         this job enqueued are acknowledged first, so none is lost behind the mark.
+
+        metadata: text stored with the partition's offset commit (at most
+            2 000 UTF-8 bytes), read back with `offset_metadata()`, here or by the
+            next owner of the partition. It stays until a job gives another. Under
+            virtual partitions, `VirtualPartitions.offset_metadata_strategy` picks
+            which one a commit carries.
         """
+        if metadata is not None:
+            if self._state is None:
+                raise KafkaJobsError("offset metadata is not available here (process pool?)")
+            size = len(metadata.encode())
+            if size > MAX_USER_BYTES:
+                raise ValueError(f"offset metadata is {size} bytes; the limit is {MAX_USER_BYTES}")
+            self._state.give_metadata(self.offset, metadata)
         timeout = self._app.settings.delivery_timeout if self._app is not None else 30.0
         for child in self._children:
             child.wait(timeout)
         self._mark_through(self.offset)
+
+    def offset_metadata(self) -> str | None:
+        """The job metadata of this partition's last offset commit known to this worker.
+
+        Read from the broker when the partition was assigned, then updated by this
+        worker's own commits. None when no job gave any. Brokers that do not
+        return commit metadata (the embedded development broker) give None after
+        a reassignment; the worker logs a warning when it finds that out.
+        """
+        if self._state is None:
+            raise KafkaJobsError("offset metadata is not available here (process pool?)")
+        return self._state.committed_metadata
 
 
 _current: ContextVar[JobContext | None] = ContextVar("kafka_jobs_current_job", default=None)

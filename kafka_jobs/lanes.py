@@ -37,17 +37,23 @@ class VirtualPartitions:
     distribution: "consistent" (a key always maps to the same lane) or
         "balanced" (biggest key groups first onto the least-loaded lane, so a
         skewed batch still fills every lane).
+    offset_metadata_strategy: which metadata given with `mark_as_consumed` is
+        committed, lanes finishing out of order: "current" (the most recently
+        given) or "exact" (the one given with the highest offset below the commit).
     """
 
     partitioner: Partitioner = H_KEY
     max_partitions: int | None = None
     distribution: Literal["consistent", "balanced"] = "consistent"
+    offset_metadata_strategy: Literal["current", "exact"] = "current"
 
     def __post_init__(self) -> None:
         if self.max_partitions is not None and self.max_partitions < 1:
             raise ValueError("max_partitions must be at least 1")
         if self.distribution not in ("consistent", "balanced"):
             raise ValueError("distribution must be 'consistent' or 'balanced'")
+        if self.offset_metadata_strategy not in ("current", "exact"):
+            raise ValueError("offset_metadata_strategy must be 'current' or 'exact'")
 
 
 def lane_key(record: Message, partitioner: Partitioner) -> bytes | None:

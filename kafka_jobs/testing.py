@@ -88,6 +88,24 @@ def create_topic(
     raise TimeoutError(f"topic {name} did not appear within {timeout}s")
 
 
+def broker_returns_commit_metadata(bootstrap_servers: str) -> bool:
+    """Whether the broker gives back the metadata committed with an offset.
+
+    The embedded development broker accepts it and returns none: tests of what a
+    next owner reads skip there, naming this reason.
+    """
+    topic = create_topic(bootstrap_servers, unique_name("metadata-probe"))
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap_servers, "group.id": unique_name("metadata-probe")}
+    )
+    try:
+        consumer.commit(offsets=[TopicPartition(topic, 0, 0, "probe")], asynchronous=False)
+        stored = consumer.committed([TopicPartition(topic, 0)], timeout=10)
+        return bool(stored and stored[0].metadata == "probe")
+    finally:
+        consumer.close()
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
     """Poll `predicate` until it is true (returns True) or `timeout` passes (returns False)."""
     deadline = time.monotonic() + timeout

@@ -179,6 +179,7 @@ class Executor:
             job.mark_through,
             self.app,
             job.group_metadata,
+            job.state,
         )
         call = Call(envelope, context, runs, first_failed_ms)
         if task.is_async:

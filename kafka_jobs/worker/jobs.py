@@ -24,8 +24,12 @@ class PartitionState:
 
     __slots__ = (
         "_revoked",
+        "committed_metadata",
+        "exact_metadata",
         "failures",
         "generation",
+        "given_metadata",
+        "latest_metadata",
         "partition",
         "topic",
         "tracker",
@@ -45,6 +49,34 @@ class PartitionState:
         # done, even if the partition came back meanwhile (its job may have given up).
         self.generation = 0
         self._revoked = threading.Event()
+        # Offset metadata: given by jobs (worker threads) per offset, and the latest
+        # given; what the last commit known here carried (the job's part only).
+        self.given_metadata: dict[int, str] = {}
+        self.latest_metadata: str | None = None
+        self.exact_metadata: str | None = None
+        self.committed_metadata: str | None = None
+
+    def give_metadata(self, offset: int, text: str) -> None:
+        """A job's metadata for `offset`, committed with it (worker thread)."""
+        self.given_metadata[offset] = text
+        self.latest_metadata = text
+
+    def metadata_for_commit(self, committable: int, strategy: str) -> str | None:
+        """The job metadata to commit at `committable` (listener thread).
+
+        "exact": the metadata given with the highest offset below the commit;
+        "current": the most recently given. Either stays until replaced.
+        """
+        given = self.given_metadata
+        below = [offset for offset in list(given) if offset < committable]
+        if below:
+            top = max(below)
+            self.exact_metadata = given[top]
+            for offset in below:
+                if offset != top:
+                    given.pop(offset, None)
+        chosen = self.latest_metadata if strategy == "current" else self.exact_metadata
+        return chosen if chosen is not None else self.committed_metadata
 
     @property
     def revoked(self) -> bool:

@@ -517,11 +517,21 @@ class Listener:
                     log.debug("seek of %s[%d] refused (%s); trying again", *key, exc)
                     self._paused[key] = (now + 0.1, offset)
 
-    def _metadata_for(self, state: PartitionState, offset: int) -> str:
-        """Finished offsets above the commit, so a new owner skips them (when supported)."""
+    def _metadata_for(self, state: PartitionState, offset: int) -> tuple[str, str | None]:
+        """(the commit's metadata, the job metadata in it) for a commit at `offset`.
+
+        The finished offsets above the commit go in too, so a new owner skips them
+        (when the broker returns metadata: without, they would only cost bytes).
+        """
+        options = self._topics.get(state.topic) or _REGULAR
+        virtual = options.virtual_partitions
+        strategy = virtual.offset_metadata_strategy if virtual is not None else "exact"
+        user = state.metadata_for_commit(offset, strategy)
         if self.metadata_supported is False:
-            return ""
-        return offset_metadata.encode(offset, state.tracker.done_above())
+            return offset_metadata.compose("", user), user
+        room = offset_metadata.MAX_CHARS - (len(user) + 1 if user is not None else 0)
+        bitmap = offset_metadata.encode(offset, state.tracker.done_above(), room)
+        return offset_metadata.compose(bitmap, user), user
 
     def _probe_metadata(self) -> None:
         """Once: does the broker return the metadata we commit? If not, stop sending it."""
@@ -567,6 +577,7 @@ class Listener:
         """
         self._last_commit = time.monotonic()
         offsets = []
+        given: list[tuple[PartitionState, str | None]] = []
         for key in self.states if keys is None else keys:
             state = self.states.get(key)
             if state is None or state.revoked:
@@ -574,12 +585,13 @@ class Listener:
             offset = state.tracker.committable()
             if offset is None:
                 continue
-            metadata = self._metadata_for(state, offset)
+            metadata, user = self._metadata_for(state, offset)
             if not asynchronous or (offset, metadata) != self._committed.get(key):
                 if metadata:
                     offsets.append(TopicPartition(key[0], key[1], offset, metadata))
                 else:
                     offsets.append(TopicPartition(key[0], key[1], offset))
+                given.append((state, user))
         if not offsets:
             return
         try:
@@ -587,13 +599,16 @@ class Listener:
                 self.consumer.commit(offsets=offsets, asynchronous=True)
                 for tp in offsets:  # optimistic; _on_commit forgets failures
                     self._committed[(tp.topic, tp.partition)] = (tp.offset, tp.metadata or "")
-                return
-            result = self.consumer.commit(offsets=offsets, asynchronous=False)
+            else:
+                result = self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             # Not fatal: the offsets stay uncommitted and the records may run again.
             log.warning("offset commit failed for %s: %s", self.group.name, exc)
             return
-        self._on_commit(None, result)
+        for state, user in given:
+            state.committed_metadata = user
+        if not asynchronous:
+            self._on_commit(None, result)
 
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         if error is not None and error.code() == KafkaError._NO_OFFSET:
@@ -645,9 +660,12 @@ class Listener:
             log.warning("could not read committed offsets on assignment: %s", exc)
             return
         for tp in stored:
-            done = offset_metadata.decode(tp.offset, tp.metadata)
             state = self.states.get((tp.topic, tp.partition))
-            if done and state is not None:
+            if state is None:
+                continue
+            state.committed_metadata = offset_metadata.split(tp.metadata)[1]
+            done = offset_metadata.decode(tp.offset, tp.metadata)
+            if done:
                 state.tracker.mark_done(done)
 
     def _still_running(self, state: PartitionState) -> bool:
