@@ -183,7 +183,12 @@ class Executor:
         )
         call = Call(envelope, context, runs, first_failed_ms)
         if task.is_async:
-            return self._submit(job, task, call)
+            try:  # calling it only builds the coroutine; bad arguments raise here
+                coroutine = task.fn(*envelope.args, **envelope.kwargs)
+            except BaseException as error:
+                call.error = error
+                return self._conclude(job, record, call)
+            return self._submit(job, cast(Coroutine[Any, Any, object], coroutine), call)
         _set_current(context)
         try:
             if self.processes is not None:
@@ -196,13 +201,12 @@ class Executor:
             _set_current(None)
         return self._conclude(job, record, call)
 
-    def _submit(self, job: Job, task: Task[..., object], call: Call) -> _Suspended:
-        """Hand an async record to the event loop; its job resumes when it ends."""
+    def _submit(self, job: Job, coroutine: Coroutine[Any, Any, object], call: Call) -> _Suspended:
+        """Hand an async record's coroutine to the event loop; its job resumes when it ends."""
         resume = self._resume
         if resume is None:
+            coroutine.close()
             raise KafkaJobsError("async jobs need an executor built with resume=")
-        envelope = call.envelope
-        coroutine = cast(Coroutine[Any, Any, object], task.fn(*envelope.args, **envelope.kwargs))
         call.generation = job.state.generation
         job.pending = call  # before the loop can end it and hand the job back
 

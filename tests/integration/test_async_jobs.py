@@ -74,15 +74,18 @@ def test_async_job_retries_then_dead_letters_with_its_exception(kafka_app, new_t
 
     for n in range(4):
         flaky.delay(n)
+    flaky.apply_async((5, "too many"))  # fails before any await: building the coroutine
     app.flush(30)
     with app.worker():
-        assert wait_until(lambda: dlq.read(app, f"{topic}.dlq").letters, timeout=60)
+        assert wait_until(lambda: len(dlq.read(app, f"{topic}.dlq").letters) == 2, timeout=60)
         assert wait_until(lambda: sum(runs.values()) >= 7, timeout=30)
     assert runs == Counter({0: 1, 1: 3, 2: 2, 3: 1})
-    (letter,) = dlq.read(app, f"{topic}.dlq").letters
-    assert letter.info["exception"].endswith("ConnectionError")
-    assert letter.info["message"] == "upstream refused 1"
-    assert letter.info["attempts"] == "3"
+    refused, bad_call = dlq.read(app, f"{topic}.dlq").letters
+    assert refused.info["exception"].endswith("ConnectionError")
+    assert refused.info["message"] == "upstream refused 1"
+    assert refused.info["attempts"] == "3"
+    assert bad_call.info["exception"].endswith("TypeError")
+    assert bad_call.info["attempts"] == "3"
 
 
 def test_long_running_async_job_sees_its_partition_and_the_other_flows(
