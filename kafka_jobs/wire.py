@@ -169,7 +169,16 @@ def header_map(raw: RawHeaders) -> dict[str, bytes | None]:
 
 def read_task_name(raw: RawHeaders) -> str | None:
     """The task name from a record's headers, without decoding anything else."""
-    value = header_map(raw).get(H_TASK)
+    return _read_text(raw, H_TASK)
+
+
+def read_job_id(raw: RawHeaders) -> str | None:
+    """The job id from a record's headers, without decoding anything else."""
+    return _read_text(raw, H_ID)
+
+
+def _read_text(raw: RawHeaders, name: str) -> str | None:
+    value = header_map(raw).get(name)
     try:
         return value.decode() if value is not None else None
     except UnicodeDecodeError:

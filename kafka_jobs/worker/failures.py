@@ -10,6 +10,7 @@ from confluent_kafka import Message
 
 from kafka_jobs import deadletter
 from kafka_jobs.errors import DeliveryError, EnqueueError
+from kafka_jobs.wire import read_job_id
 
 if TYPE_CHECKING:
     from kafka_jobs.app import App
@@ -60,11 +61,17 @@ class Failure:
         """The record's offset."""
         return int(self.record.offset() or 0)
 
+    @property
+    def job_id(self) -> str | None:
+        """The job id from the record's headers (None when it has none)."""
+        return read_job_id(self.record.headers())
+
     def describe(self) -> str:
         """Coordinates and cause, for log lines."""
         return (
             f"topic={self.topic} partition={self.partition} offset={self.offset}"
-            f" task={self.task or '?'} attempt={self.attempt} reason={self.reason}: {self.error!r}"
+            f" job_id={self.job_id or '?'} task={self.task or '?'} attempt={self.attempt}"
+            f" reason={self.reason}: {self.error!r}"
         )
 
 
@@ -160,6 +167,7 @@ def _coordinates(failure: Failure) -> dict[str, object]:
         "topic": failure.topic,
         "partition": failure.partition,
         "offset": failure.offset,
+        "job_id": failure.job_id,
         "task": failure.task,
         "attempt": failure.attempt,
         "error": failure.error,
