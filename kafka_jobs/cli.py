@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import logging
+import os
 import signal
 import sys
 import threading
@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from kafka_jobs import logs
 from kafka_jobs.errors import KafkaJobsError
 
 if TYPE_CHECKING:
@@ -23,10 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `kafka-jobs` console script."""
     parser = _parser()
     options = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, options.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    logs.configure(options.log_level, options.log_format)
     try:
         code: int = options.command(options)
     except KafkaJobsError as exc:
@@ -41,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument(
+        "--log-format",
+        default=os.environ.get("KAFKA_JOBS_LOG_FORMAT", "text"),
+        choices=logs.FORMATS,
+        help="text, kv (key=value) or json lines (default: KAFKA_JOBS_LOG_FORMAT or text)",
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 

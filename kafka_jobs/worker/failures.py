@@ -10,6 +10,7 @@ from confluent_kafka import Message
 
 from kafka_jobs import deadletter
 from kafka_jobs.errors import DeliveryError, EnqueueError
+from kafka_jobs.logs import record_fields
 from kafka_jobs.wire import read_job_id
 
 if TYPE_CHECKING:
@@ -66,6 +67,17 @@ class Failure:
         """The job id from the record's headers (None when it has none)."""
         return read_job_id(self.record.headers())
 
+    def fields(self) -> dict[str, object]:
+        """The record's coordinates as log fields (`extra=`; see `kafka_jobs.logs`)."""
+        return record_fields(
+            topic=self.topic,
+            partition=self.partition,
+            offset=self.offset,
+            job_id=self.job_id,
+            task=self.task,
+            attempt=self.attempt,
+        )
+
     def describe(self) -> str:
         """Coordinates and cause, for log lines."""
         return (
@@ -92,7 +104,12 @@ class LogFailures:
 
     def handle(self, failure: Failure) -> Disposition:
         """Log and move on."""
-        log.error("giving up on record %s", failure.describe(), exc_info=failure.error)
+        log.error(
+            "giving up on record %s",
+            failure.describe(),
+            exc_info=failure.error,
+            extra=failure.fields(),
+        )
         return None
 
 
@@ -117,11 +134,13 @@ class RetryThenDeadLetter:
             failure.error, failure.attempt
         ):
             delay = policy.retry.delay(failure.attempt)
-            log.warning("retrying in %.2fs: %s", delay, failure.describe())
+            log.warning("retrying in %.2fs: %s", delay, failure.describe(), extra=failure.fields())
             events.emit("job.retrying", **_coordinates(failure), delay=delay)
             return RetryLater(delay)
         if policy.dead_letter_topic is None:
-            log.error("giving up (no dead-letter topic): %s", failure.describe())
+            log.error(
+                "giving up (no dead-letter topic): %s", failure.describe(), extra=failure.fields()
+            )
             return None
         try:
             self._write(failure, policy.dead_letter_topic)
@@ -134,10 +153,16 @@ class RetryThenDeadLetter:
                 delay,
                 failure.describe(),
                 error,
+                extra=failure.fields(),
             )
             events.emit("dead_letter.failed", **_coordinates(failure), write_error=error)
             return RetryLater(max(delay, 0.5), rerun=False)
-        log.warning("dead-lettered to %s: %s", policy.dead_letter_topic, failure.describe())
+        log.warning(
+            "dead-lettered to %s: %s",
+            policy.dead_letter_topic,
+            failure.describe(),
+            extra=failure.fields(),
+        )
         events.emit(
             "job.dead_lettered", **_coordinates(failure), dead_letter_topic=policy.dead_letter_topic
         )

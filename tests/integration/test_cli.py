@@ -74,3 +74,52 @@ def test_status_shows_committed_end_and_lag_per_partition(
         [*command, "--group", group], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert table.returncode == 0 and "lag" in table.stdout and topic in table.stdout
+
+
+def test_json_logs_name_the_record_of_a_failure(kafka_broker, new_topic, tmp_path) -> None:
+    import json
+    import os
+
+    from kafka_jobs.testing import wait_until
+    from tests.integration.ledger import ROOT
+
+    topic = new_topic()
+    env = {**os.environ, **kafka_broker.env(), "POOL_TOPIC": topic}
+    env["POOL_LEDGER"] = str(tmp_path / "runs.txt")
+    enqueue = (
+        "from tests.integration.pool_app import app, work\n"
+        "h = work.delay(5, 'raise'); app.flush(30); print(h.id, h.partition, h.offset)"
+    )
+    job_id, partition, offset = subprocess.run(
+        [sys.executable, "-c", enqueue], cwd=ROOT, env=env, capture_output=True, text=True
+    ).stdout.split()
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "w") as log_file:
+        worker = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "kafka_jobs", "--log-format", "json", "worker"),
+                *("-A", "tests.integration.pool_app", "--group", f"logs-{topic}"),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+
+            def dead_lettered() -> list[dict[str, object]]:
+                lines = [json.loads(x) for x in log_path.read_text().splitlines() if x[:1] == "{"]
+                return [line for line in lines if str(line["msg"]).startswith("dead-lettered")]
+
+            assert wait_until(lambda: bool(dead_lettered()), timeout=60, interval=0.5)
+        finally:
+            worker.terminate()
+            assert worker.wait(30) == 0
+    (line,) = dead_lettered()
+    assert (line["topic"], line["partition"], line["offset"], line["job_id"]) == (
+        topic,
+        int(partition),
+        int(offset),
+        job_id,
+    )
+    assert line["attempt"] == 3 and line["level"] == "warning"
