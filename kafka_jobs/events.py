@@ -2,15 +2,20 @@
 
 Event names (payload keys in parentheses):
 
+- ``job.started`` (topic, partition, offset, job_id, task, attempt)
 - ``job.succeeded`` (topic, partition, offset, job_id, task, duration)
 - ``job.failed`` (topic, partition, offset, job_id, task, error, attempt, duration)
-- ``job.retrying`` (topic, partition, offset, task, attempt, error, reason, delay)
-- ``job.dead_lettered`` (topic, partition, offset, task, attempt, error, reason, dead_letter_topic)
-- ``dead_letter.failed`` (topic, partition, offset, task, attempt, error, reason, write_error)
+- ``job.retrying`` (topic, partition, offset, job_id, task, attempt, error, reason, delay)
+- ``job.dead_lettered`` (topic, partition, offset, job_id, task, attempt, error, reason,
+  dead_letter_topic)
+- ``dead_letter.failed`` (topic, partition, offset, job_id, task, attempt, error, reason,
+  write_error)
 - ``record.rejected`` (topic, partition, offset, error): the record is not a runnable job
 - ``job.skipped`` (topic, partition, offset): its partition was revoked before it ran
 - ``partitions.assigned`` / ``partitions.revoked`` / ``partitions.lost`` (group, partitions)
 - ``offsets.committed`` (group, offsets)
+- ``topics.subscribed`` (group, topics): a topic pattern selected a new set of topics
+- ``group.reset`` (group, dropped): a recovery reset of a subscription group's connection
 - ``worker.error`` (where, error): an internal error that was caught and survived
 """
 

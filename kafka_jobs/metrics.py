@@ -4,9 +4,10 @@
     metrics.snapshot()                       # {"succeeded": {"task": n}, ...}
     metrics.serve(9102)                      # Prometheus format (needs prometheus_client)
 
-Counters per task: succeeded, failed, retried, dead_lettered; per topic: rejected
-records; rebalances; a histogram of job durations. Gauges read live from a worker
-when one is given: jobs queued, threads busy, paused partitions.
+Counters per task: started, succeeded, failed, retried, dead_lettered; per topic:
+rejected records; rebalances; a histogram of job durations. Gauges read live from
+a worker when one is given: jobs queued, threads busy, paused partitions, and the
+lag of each owned partition (librdkafka's statistics, refreshed every second).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, float("inf"))
 
 _COUNTED = {
+    "job.started": "started",
     "job.succeeded": "succeeded",
     "job.failed": "failed",
     "job.retrying": "retried",
@@ -85,6 +87,10 @@ class Metrics:
             "partitions_paused": paused,
         }
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Lag per owned partition (end offset minus committed), as last reported."""
+        return self.worker.lag() if self.worker is not None else {}
+
     def snapshot(self) -> dict[str, Any]:
         """Every counter and gauge as plain data."""
         with self._lock:
@@ -93,6 +99,7 @@ class Metrics:
             data["rebalances"] = self.rebalances
             data["duration"] = {"count": self.duration_count, "sum": self.duration_sum}
         data.update(self.gauges())
+        data["lag"] = {f"{topic}[{partition}]": n for (topic, partition), n in self.lag().items()}
         return data
 
     def collect(self) -> Iterator[Any]:
@@ -131,6 +138,12 @@ class Metrics:
             )
         for name, value in self.gauges().items():
             yield GaugeMetricFamily(f"kafka_jobs_{name}", name.replace("_", " "), value=value)
+        lag = GaugeMetricFamily(
+            "kafka_jobs_partition_lag", "Records not consumed yet", labels=["topic", "partition"]
+        )
+        for (topic, partition), value in self.lag().items():
+            lag.add_metric([topic, str(partition)], value)
+        yield lag
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         """Expose the metrics for Prometheus on http://host:port/metrics (daemon thread)."""

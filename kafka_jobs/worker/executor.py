@@ -182,6 +182,16 @@ class Executor:
             job.state,
         )
         call = Call(envelope, context, runs, first_failed_ms)
+        if self._events.active:
+            self._events.emit(
+                "job.started",
+                topic=job.topic,
+                partition=job.partition,
+                offset=offset,
+                job_id=envelope.job_id,
+                task=envelope.task,
+                attempt=context.attempt,
+            )
         if task.is_async:
             try:  # calling it only builds the coroutine; bad arguments raise here
                 coroutine = task.fn(*envelope.args, **envelope.kwargs)

@@ -10,6 +10,7 @@ poll guard, jobs). Candidates to move out next: rebalance handling and hooks.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import threading
@@ -36,6 +37,11 @@ log = logging.getLogger("kafka_jobs.listener")
 
 TopicPartitionKey = tuple[str, int]
 _REGULAR = TopicOptions()
+
+STATS_INTERVAL_MS = 1000
+"""librdkafka statistics interval: lag per partition and the group's join state."""
+JOIN_SETTLE_TIMEOUT = 10.0
+"""Most seconds a closing listener waits for a rebalance round to end before leaving."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +130,12 @@ class Listener:
         self._consumption_of = consumption_of
         self._on_new_topics = on_new_topics
         self._pattern_checked = 0.0
+        # From librdkafka's statistics (listener thread): lag per partition, the
+        # group's join state, and when the last report came.
+        self.lag: dict[TopicPartitionKey, int] = {}
+        self.join_state = ""
+        self._stats_at = 0.0
+        self._user_stats_cb = consumer_config.get("stats_cb")
         self.abandoned = 0
         self._last_commit = 0.0
         self._last_poll = time.monotonic()
@@ -198,6 +210,8 @@ class Listener:
     def _connect(self) -> None:
         config = dict(self._consumer_config)
         config["on_commit"] = self._on_commit
+        config["stats_cb"] = self._on_stats
+        config.setdefault("statistics.interval.ms", STATS_INTERVAL_MS)
         self._consumer = Consumer(config)
         if self.group.pattern is None:
             self._subscribe(self.group.topics)
@@ -743,7 +757,46 @@ class Listener:
             )
         self._commit(asynchronous=False)
 
+    def _on_stats(self, raw: str) -> None:
+        """librdkafka's statistics (inside consume(), listener thread): lag and join state."""
+        try:
+            stats = json.loads(raw)
+            self.join_state = str(stats.get("cgrp", {}).get("join_state", ""))
+            lag: dict[TopicPartitionKey, int] = {}
+            for topic, entry in stats.get("topics", {}).items():
+                for number, partition in entry.get("partitions", {}).items():
+                    value = int(partition.get("consumer_lag", -1))
+                    if int(number) >= 0 and value >= 0 and (topic, int(number)) in self.states:
+                        lag[(topic, int(number))] = value
+            self.lag = lag
+            self._stats_at = time.monotonic()
+        except (ValueError, TypeError, AttributeError) as exc:
+            log.debug("unreadable consumer statistics: %s", exc)
+        if self._user_stats_cb is not None:
+            self._user_stats_cb(raw)
+
+    def _settle_membership(self) -> None:
+        """Before leaving: let a rebalance round in progress finish (bounded).
+
+        A member that leaves in the middle of a round, after being elected its
+        leader, makes everyone join again; some brokers (the embedded one) even
+        keep waiting for the departed leader's assignment for good.
+        """
+        deadline = time.monotonic() + JOIN_SETTLE_TIMEOUT
+        while time.monotonic() < deadline:
+            # The last report is at most one interval old: steady then is steady enough.
+            fresh = time.monotonic() - self._stats_at < STATS_INTERVAL_MS * 1.5 / 1000
+            if fresh and self.join_state in ("steady", "init", ""):
+                return
+            self.consumer.consume(self.settings.batch_size, 0.1)  # paused: serves the group only
+        log.warning("%s: left during a rebalance (%s)", self.group.name, self.join_state)
+
     def _close(self) -> None:
+        if self._stats_at:  # statistics flow: use them to leave between rounds
+            try:
+                self._settle_membership()
+            except KafkaException as exc:
+                log.debug("waiting for a steady group before leaving: %s", exc)
         try:
             # Leaves the group at once instead of after the session timeout.
             self.consumer.close()

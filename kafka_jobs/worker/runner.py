@@ -201,6 +201,10 @@ class Worker:
                 return
         raise ConfigurationError(f"no subscription group named {group!r}")
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Lag per owned partition from librdkafka's statistics (about a second old)."""
+        return {key: value for listener in self.listeners for key, value in listener.lag.items()}
+
     def report(self) -> list[PartitionReport]:
         """Per owned partition: committed offset, jobs (lanes) running, done above the mark."""
         return [report for listener in self.listeners for report in listener.report()]

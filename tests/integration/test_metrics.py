@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import urllib.request
 from pathlib import Path
 
@@ -63,8 +64,36 @@ def test_python_counters_follow_the_jobs(kafka_app, new_topic) -> None:
             timeout=30,
         )
         snapshot = metrics.snapshot()
+    assert snapshot["started"][step.name] == 6
     assert snapshot["succeeded"][step.name] == 4
     assert snapshot["failed"][step.name] == 2
     assert snapshot["retried"][step.name] == 1
     assert snapshot["duration"]["count"] == 6
     assert snapshot["rebalances"] >= 1
+
+
+def test_lag_per_partition_follows_the_backlog(kafka_app, new_topic) -> None:
+    topic = new_topic()
+    app = kafka_app(default_topic=topic, batch_size=1, commit_interval=0.2)
+    ran: list[int] = []
+
+    @app.job
+    def slow(n: int) -> None:
+        time.sleep(0.05)
+        ran.append(n)
+
+    for n in range(60):  # one record per produce request: the broker's end offset is exact
+        slow.delay(n).wait(10)
+    worker = app.worker()
+    metrics = Metrics.attach(app, worker)
+    seen: list[int] = []
+    with worker:
+
+        def lag_seen() -> bool:
+            seen.append(metrics.lag().get((topic, 0), -1))
+            return max(seen) >= 20
+
+        assert wait_until(lag_seen, timeout=30), f"lag never showed the backlog: {seen[-5:]}"
+        assert wait_until(lambda: len(ran) == 60, timeout=60)
+        assert wait_until(lambda: metrics.lag().get((topic, 0)) == 0, timeout=10)
+        assert "kafka_jobs_partition_lag" in "".join(family.name for family in metrics.collect())
