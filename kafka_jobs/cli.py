@@ -90,6 +90,12 @@ def _parser() -> argparse.ArgumentParser:
         help="most async jobs in flight (default: KAFKA_JOBS_ASYNC_CONCURRENCY or 100)",
     )
     worker.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    worker.add_argument(
+        "--summary-interval",
+        type=float,
+        metavar="SECONDS",
+        help="log a summary line this often; 0: never (default: KAFKA_JOBS_SUMMARY_INTERVAL or 30)",
+    )
     worker.set_defaults(command=_worker)
 
     status = commands.add_parser("status", help="lag per partition of a worker group")
@@ -135,6 +141,8 @@ def _worker(options: argparse.Namespace) -> int:
     app = load_app(options.app)
     if options.async_concurrency:
         app.settings = app.settings.replace(async_concurrency=options.async_concurrency)
+    if options.summary_interval is not None:
+        app.settings = app.settings.replace(summary_interval=options.summary_interval)
     worker = app.worker(
         pool=options.pool,
         app_spec=options.app,

@@ -54,6 +54,8 @@ class Settings:
     async_concurrency: most `async def` jobs in flight per worker process.
     pattern_refresh_interval: seconds between checks for new topics matching a
         worker's topic pattern.
+    summary_interval: seconds between the summary lines `Worker.run()` logs
+        (jobs/s, failures, lag); 0 turns them off.
     kafka_config: librdkafka settings for every client (SASL/SSL go here).
     producer_config: librdkafka settings for the producer only.
     consumer_config: librdkafka settings for consumers only.
@@ -77,6 +79,7 @@ class Settings:
     pool: str = "threads"
     async_concurrency: int = 100
     pattern_refresh_interval: float = 10.0
+    summary_interval: float = 30.0
     kafka_config: KafkaConfig = field(default_factory=dict)
     producer_config: KafkaConfig = field(default_factory=dict)
     consumer_config: KafkaConfig = field(default_factory=dict)
@@ -97,6 +100,8 @@ class Settings:
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise ConfigurationError(f"{name} must be positive (and finite)")
+        if not math.isfinite(self.summary_interval) or self.summary_interval < 0:
+            raise ConfigurationError("summary_interval must not be negative (and finite)")
         if not math.isfinite(self.shutdown_timeout) or self.shutdown_timeout < 0:
             raise ConfigurationError("shutdown_timeout must not be negative (and finite)")
         self.consumer_settings()  # fail now, not when a worker starts
@@ -185,6 +190,7 @@ ENV_VARIABLES: dict[str, str] = {
     "pool": "KAFKA_JOBS_POOL",
     "async_concurrency": "KAFKA_JOBS_ASYNC_CONCURRENCY",
     "pattern_refresh_interval": "KAFKA_JOBS_PATTERN_REFRESH_INTERVAL",
+    "summary_interval": "KAFKA_JOBS_SUMMARY_INTERVAL",
 }
 
 _CLIENT_PREFIXES = {

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from kafka_jobs.errors import ConfigurationError
 from kafka_jobs.patterns import TopicPattern
+from kafka_jobs.summary import SummaryLine
 from kafka_jobs.worker.dispatcher import DelayDispatcher
 from kafka_jobs.worker.executor import Executor
 from kafka_jobs.worker.failures import FailureHandler, RetryThenDeadLetter
@@ -285,9 +286,14 @@ class Worker:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, self._on_signal)
         self.start()
+        summary = None
+        if self.settings.summary_interval > 0:
+            summary = SummaryLine(self, self.settings.summary_interval).start()
         while not self.stopping.wait(0.5):
             pass
         clean = self.join(self.settings.shutdown_timeout + 30)
+        if summary is not None:
+            summary.stop()
         if self.crashed is not None:
             log.error("worker stopped after an internal error: %r", self.crashed)
             return 1

@@ -79,6 +79,7 @@ def test_status_shows_committed_end_and_lag_per_partition(
 def test_json_logs_name_the_record_of_a_failure(kafka_broker, new_topic, tmp_path) -> None:
     import json
     import os
+    import re
 
     from kafka_jobs.testing import wait_until
     from tests.integration.ledger import ROOT
@@ -99,6 +100,7 @@ def test_json_logs_name_the_record_of_a_failure(kafka_broker, new_topic, tmp_pat
             [
                 *(sys.executable, "-m", "kafka_jobs", "--log-format", "json", "worker"),
                 *("-A", "tests.integration.pool_app", "--group", f"logs-{topic}"),
+                *("--summary-interval", "0.5"),
             ],
             cwd=ROOT,
             env=env,
@@ -111,7 +113,20 @@ def test_json_logs_name_the_record_of_a_failure(kafka_broker, new_topic, tmp_pat
                 lines = [json.loads(x) for x in log_path.read_text().splitlines() if x[:1] == "{"]
                 return [line for line in lines if str(line["msg"]).startswith("dead-lettered")]
 
+            def summaries() -> list[str]:
+                lines = [json.loads(x) for x in log_path.read_text().splitlines() if x[:1] == "{"]
+                return [
+                    str(line["msg"]) for line in lines if str(line["msg"]).startswith("summary")
+                ]
+
+            def summed(what: str) -> int:
+                return sum(int(n) for m in summaries() for n in re.findall(rf"(\d+) {what}", m))
+
             assert wait_until(lambda: bool(dead_lettered()), timeout=60, interval=0.5)
+            # One line per interval, not per job: the failures add up over the lines.
+            assert wait_until(lambda: summed("dead-lettered") == 1, timeout=10, interval=0.5)
+            assert summed("failed") == 3 and summed("retried") == 2
+            assert all("threads busy" in m and "lag" in m for m in summaries())
         finally:
             worker.terminate()
             assert worker.wait(30) == 0
