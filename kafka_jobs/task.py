@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from kafka_jobs import tracing
 from kafka_jobs.context import _enqueued_from_job, current_job_or_none
 from kafka_jobs.delay import cancel_topic, next_hop, tier_topic, with_delay_headers
 from kafka_jobs.errors import PayloadTooLarge
@@ -141,10 +142,14 @@ class Task(Generic[P, R]):
         partition_key = key_bytes(key if key is not None else self._derive_key(args, kwargs))
         job_id = new_job_id()
         signature = sign(self.app.secret, self.name, job_id, value) if dill else None
-        record_headers = encode_headers(
-            self.name, job_id, partition_key, extra=_with_trace(headers), signature=signature
-        )
         target = topic or self.options.topic
+        record_headers = encode_headers(
+            self.name,
+            job_id,
+            partition_key,
+            extra=_with_trace(headers, self.name, target),
+            signature=signature,
+        )
         hop = None
         if countdown is not None or eta is not None:
             now = now_ms()
@@ -186,10 +191,15 @@ class Task(Generic[P, R]):
         return f"<Task {self.name} topic={self.options.topic}>"
 
 
-def _with_trace(headers: Mapping[str, str | bytes] | None) -> Mapping[str, str | bytes] | None:
-    """Carry the running job's W3C trace context to the jobs it enqueues (unless given)."""
+def _with_trace(
+    headers: Mapping[str, str | bytes] | None, task: str, topic: str
+) -> Mapping[str, str | bytes] | None:
+    """Carry the W3C trace context to the job (unless given): OpenTelemetry's current
+    span when it is set up (see `kafka_jobs.tracing`), else the running job's."""
     if headers is not None and "traceparent" in headers:
         return headers
+    if tracing.enabled():
+        return {**tracing.send_headers(task, topic), **(headers or {})}
     context = current_job_or_none()
     if context is None:
         return headers

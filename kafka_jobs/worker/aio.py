@@ -10,6 +10,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from kafka_jobs.context import JobContext, _set_current
+from kafka_jobs.tracing import JobSpan
 
 log = logging.getLogger("kafka_jobs.worker")
 
@@ -43,12 +44,18 @@ class AsyncRunner:
         coroutine: Coroutine[Any, Any, object],
         context: JobContext,
         done: Callable[[concurrent.futures.Future[object]], None],
+        span: JobSpan | None = None,
     ) -> None:
-        """Start `coroutine` with `context` as its `current_job()`; `done(future)` when it ends."""
+        """Start `coroutine` with `context` as its `current_job()`; `done(future)` when it ends.
+
+        `span` (OpenTelemetry) is the current span while it runs.
+        """
         self._slots.acquire()
 
         async def run() -> object:
             _set_current(context)  # the task's own context: invisible to other jobs
+            if span is not None:
+                span.activate()  # likewise the task's own; dropped with it
             return await coroutine
 
         future = asyncio.run_coroutine_threadsafe(run(), self._loop)

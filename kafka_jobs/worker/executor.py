@@ -11,6 +11,7 @@ from typing import Any, cast
 
 from confluent_kafka import Message
 
+from kafka_jobs import tracing
 from kafka_jobs.app import App
 from kafka_jobs.context import JobContext, _set_current
 from kafka_jobs.deadletter import JOB_FAILED
@@ -38,7 +39,16 @@ SUSPENDED = _Suspended()
 class Call:
     """One record's run in progress: what its outcome is judged with."""
 
-    __slots__ = ("context", "envelope", "error", "first_failed_ms", "generation", "runs", "started")
+    __slots__ = (
+        "context",
+        "envelope",
+        "error",
+        "first_failed_ms",
+        "generation",
+        "runs",
+        "span",
+        "started",
+    )
 
     def __init__(
         self, envelope: Envelope, context: JobContext, runs: int, first_failed_ms: int
@@ -50,6 +60,7 @@ class Call:
         self.generation = 0
         self.started = time.perf_counter()
         self.error: BaseException | None = None
+        self.span: tracing.JobSpan | None = None
 
 
 class Executor:
@@ -192,6 +203,18 @@ class Executor:
                 task=envelope.task,
                 attempt=context.attempt,
             )
+        if tracing.enabled():
+            call.span = tracing.JobSpan(
+                envelope.task,
+                envelope.headers,
+                {
+                    "messaging.destination.name": job.topic,
+                    "messaging.destination.partition.id": str(job.partition),
+                    "messaging.kafka.offset": offset,
+                    "messaging.message.id": envelope.job_id,
+                    "kafka_jobs.attempt": context.attempt,
+                },
+            )
         if task.is_async:
             try:  # calling it only builds the coroutine; bad arguments raise here
                 coroutine = task.fn(*envelope.args, **envelope.kwargs)
@@ -200,6 +223,7 @@ class Executor:
                 return self._conclude(job, record, call)
             return self._submit(job, cast(Coroutine[Any, Any, object], coroutine), call)
         _set_current(context)
+        token = call.span.activate() if call.span is not None else None
         try:
             if self.processes is not None:
                 self.processes.call(task.name, envelope.args, envelope.kwargs, _fields(context))
@@ -209,6 +233,8 @@ class Executor:
             call.error = error
         finally:
             _set_current(None)
+            if token is not None:
+                tracing.JobSpan.deactivate(token)
         return self._conclude(job, record, call)
 
     def _submit(self, job: Job, coroutine: Coroutine[Any, Any, object], call: Call) -> _Suspended:
@@ -224,7 +250,7 @@ class Executor:
             call.error = future.exception() if not future.cancelled() else CancelledJob()
             resume(job)
 
-        self.async_runner.submit(coroutine, call.context, ended)
+        self.async_runner.submit(coroutine, call.context, ended, call.span)
         return SUSPENDED
 
     def _conclude(self, job: Job, record: Message, call: Call) -> Disposition:
@@ -236,6 +262,8 @@ class Executor:
                 self._await_children(context)
             except BaseException as child_error:
                 error = child_error
+        if call.span is not None:
+            call.span.end(error)
         envelope = call.envelope
         offset = context.offset
         failures = job.state.failures
