@@ -231,14 +231,27 @@ def _dlq_show(options: argparse.Namespace) -> int:
 
 def _dlq_replay(options: argparse.Namespace) -> int:
     from kafka_jobs import dlq
+    from kafka_jobs.progress import Progress
+
+    bar: Progress | None = None
 
     def progress(done: int, total: int) -> None:
-        if done == total or done % max(1, total // 10) == 0:
-            print(f"  re-enqueued {done}/{total}", flush=True)
+        nonlocal bar
+        if bar is None:
+            bar = Progress("re-enqueued", total).__enter__()
+        bar.update(done)
 
-    replayed = dlq.replay(
-        _app_for(options), options.topic, task=options.task, limit=options.limit, progress=progress
-    )
+    try:
+        replayed = dlq.replay(
+            _app_for(options),
+            options.topic,
+            task=options.task,
+            limit=options.limit,
+            progress=progress,
+        )
+    finally:
+        if bar is not None:
+            bar.__exit__()
     print(f"replayed {len(replayed)} dead letter(s) from {options.topic}", flush=True)
     return 0
 
