@@ -186,6 +186,7 @@ class App:
         partitions: int = 1,
         replication_factor: int = 1,
         timeout: float = 15.0,
+        config: dict[str, str] | None = None,
     ) -> list[str]:
         """Create missing topics (default: the registered tasks' topics); returns those created."""
         wanted = list(self.topics() if topics is None else topics)
@@ -198,7 +199,8 @@ class App:
         if not missing:
             return []
         futures = admin.create_topics(
-            [NewTopic(t, partitions, replication_factor) for t in missing], request_timeout=timeout
+            [NewTopic(t, partitions, replication_factor, config=config or {}) for t in missing],
+            request_timeout=timeout,
         )
         for topic, future in futures.items():
             try:

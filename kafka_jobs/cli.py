@@ -154,9 +154,7 @@ def _worker(options: argparse.Namespace) -> int:
         **({"scheduler_class": load_scheduler(options.scheduler)} if options.scheduler else {}),
     )
     if options.metrics_port:
-        from kafka_jobs.metrics import Metrics
-
-        Metrics.attach(app, worker).serve(options.metrics_port)
+        worker.metrics().serve(options.metrics_port)
     _print_table(
         ["setting", "value"],
         [
@@ -258,6 +256,7 @@ def _dlq_replay(options: argparse.Namespace) -> int:
 
 def _status(options: argparse.Namespace) -> int:
     from kafka_jobs import status
+    from kafka_jobs.worker.state import read_states
 
     app = _app_for(options)
     group = options.group or app.settings.group_id
@@ -271,12 +270,13 @@ def _status(options: argparse.Namespace) -> int:
         }
     )
     while True:
-        rows = status.collect(app, group, topics, dead_letters)
+        states = read_states(app)
+        rows = status.collect(app, group, topics, dead_letters, states)
         if options.json:
             print(json.dumps([row.as_dict() for row in rows]), flush=True)
         else:
             _print_table(
-                ["group", "topic", "partition", "committed", "end", "lag", "owner"],
+                ["group", "topic", "partition", "committed", "end", "lag", "paused", "owner"],
                 [
                     [
                         r.group,
@@ -285,12 +285,30 @@ def _status(options: argparse.Namespace) -> int:
                         "-" if r.committed is None else str(r.committed),
                         str(r.end),
                         str(r.lag),
-                        r.owner,
+                        "-" if r.paused is None else ("yes" if r.paused else "no"),
+                        r.worker or r.owner,
                     ]
                     for r in rows
                     if r.kind == "jobs"
                 ],
             )
+            workers = [w for w in states if w["group"] == group]
+            if workers:
+                _print_table(
+                    ["worker", "threads busy", "jobs/s", "partitions", "done", "failed", "seen"],
+                    [
+                        [
+                            f"{w['host']}:{w['pid']}",
+                            f"{w['busy']}/{w['concurrency']} ({w['pool']})",
+                            f"{w['jobs_per_second']:,.1f}",
+                            str(len(w["partitions"])),
+                            f"{w['totals']['succeeded']:,}",
+                            f"{w['totals']['failed']:,}",
+                            f"{(time.time() * 1000 - w['at']) / 1000:.0f}s ago",
+                        ]
+                        for w in workers
+                    ],
+                )
             depth = [[r.topic, str(r.partition), str(r.lag)] for r in rows if r.kind != "jobs"]
             if depth:
                 _print_table(["dead-letter topic", "partition", "records"], depth)

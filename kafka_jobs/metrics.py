@@ -87,6 +87,13 @@ class Metrics:
             "partitions_paused": paused,
         }
 
+    def totals(self) -> dict[str, int]:
+        """Each counter summed over tasks (and `rejected` over topics), since attached."""
+        with self._lock:
+            totals = {name: sum(counts.values()) for name, counts in self.by_task.items()}
+            totals["rejected"] = sum(self.rejected.values())
+        return totals
+
     def lag(self) -> dict[tuple[str, int], int]:
         """Lag per owned partition (end offset minus committed), as last reported."""
         return self.worker.lag() if self.worker is not None else {}

@@ -56,6 +56,9 @@ class Settings:
         worker's topic pattern.
     summary_interval: seconds between the summary lines `Worker.run()` logs
         (jobs/s, failures, lag); 0 turns them off.
+    status_topic: compacted topic where running workers publish their state
+        (read by `kafka-jobs status` and the dashboard).
+    status_interval: seconds between those publications by `Worker.run()`; 0: never.
     kafka_config: librdkafka settings for every client (SASL/SSL go here).
     producer_config: librdkafka settings for the producer only.
     consumer_config: librdkafka settings for consumers only.
@@ -80,6 +83,8 @@ class Settings:
     async_concurrency: int = 100
     pattern_refresh_interval: float = 10.0
     summary_interval: float = 30.0
+    status_topic: str = "kafka-jobs.status"
+    status_interval: float = 5.0
     kafka_config: KafkaConfig = field(default_factory=dict)
     producer_config: KafkaConfig = field(default_factory=dict)
     consumer_config: KafkaConfig = field(default_factory=dict)
@@ -100,8 +105,10 @@ class Settings:
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise ConfigurationError(f"{name} must be positive (and finite)")
-        if not math.isfinite(self.summary_interval) or self.summary_interval < 0:
-            raise ConfigurationError("summary_interval must not be negative (and finite)")
+        for name in ("summary_interval", "status_interval"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ConfigurationError(f"{name} must not be negative (and finite)")
         if not math.isfinite(self.shutdown_timeout) or self.shutdown_timeout < 0:
             raise ConfigurationError("shutdown_timeout must not be negative (and finite)")
         self.consumer_settings()  # fail now, not when a worker starts
@@ -191,6 +198,8 @@ ENV_VARIABLES: dict[str, str] = {
     "async_concurrency": "KAFKA_JOBS_ASYNC_CONCURRENCY",
     "pattern_refresh_interval": "KAFKA_JOBS_PATTERN_REFRESH_INTERVAL",
     "summary_interval": "KAFKA_JOBS_SUMMARY_INTERVAL",
+    "status_topic": "KAFKA_JOBS_STATUS_TOPIC",
+    "status_interval": "KAFKA_JOBS_STATUS_INTERVAL",
 }
 
 _CLIENT_PREFIXES = {

@@ -2,13 +2,16 @@
 
 Lag is end offset minus committed offset, as the broker reports them. Some
 brokers misreport end offsets (the embedded Tansu after multi-record batches);
-the figures are then only as good as the broker's.
+the figures are then only as good as the broker's. Whether a partition is paused,
+and which worker process owns it, come from the states running workers publish
+(`kafka_jobs.worker.state`).
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -28,6 +31,8 @@ class PartitionStatus:
     lag: int | None
     owner: str
     kind: str  # "jobs" or "dead-letter"
+    paused: bool | None = None  # None: no worker state names the partition
+    worker: str | None = None  # "host:pid" of the worker process that owns it
 
     def as_dict(self) -> dict[str, object]:
         """For `--json`."""
@@ -35,9 +40,17 @@ class PartitionStatus:
 
 
 def collect(
-    app: App, group: str, topics: list[str], dead_letters: list[str]
+    app: App,
+    group: str,
+    topics: list[str],
+    dead_letters: list[str],
+    states: list[dict[str, Any]] | None = None,
 ) -> list[PartitionStatus]:
-    """Read committed and end offsets for `topics` (as `group`) and depths of `dead_letters`."""
+    """Read committed and end offsets for `topics` (as `group`) and depths of `dead_letters`.
+
+    `states`: worker states (`read_states`) for the paused flag and the owning process.
+    """
+    held = _held(group, states or [])
     probe = Consumer(
         {
             **app.settings.consumer_settings(f"kafka-jobs-status-{uuid.uuid4().hex}"),
@@ -60,6 +73,7 @@ def collect(
                     low, high = probe.get_watermark_offsets(tp, timeout=10)
                     position = done.offset if kind == "jobs" and done.offset >= 0 else None
                     lag = (high - position) if position is not None else (high - low)
+                    paused, worker = held.get((topic, tp.partition), (None, None))
                     rows.append(
                         PartitionStatus(
                             group=group if kind == "jobs" else "",
@@ -70,11 +84,25 @@ def collect(
                             lag=max(0, lag),
                             owner=owners.get((topic, tp.partition), "-"),
                             kind=kind,
+                            paused=paused,
+                            worker=worker,
                         )
                     )
         return rows
     finally:
         probe.close()
+
+
+def _held(group: str, states: list[dict[str, Any]]) -> dict[tuple[str, int], tuple[bool, str]]:
+    """Partition -> (paused, "host:pid") from the group's live worker states."""
+    held: dict[tuple[str, int], tuple[bool, str]] = {}
+    for state in states:
+        if state.get("group") != group:
+            continue
+        for entry in state.get("partitions", []):
+            key = (entry["topic"], int(entry["partition"]))
+            held[key] = (bool(entry.get("paused")), f"{state['host']}:{state['pid']}")
+    return held
 
 
 def _owners(app: App, group: str) -> dict[tuple[str, int], str]:

@@ -11,42 +11,29 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from kafka_jobs.events import Event
-
 if TYPE_CHECKING:
+    from kafka_jobs.metrics import Metrics
     from kafka_jobs.worker.runner import Worker
 
 log = logging.getLogger("kafka_jobs.summary")
 
-_COUNTED = {
-    "job.succeeded": "succeeded",
-    "job.failed": "failed",
-    "job.retrying": "retried",
-    "job.dead_lettered": "dead_lettered",
-    "record.rejected": "rejected",
-}
-
 
 class SummaryLine:
-    """Counts outcomes from the event bus and logs them every `interval` seconds."""
+    """Logs the change of the worker's counters every `interval` seconds (daemon thread)."""
 
-    def __init__(self, worker: Worker, interval: float) -> None:
+    def __init__(self, worker: Worker, metrics: Metrics, interval: float) -> None:
         self.worker = worker
+        self.metrics = metrics
         self.interval = interval
-        self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
+        self._last = metrics.totals()
         self._since = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kafka-jobs-summary", daemon=True)
-        self._unsubscribe: Callable[[], None] | None = None
 
     def start(self) -> SummaryLine:
-        """Subscribe to the worker's events and start logging."""
-        self._unsubscribe = self.worker.app.events.subscribe(self._observe)
+        """Start logging."""
         self._thread.start()
         return self
 
@@ -54,14 +41,6 @@ class SummaryLine:
         """Log a last line and stop."""
         self._stop.set()
         self._thread.join(5)
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-
-    def _observe(self, event: Event) -> None:
-        name = _COUNTED.get(event.name)
-        if name is not None:
-            with self._lock:
-                self._counts[name] += 1
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -70,15 +49,15 @@ class SummaryLine:
 
     def emit(self) -> str:
         """Log the line for the time since the last one, and start a new interval."""
-        now = time.monotonic()
-        with self._lock:
-            counts, self._counts = self._counts, Counter()
-            elapsed, self._since = now - self._since, now
+        now, totals = time.monotonic(), self.metrics.totals()
+        counts = {name: totals[name] - self._last.get(name, 0) for name in totals}
+        elapsed = now - self._since
+        self._last, self._since = totals, now
         line = self.format(counts, elapsed)
         log.info("summary: %s", line, extra={"group": self.worker.group_id})
         return line
 
-    def format(self, counts: Counter[str], elapsed: float) -> str:
+    def format(self, counts: dict[str, int], elapsed: float) -> str:
         """The summary text for these counts over `elapsed` seconds."""
         done = counts["succeeded"] + counts["dead_lettered"]
         rate = done / elapsed if elapsed > 0 else 0.0

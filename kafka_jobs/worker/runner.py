@@ -12,6 +12,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from kafka_jobs.errors import ConfigurationError
+from kafka_jobs.metrics import Metrics
 from kafka_jobs.patterns import TopicPattern
 from kafka_jobs.summary import SummaryLine
 from kafka_jobs.worker.dispatcher import DelayDispatcher
@@ -27,6 +28,7 @@ from kafka_jobs.worker.scheduler import (
     SerializedScheduler,
     load_scheduler,
 )
+from kafka_jobs.worker.state import StatePublisher
 
 if TYPE_CHECKING:
     from kafka_jobs.app import App
@@ -151,6 +153,7 @@ class Worker:
             else None
         )
         self.crashed: BaseException | None = None
+        self._metrics: Metrics | None = None
         app._workers.add(self)
         self._started = False
 
@@ -201,6 +204,15 @@ class Worker:
                 listener.request_reset()
                 return
         raise ConfigurationError(f"no subscription group named {group!r}")
+
+    def metrics(self) -> Metrics:
+        """The worker's counters and gauges (`kafka_jobs.metrics`), attached on first use.
+
+        Until then no event is built for them: a worker nobody watches runs faster.
+        """
+        if self._metrics is None:
+            self._metrics = Metrics.attach(self.app, self)
+        return self._metrics
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Lag per owned partition from librdkafka's statistics (about a second old)."""
@@ -286,14 +298,18 @@ class Worker:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, self._on_signal)
         self.start()
-        summary = None
+        reporters: list[SummaryLine | StatePublisher] = []
         if self.settings.summary_interval > 0:
-            summary = SummaryLine(self, self.settings.summary_interval).start()
+            reporters.append(SummaryLine(self, self.metrics(), self.settings.summary_interval))
+        if self.settings.status_interval > 0:
+            reporters.append(StatePublisher(self, self.metrics(), self.settings.status_interval))
+        for reporter in reporters:
+            reporter.start()
         while not self.stopping.wait(0.5):
             pass
         clean = self.join(self.settings.shutdown_timeout + 30)
-        if summary is not None:
-            summary.stop()
+        for reporter in reporters:
+            reporter.stop()
         if self.crashed is not None:
             log.error("worker stopped after an internal error: %r", self.crashed)
             return 1

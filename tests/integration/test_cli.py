@@ -138,3 +138,62 @@ def test_json_logs_name_the_record_of_a_failure(kafka_broker, new_topic, tmp_pat
         job_id,
     )
     assert line["attempt"] == 3 and line["level"] == "warning"
+
+
+def test_status_shows_paused_partitions_and_the_worker_that_holds_them(
+    kafka_broker, new_topic, new_group, ledger_producer, tmp_path, monkeypatch
+) -> None:
+    import json
+    import socket
+
+    from kafka_jobs.testing import unique_name, wait_until
+    from tests.integration.ledger import ROOT, start_worker
+
+    topic, group = new_topic(partitions=2), new_group()
+    monkeypatch.setenv("KAFKA_JOBS_STATUS_TOPIC", unique_name("status"))
+    monkeypatch.setenv("KAFKA_JOBS_STATUS_INTERVAL", "0.5")
+    record = ledger_producer(topic)
+    partitions = {record.delay(seq, f"k{seq}").wait(10).partition for seq in range(8)}
+    assert partitions == {0, 1}
+    # Long-running jobs of 60 s: while they run, their partitions stay paused.
+    worker = start_worker(kafka_broker, topic, group, tmp_path, sleep=60, long_running=True)
+    try:
+        assert wait_until(lambda: len(list(tmp_path.glob("started-*"))) >= 2, timeout=60)
+        env = kafka_broker.env()
+        env.update(LEDGER_TOPIC=topic, LEDGER_DIR=str(tmp_path))
+        command = [
+            sys.executable,
+            "-m",
+            "kafka_jobs",
+            "status",
+            "-A",
+            "tests.integration.ledger_app",
+        ]
+
+        def rows() -> dict[int, dict[str, object]]:
+            result = subprocess.run(
+                [*command, "--group", group, "--json"],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert result.returncode == 0, result.stderr
+            return {r["partition"]: r for r in json.loads(result.stdout) if r["kind"] == "jobs"}
+
+        assert wait_until(lambda: all(r["paused"] for r in rows().values()), timeout=30)
+        holder = f"{socket.gethostname()}:{worker.pid}"
+        assert {r["worker"] for r in rows().values()} == {holder}
+        table = subprocess.run(
+            [*command, "--group", group],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+        assert holder in table and "threads busy" in table and "yes" in table
+    finally:
+        worker.kill()
+        worker.wait(10)

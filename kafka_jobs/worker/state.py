@@ -1,0 +1,186 @@
+"""A running worker's state, published to a compacted topic; read by `status` and the dashboard.
+
+Every `status_interval` seconds a worker run by `Worker.run()` writes one JSON
+record keyed ``<group>/<host>/<pid>`` to `status_topic` (compacted, so the topic
+holds the latest state per worker), and a tombstone when it stops cleanly. A
+worker killed without one simply goes stale: readers drop states older than
+three intervals. So the operator tools need only the broker.
+
+Value (version 1): group, host, pid, started_at / at (ms since the epoch),
+interval (s), concurrency, pool, busy, queued, totals (succeeded, failed,
+retried, dead_lettered, rejected since start), jobs_per_second (over the last
+interval), partitions: list of {topic, partition, paused, committed,
+jobs_running, lag}.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+if TYPE_CHECKING:
+    from kafka_jobs.app import App
+    from kafka_jobs.metrics import Metrics
+    from kafka_jobs.worker.runner import Worker
+
+log = logging.getLogger("kafka_jobs.worker")
+
+VERSION = 1
+STALE_AFTER = 3
+"""A state older than this many of its intervals is a worker that is gone."""
+
+
+def worker_key(group: str, host: str, pid: int) -> str:
+    """The record key of one worker's state."""
+    return f"{group}/{host}/{pid}"
+
+
+class StatePublisher:
+    """Publishes a worker's state every `interval` seconds (daemon thread)."""
+
+    def __init__(self, worker: Worker, metrics: Metrics, interval: float) -> None:
+        self.worker = worker
+        self.metrics = metrics
+        self.interval = interval
+        self.topic = worker.settings.status_topic
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.key = worker_key(worker.group_id, self.host, self.pid).encode()
+        self.started_at = int(time.time() * 1000)
+        self._last = (time.monotonic(), 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kafka-jobs-state", daemon=True)
+
+    def start(self) -> StatePublisher:
+        """Create the topic if missing (compacted) and start publishing."""
+        try:
+            self.worker.app.create_topics(
+                [self.topic], partitions=1, config={"cleanup.policy": "compact"}
+            )
+        except Exception as exc:  # the first write says it again if this matters
+            log.warning("could not create the status topic %s: %s", self.topic, exc)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop publishing and leave a tombstone: this worker is gone."""
+        self._stop.set()
+        self._thread.join(5)
+        self._send(None)
+        try:
+            self.worker.app.producer.poll(0)
+        except KafkaException as exc:
+            log.debug("status tombstone: %s", exc)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self._send(json.dumps(self.snapshot()).encode())
+            except Exception as exc:  # a status record must never take the worker down
+                log.warning("could not publish the worker state: %s", exc)
+            if self._stop.wait(self.interval):
+                return
+
+    def _send(self, value: bytes | None) -> None:
+        self.worker.app.producer.produce(self.topic, value, self.key, [])
+
+    def snapshot(self) -> dict[str, Any]:
+        """The state as published."""
+        worker = self.worker
+        totals = self.metrics.totals()
+        now = time.monotonic()
+        done = totals["succeeded"] + totals["dead_lettered"]
+        since, before = self._last
+        self._last = (now, done)
+        stats = worker.queue.statistics
+        lag = worker.lag()
+        return {
+            "version": VERSION,
+            "group": worker.group_id,
+            "host": self.host,
+            "pid": self.pid,
+            "started_at": self.started_at,
+            "at": int(time.time() * 1000),
+            "interval": self.interval,
+            "concurrency": worker.concurrency,
+            "pool": worker.settings.pool,
+            "busy": stats["busy"],
+            "queued": stats["enqueued"] + stats["waiting"],
+            "totals": totals,
+            "jobs_per_second": round((done - before) / max(now - since, 1e-6), 2),
+            "partitions": [
+                {
+                    "topic": report.topic,
+                    "partition": report.partition,
+                    "paused": report.paused,
+                    "committed": report.committed,
+                    "jobs_running": report.jobs_running,
+                    "lag": lag.get((report.topic, report.partition)),
+                }
+                for report in worker.report()
+            ],
+        }
+
+
+def read_states(app: App, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The latest state of every live worker, from the status topic (oldest first)."""
+    topic = app.settings.status_topic
+    consumer = Consumer(
+        {
+            **app.settings.consumer_settings(f"kafka-jobs-state-{uuid.uuid4().hex}"),
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            return []
+        ends: dict[int, int] = {}
+        for partition in metadata.partitions:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=timeout
+            )
+            if high > low:
+                ends[partition] = high
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        latest: dict[bytes, dict[str, Any] | None] = {}
+        deadline = time.monotonic() + timeout
+        while ends and time.monotonic() < deadline:
+            for record in consumer.consume(500, 0.5):
+                error = record.error()
+                partition = int(record.partition() or 0)
+                if error is None:
+                    key = record.key() or b""
+                    latest[key] = _parse(record.value())
+                    if int(record.offset() or 0) + 1 >= ends.get(partition, 0):
+                        ends.pop(partition, None)
+                elif error.code() == error._PARTITION_EOF:
+                    ends.pop(partition, None)
+    finally:
+        consumer.close()
+    now_ms = time.time() * 1000
+    live = [
+        state
+        for state in latest.values()
+        if state is not None
+        and now_ms - state.get("at", 0) <= STALE_AFTER * state.get("interval", 5) * 1000
+    ]
+    return sorted(live, key=lambda state: (state["group"], state["started_at"]))
+
+
+def _parse(value: bytes | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    try:
+        state = json.loads(value)
+    except ValueError:
+        return None
+    return state if isinstance(state, dict) and state.get("version") == VERSION else None
