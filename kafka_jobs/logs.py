@@ -1,6 +1,6 @@
 """Log formats: plain text, `key=value` or JSON lines, with a record's coordinates as fields.
 
-Log calls about a record pass its coordinates as `extra` (see `record_fields`),
+Log calls about a record pass its coordinates as `extra` (`Failure.fields()`),
 so every format can show them as fields: topic, partition, offset, job_id,
 task, attempt, group. `configure()` is what `kafka-jobs --log-format` calls.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Mapping
 from typing import Any
 
 FIELDS = ("group", "topic", "partition", "offset", "job_id", "task", "attempt")
@@ -21,13 +20,9 @@ FORMATS = ("text", "kv", "json")
 _TEXT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
-def record_fields(**fields: object) -> dict[str, object]:
-    """`extra=` for a log call about a record: the coordinates that are known."""
-    return {name: value for name, value in fields.items() if value is not None}
-
-
 def _fields_of(record: logging.LogRecord) -> dict[str, object]:
-    return {name: getattr(record, name) for name in FIELDS if hasattr(record, name)}
+    """The coordinates the record carries (unknown ones, None, are left out)."""
+    return {name: value for name in FIELDS if (value := getattr(record, name, None)) is not None}
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -89,8 +84,3 @@ def configure(level: str = "info", kind: str = "text", stream: Any = None) -> No
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper()))
-
-
-def fields_from(payload: Mapping[str, object]) -> dict[str, object]:
-    """`extra=` from an event payload (the coordinates it has)."""
-    return record_fields(**{name: payload.get(name) for name in FIELDS})

@@ -194,15 +194,7 @@ class Executor:
         )
         call = Call(envelope, context, runs, first_failed_ms)
         if self._events.active:
-            self._events.emit(
-                "job.started",
-                topic=job.topic,
-                partition=job.partition,
-                offset=offset,
-                job_id=envelope.job_id,
-                task=envelope.task,
-                attempt=context.attempt,
-            )
+            self._events.emit("job.started", **_coordinates(job, context), attempt=context.attempt)
         if tracing.enabled():
             call.span = tracing.JobSpan(
                 envelope.task,
@@ -270,11 +262,7 @@ class Executor:
         if error is not None:
             self._events.emit(
                 "job.failed",
-                topic=job.topic,
-                partition=job.partition,
-                offset=offset,
-                job_id=envelope.job_id,
-                task=envelope.task,
+                **_coordinates(job, context),
                 error=error,
                 attempt=context.attempt,
                 duration=time.perf_counter() - call.started,
@@ -307,11 +295,7 @@ class Executor:
         if self._events.active:
             self._events.emit(
                 "job.succeeded",
-                topic=job.topic,
-                partition=job.partition,
-                offset=offset,
-                job_id=envelope.job_id,
-                task=envelope.task,
+                **_coordinates(job, context),
                 duration=time.perf_counter() - call.started,
             )
         return None
@@ -358,6 +342,17 @@ class Executor:
 
 class CancelledJob(KafkaJobsError):
     """An async job's coroutine was cancelled (by the worker's shutdown, or by itself)."""
+
+
+def _coordinates(job: Job, context: JobContext) -> dict[str, object]:
+    """A record's coordinates in job events."""
+    return {
+        "topic": job.topic,
+        "partition": job.partition,
+        "offset": context.offset,
+        "job_id": context.job_id,
+        "task": context.task,
+    }
 
 
 def _fields(context: JobContext) -> dict[str, Any]:

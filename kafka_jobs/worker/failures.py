@@ -10,7 +10,6 @@ from confluent_kafka import Message
 
 from kafka_jobs import deadletter
 from kafka_jobs.errors import DeliveryError, EnqueueError
-from kafka_jobs.logs import record_fields
 from kafka_jobs.wire import read_job_id
 
 if TYPE_CHECKING:
@@ -68,15 +67,15 @@ class Failure:
         return read_job_id(self.record.headers())
 
     def fields(self) -> dict[str, object]:
-        """The record's coordinates as log fields (`extra=`; see `kafka_jobs.logs`)."""
-        return record_fields(
-            topic=self.topic,
-            partition=self.partition,
-            offset=self.offset,
-            job_id=self.job_id,
-            task=self.task,
-            attempt=self.attempt,
-        )
+        """The record's coordinates: log fields (`extra=`) and event payload keys."""
+        return {
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "job_id": self.job_id,
+            "task": self.task,
+            "attempt": self.attempt,
+        }
 
     def describe(self) -> str:
         """Coordinates and cause, for log lines."""
@@ -188,13 +187,4 @@ class RetryThenDeadLetter:
 
 
 def _coordinates(failure: Failure) -> dict[str, object]:
-    return {
-        "topic": failure.topic,
-        "partition": failure.partition,
-        "offset": failure.offset,
-        "job_id": failure.job_id,
-        "task": failure.task,
-        "attempt": failure.attempt,
-        "error": failure.error,
-        "reason": failure.reason,
-    }
+    return {**failure.fields(), "error": failure.error, "reason": failure.reason}

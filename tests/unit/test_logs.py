@@ -26,7 +26,7 @@ def _emit(kind: str, **extra: object) -> str:
 
 
 def test_json_line_has_message_and_coordinates() -> None:
-    fields = logs.record_fields(topic="orders", partition=3, offset=17, job_id="abc", task=None)
+    fields = {"topic": "orders", "partition": 3, "offset": 17, "job_id": "abc", "task": None}
     line = json.loads(_emit("json", **fields))
     assert line["msg"] == "retrying in 0.5s: boom here"
     assert (line["topic"], line["partition"], line["offset"], line["job_id"]) == (
