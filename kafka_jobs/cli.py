@@ -125,6 +125,19 @@ def _parser() -> argparse.ArgumentParser:
     for action in (listing, show, replay):
         action.add_argument("-A", "--app", metavar="MODULE[:APP]", help="app whose settings to use")
 
+    web = commands.add_parser("web", help="a dashboard of workers, lag and dead letters")
+    web.add_argument("-A", "--app", metavar="MODULE[:APP]", help="app whose settings to use")
+    web.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    web.add_argument("--port", type=int, default=8088)
+    web.add_argument(
+        "--token",
+        default=os.environ.get("KAFKA_JOBS_WEB_TOKEN"),
+        help="needed for replays (basic-auth password or bearer token); without one,"
+        " replays are allowed only on a loopback address (default: KAFKA_JOBS_WEB_TOKEN)",
+    )
+    web.add_argument("--refresh", type=float, default=5.0, help="seconds between broker reads")
+    web.set_defaults(command=_web)
+
     broker = commands.add_parser(
         "broker", help="run the embedded development broker in the foreground"
     )
@@ -336,6 +349,35 @@ def _text(value: bytes | None) -> str:
         return value.decode()
     except UnicodeDecodeError:
         return f"({len(value)} bytes, not text) {value[:200]!r}"
+
+
+def _web(options: argparse.Namespace) -> int:
+    try:
+        from kafka_jobs.web import DashboardServer
+        from kafka_jobs.web.server import is_loopback
+    except ImportError as exc:
+        raise KafkaJobsError(
+            f"the dashboard needs Flask: pip install 'kafka-jobs[web]' ({exc})"
+        ) from exc
+    server = DashboardServer(
+        _app_for(options),
+        options.host,
+        options.port,
+        token=options.token,
+        sample_interval=options.refresh,
+    )
+    if options.token:
+        writes = "need the token"
+    else:
+        writes = "allowed (loopback only)" if is_loopback(options.host) else "off: no --token"
+    print(f"dashboard on {server.url} (replays {writes}); Ctrl-C stops it", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
 
 
 def _broker(options: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
@@ -84,13 +84,20 @@ def replay(
     task: str | None = None,
     limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    only: Collection[tuple[int, int]] | None = None,
 ) -> list[DeadLetter]:
     """Re-enqueue pending dead letters to their original topics, then mark them replayed.
 
+    task / limit / only: replay just the letters of this task, the first `limit`,
+    those at these (partition, offset) places.
     Attempts restart at 1. A marker per record in the dead-letter topic makes a
     second replay skip it; a crash between the two writes can replay a record twice.
     """
-    chosen = [d for d in read(app, topic).pending() if task is None or d.task == task]
+    chosen = [
+        d
+        for d in read(app, topic).pending()
+        if (task is None or d.task == task) and (only is None or (d.partition, d.offset) in only)
+    ]
     if limit is not None:
         chosen = chosen[:limit]
     producer = app.producer

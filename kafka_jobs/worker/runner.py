@@ -154,6 +154,7 @@ class Worker:
         )
         self.crashed: BaseException | None = None
         self._metrics: Metrics | None = None
+        self._reporters: list[SummaryLine | StatePublisher] = []
         app._workers.add(self)
         self._started = False
 
@@ -204,6 +205,19 @@ class Worker:
                 listener.request_reset()
                 return
         raise ConfigurationError(f"no subscription group named {group!r}")
+
+    def start_reporting(self) -> None:
+        """Start what `run()` reports with: the summary line and the published state.
+
+        Each per its interval setting (`summary_interval`, `status_interval`; 0: off).
+        They stop with the worker (`join`).
+        """
+        if self.settings.summary_interval > 0:
+            summary = SummaryLine(self, self.metrics(), self.settings.summary_interval)
+            self._reporters.append(summary.start())
+        if self.settings.status_interval > 0:
+            state = StatePublisher(self, self.metrics(), self.settings.status_interval)
+            self._reporters.append(state.start())
 
     def metrics(self) -> Metrics:
         """The worker's counters and gauges (`kafka_jobs.metrics`), attached on first use.
@@ -283,6 +297,9 @@ class Worker:
             self.queue.close()
             self.pool.join(0.5)
             self.executor.close()
+            reporters, self._reporters = self._reporters, []
+            for reporter in reporters:
+                reporter.stop()
         return done
 
     def __enter__(self) -> Worker:
@@ -298,18 +315,10 @@ class Worker:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, self._on_signal)
         self.start()
-        reporters: list[SummaryLine | StatePublisher] = []
-        if self.settings.summary_interval > 0:
-            reporters.append(SummaryLine(self, self.metrics(), self.settings.summary_interval))
-        if self.settings.status_interval > 0:
-            reporters.append(StatePublisher(self, self.metrics(), self.settings.status_interval))
-        for reporter in reporters:
-            reporter.start()
+        self.start_reporting()
         while not self.stopping.wait(0.5):
             pass
         clean = self.join(self.settings.shutdown_timeout + 30)
-        for reporter in reporters:
-            reporter.stop()
         if self.crashed is not None:
             log.error("worker stopped after an internal error: %r", self.crashed)
             return 1

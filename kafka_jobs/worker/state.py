@@ -10,7 +10,10 @@ Value (version 1): group, host, pid, started_at / at (ms since the epoch),
 interval (s), concurrency, pool, busy, queued, totals (succeeded, failed,
 retried, dead_lettered, rejected since start), jobs_per_second (over the last
 interval), partitions: list of {topic, partition, paused, committed,
-jobs_running, lag}.
+jobs_running, lag}, recent_failures: the last `RECENT_FAILURES` job failures
+({at, task, job_id, topic, partition, offset, attempt, error, message,
+traceback}), retrying: records waiting for a retry ({due, task, job_id, topic,
+partition, offset, attempt, error}).
 """
 
 from __future__ import annotations
@@ -22,9 +25,13 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+from kafka_jobs.deadletter import format_traceback
+from kafka_jobs.events import Event
 
 if TYPE_CHECKING:
     from kafka_jobs.app import App
@@ -36,6 +43,9 @@ log = logging.getLogger("kafka_jobs.worker")
 VERSION = 1
 STALE_AFTER = 3
 """A state older than this many of its intervals is a worker that is gone."""
+RECENT_FAILURES = 20
+MAX_RETRYING = 100
+_TRACEBACK_CHARS = 4000
 
 
 def worker_key(group: str, host: str, pid: int) -> str:
@@ -56,8 +66,12 @@ class StatePublisher:
         self.key = worker_key(worker.group_id, self.host, self.pid).encode()
         self.started_at = int(time.time() * 1000)
         self._last = (time.monotonic(), 0)
+        self._lock = threading.Lock()
+        self._failures: deque[dict[str, Any]] = deque(maxlen=RECENT_FAILURES)
+        self._retrying: dict[tuple[str, int, int], dict[str, Any]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kafka-jobs-state", daemon=True)
+        self._unsubscribe = worker.app.events.subscribe(self._observe)
 
     def start(self) -> StatePublisher:
         """Create the topic if missing (compacted) and start publishing."""
@@ -70,8 +84,47 @@ class StatePublisher:
         self._thread.start()
         return self
 
+    def _observe(self, event: Event) -> None:
+        """Event-bus subscriber: keeps recent failures and the retries waiting."""
+        name, data = event.name, event.payload
+        if name not in ("job.failed", "job.retrying", "job.succeeded", "job.dead_lettered"):
+            return
+        where = (str(data["topic"]), int(data["partition"]), int(data["offset"]))
+        coordinates = {
+            "task": data.get("task"),
+            "job_id": data.get("job_id"),
+            "topic": where[0],
+            "partition": where[1],
+            "offset": where[2],
+            "attempt": data.get("attempt"),
+        }
+        with self._lock:
+            if name == "job.failed":
+                error = data["error"]
+                self._failures.append(
+                    {
+                        "at": int(time.time() * 1000),
+                        **coordinates,
+                        "error": f"{type(error).__module__}.{type(error).__qualname__}",
+                        "message": str(error)[:1000],
+                        "traceback": format_traceback(error)[-_TRACEBACK_CHARS:],
+                    }
+                )
+            elif name == "job.retrying":
+                if len(self._retrying) < MAX_RETRYING or where in self._retrying:
+                    due = int((time.time() + float(data.get("delay", 0))) * 1000)
+                    error = data.get("error")
+                    self._retrying[where] = {
+                        "due": due,
+                        **coordinates,
+                        "error": type(error).__qualname__ if error is not None else None,
+                    }
+            else:
+                self._retrying.pop(where, None)
+
     def stop(self) -> None:
         """Stop publishing and leave a tombstone: this worker is gone."""
+        self._unsubscribe()
         self._stop.set()
         self._thread.join(5)
         self._send(None)
@@ -102,6 +155,10 @@ class StatePublisher:
         self._last = (now, done)
         stats = worker.queue.statistics
         lag = worker.lag()
+        with self._lock:
+            failures = list(self._failures)
+            owned = {(r.topic, r.partition) for r in worker.report()}
+            retrying = [r for k, r in self._retrying.items() if (k[0], k[1]) in owned]
         return {
             "version": VERSION,
             "group": worker.group_id,
@@ -127,6 +184,8 @@ class StatePublisher:
                 }
                 for report in worker.report()
             ],
+            "recent_failures": failures,
+            "retrying": sorted(retrying, key=lambda r: r["due"]),
         }
 
 

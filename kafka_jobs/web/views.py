@@ -1,0 +1,267 @@
+"""The dashboard's pages and endpoints (Flask, server-rendered, a little script for live parts).
+
+Read-only pages need nothing. Replaying dead letters is the one write: it always
+goes through a confirmation page whose form carries a one-time nonce, and it is
+allowed when the server listens on loopback only, or when the request gives the
+configured token (HTTP basic auth password, or `Authorization: Bearer <token>`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import secrets
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from flask import Flask, Response, abort, jsonify, redirect, render_template, request, url_for
+
+from kafka_jobs import dlq
+from kafka_jobs.app import App
+from kafka_jobs.errors import KafkaJobsError
+from kafka_jobs.web.data import Sampler
+from kafka_jobs.web.replays import Replays
+
+_NONCE_TTL = 600.0
+_MAX_VALUE_CHARS = 64_000
+
+
+def create_app(
+    app: App,
+    *,
+    token: str | None = None,
+    loopback: bool = True,
+    sample_interval: float = 5.0,
+    live_refresh: float = 2.0,
+) -> Flask:
+    """The dashboard of `app`'s cluster as a Flask application (sampling starts at once).
+
+    token: required for replays when set; without it replays are allowed only when
+        `loopback` says the server listens on the loopback interface alone.
+    """
+    web = Flask(__name__)
+    sampler = Sampler(app, sample_interval).start()
+    replays = Replays(app)
+    nonces: dict[str, float] = {}
+    nonce_lock = threading.Lock()
+    web.extensions["kafka_jobs"] = {"sampler": sampler, "replays": replays}
+    web.jinja_env.filters["sparkline"] = sparkline
+    web.jinja_env.filters["when"] = _when
+    web.jinja_env.globals["live_refresh"] = live_refresh
+
+    def writes_allowed() -> bool:
+        if token is None:
+            return loopback
+        given = request.authorization
+        if given is not None and given.type == "basic" and given.password is not None:
+            return hmac.compare_digest(given.password, token)
+        header = request.headers.get("Authorization", "")
+        return header.startswith("Bearer ") and hmac.compare_digest(header[7:], token)
+
+    def require_writes() -> None:
+        if writes_allowed():
+            return
+        if token is None:
+            abort(403, "replays from other hosts need a token: start with --token")
+        abort(
+            Response(
+                "a token is needed to replay dead letters",
+                401,
+                {"WWW-Authenticate": 'Basic realm="kafka-jobs"'},
+            )
+        )
+
+    def new_nonce() -> str:
+        nonce = secrets.token_urlsafe(16)
+        now = time.monotonic()
+        with nonce_lock:
+            for old in [n for n, at in nonces.items() if now - at > _NONCE_TTL]:
+                del nonces[old]
+            nonces[nonce] = now
+        return nonce
+
+    def use_nonce(nonce: str) -> bool:
+        with nonce_lock:
+            return nonces.pop(nonce, None) is not None
+
+    @web.get("/")
+    def overview() -> str:
+        return render_template("overview.html", **_live_context(sampler))
+
+    @web.get("/live")
+    def live() -> str:
+        return render_template("_live.html", **_live_context(sampler))
+
+    @web.get("/api/overview")
+    def api_overview() -> Response:
+        view = sampler.latest()
+        return jsonify(
+            {
+                "at": view.at,
+                "error": view.error,
+                "delayed_waiting": view.delayed_waiting,
+                "groups": [
+                    {
+                        "name": g.name,
+                        "lag": g.lag,
+                        "jobs_per_second": g.jobs_per_second,
+                        "workers": g.workers,
+                        "partitions": [p.as_dict() for p in g.partitions],
+                        "recent_failures": g.failures,
+                        "retrying": g.retrying,
+                    }
+                    for g in view.groups
+                ],
+                "dead_letters": [p.as_dict() for p in view.dead_letters],
+            }
+        )
+
+    @web.get("/health")
+    def health() -> tuple[Response, int]:
+        view = sampler.latest(wait=5.0)
+        fresh = time.time() - view.at < max(3 * sample_interval, 15.0)
+        ok = view.error is None and fresh
+        body = {
+            "status": "ok" if ok else "degraded",
+            "broker": view.error is None,
+            "error": view.error,
+            "sampled_at": view.at,
+            "workers": sum(len(g.workers) for g in view.groups),
+        }
+        return jsonify(body), 200 if ok else 503
+
+    @web.get("/dead-letters/<topic>")
+    def dead_letter_topic(topic: str) -> str:
+        task, error = request.args.get("task") or None, request.args.get("error") or None
+        read = _read_letters(app, topic)
+        letters = [
+            letter
+            for letter in read.letters
+            if (task is None or letter.task == task)
+            and (error is None or letter.info.get("exception", "").endswith(error))
+        ]
+        return render_template(
+            "dead_letters.html",
+            topic=topic,
+            letters=letters,
+            replayed=read.replayed,
+            tasks=sorted({letter.task for letter in read.letters}),
+            errors=sorted({letter.info.get("exception", "?") for letter in read.letters}),
+            task=task,
+            error=error,
+            writes=writes_allowed(),
+        )
+
+    @web.get("/dead-letters/<topic>/<int:partition>/<int:offset>")
+    def dead_letter(topic: str, partition: int, offset: int) -> str:
+        read = _read_letters(app, topic)
+        letter = next(
+            (d for d in read.letters if (d.partition, d.offset) == (partition, offset)), None
+        )
+        if letter is None:
+            abort(404, f"no dead letter at {topic}[{partition}]@{offset}")
+        return render_template(
+            "letter.html",
+            letter=letter,
+            value=_show_value(letter.value),
+            replayed=(partition, offset) in read.replayed,
+            writes=writes_allowed(),
+        )
+
+    @web.post("/dead-letters/<topic>/replay")
+    def replay(topic: str) -> Any:
+        require_writes()
+        places = _places(request.form.getlist("letter"))
+        if not places:
+            abort(400, "no dead letter chosen")
+        if request.form.get("confirm") != "yes":
+            read = _read_letters(app, topic)
+            chosen = [d for d in read.pending() if (d.partition, d.offset) in places]
+            return render_template("confirm.html", topic=topic, letters=chosen, nonce=new_nonce())
+        if not use_nonce(request.form.get("nonce", "")):
+            abort(400, "this confirmation was used or has expired: choose the letters again")
+        started = replays.start(topic, places)
+        return redirect(url_for("replay_progress", replay_id=started.id), code=303)
+
+    @web.get("/replays/<replay_id>")
+    def replay_progress(replay_id: str) -> str:
+        found = replays.get(replay_id)
+        if found is None:
+            abort(404, "no such replay")
+        if found.state != "running":
+            sampler.refresh()
+        return render_template("replay.html", replay=found)
+
+    @web.get("/replays/<replay_id>.json")
+    def replay_json(replay_id: str) -> Response:
+        found = replays.get(replay_id)
+        if found is None:
+            abort(404, "no such replay")
+        return jsonify(found.__dict__)
+
+    return web
+
+
+def _live_context(sampler: Sampler) -> dict[str, Any]:
+    view = sampler.latest()
+    return {"view": view, "history": sampler.history, "now": time.time()}
+
+
+def _read_letters(app: App, topic: str) -> dlq.DeadLetterTopic:
+    try:
+        return dlq.read(app, topic, idle=0.5, timeout=30)
+    except KafkaJobsError as exc:
+        abort(404, str(exc))
+
+
+def _places(values: Iterable[str]) -> set[tuple[int, int]]:
+    places = set()
+    for value in values:
+        partition, _, offset = value.partition(":")
+        if not (partition.isdigit() and offset.isdigit()):
+            abort(400, f"not a partition:offset: {value!r}")
+        places.add((int(partition), int(offset)))
+    return places
+
+
+def _show_value(value: bytes | None) -> str:
+    """A record value for people: pretty JSON when it is JSON, else text or base64."""
+    if value is None:
+        return "(no value)"
+    try:
+        return json.dumps(json.loads(value), indent=2, ensure_ascii=False)[:_MAX_VALUE_CHARS]
+    except (ValueError, UnicodeDecodeError):
+        pass
+    try:
+        return value.decode()[:_MAX_VALUE_CHARS]
+    except UnicodeDecodeError:
+        return "base64: " + base64.b64encode(value[:_MAX_VALUE_CHARS]).decode()
+
+
+def _when(ms: object) -> str:
+    """Milliseconds since the epoch as a UTC time of day."""
+    if not isinstance(ms, int | float | str) or not str(ms).strip("-").isdigit():
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(int(ms) / 1000))
+
+
+def sparkline(points: list[tuple[float, int]], width: int = 240, height: int = 48) -> str:
+    """An SVG line of (time, value) points, newest on the right; empty below two points."""
+    if len(points) < 2:
+        return f'<svg class="spark" width="{width}" height="{height}"></svg>'
+    first, last = points[0][0], points[-1][0]
+    span = max(last - first, 1e-6)
+    top = max(max(v for _, v in points), 1)
+    coordinates = " ".join(
+        f"{(t - first) / span * (width - 2) + 1:.1f},{height - 1 - v / top * (height - 2):.1f}"
+        for t, v in points
+    )
+    return (
+        f'<svg class="spark" width="{width}" height="{height}" role="img"'
+        f' aria-label="lag over the last {span:.0f} s, up to {top}">'
+        f'<polyline fill="none" stroke="currentColor" stroke-width="1.5" points="{coordinates}"/>'
+        f"</svg>"
+    )

@@ -1,0 +1,150 @@
+"""The dashboard's data and actions against a real broker with a known state."""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+
+import pytest
+
+pytest.importorskip("flask")
+
+from kafka_jobs.testing import unique_name, wait_until
+from kafka_jobs.web.views import create_app
+
+
+@pytest.fixture
+def known_state(kafka_app, new_topic):
+    """A worker publishing its state: one partition held by a running long job, one dead letter."""
+    slow_topic, fast_topic = new_topic(), new_topic()
+    app = kafka_app(
+        status_topic=unique_name("status"),
+        status_interval=0.3,
+        summary_interval=0,
+        group_id=unique_name("dash-g"),
+    )
+    app.configure_topic(slow_topic, long_running=True)
+    release = threading.Event()
+    ran: list[int] = []
+
+    @app.job(topic=slow_topic)
+    def hold() -> None:
+        release.wait(60)
+
+    @app.job(topic=fast_topic, retries=0)
+    def charge(n: int) -> None:
+        ran.append(n)
+        if n == 13 and ran.count(13) == 1:
+            raise ValueError("card declined for 13")
+
+    hold.delay()
+    for n in (1, 13, 2):
+        charge.delay(n)
+    app.flush(10)
+    worker = app.worker(concurrency=2).start()
+    worker.start_reporting()
+    try:
+        yield app, worker, slow_topic, fast_topic, ran
+    finally:
+        release.set()
+        worker.stop()
+        worker.join(30)
+
+
+@pytest.fixture
+def dashboard():
+    """`make(app, **options)`: a dashboard's test client; its sampler stops at the end."""
+    made = []
+
+    def make(app, **options):
+        web = create_app(app, **options)
+        made.append(web)
+        return web.test_client()
+
+    yield make
+    for web in made:
+        web.extensions["kafka_jobs"]["sampler"].stop()
+
+
+def test_overview_health_dead_letters_and_a_confirmed_replay(known_state, dashboard) -> None:
+    app, _worker, slow_topic, fast_topic, ran = known_state
+    client = dashboard(app, sample_interval=0.3)
+    group = app.settings.group_id
+
+    def overview() -> dict:
+        return client.get("/api/overview").get_json()
+
+    def ready() -> bool:
+        view = overview()
+        found = [g for g in view["groups"] if g["name"] == group]
+        dead = [d for d in view["dead_letters"] if d["topic"] == f"{fast_topic}.dlq"]
+        if not (found and found[0]["workers"] and found[0]["recent_failures"] and dead):
+            return False
+        rows = {(p["topic"], p["partition"]): p for p in found[0]["partitions"]}
+        return rows.get((fast_topic, 0), {}).get("committed") == 3  # all three settled
+
+    assert wait_until(ready, timeout=30, interval=0.2)
+    (mine,) = [g for g in overview()["groups"] if g["name"] == group]
+    partitions = {(p["topic"], p["partition"]): p for p in mine["partitions"]}
+    assert partitions[(slow_topic, 0)]["paused"] is True  # the long job holds it
+    assert partitions[(fast_topic, 0)]["paused"] is False
+    assert partitions[(fast_topic, 0)]["committed"] == 3 and partitions[(fast_topic, 0)]["lag"] == 0
+    (member,) = mine["workers"]
+    assert member["concurrency"] == 2 and {(p["topic"]) for p in member["partitions"]} == {
+        slow_topic,
+        fast_topic,
+    }
+    (failure,) = mine["recent_failures"]
+    assert failure["message"] == "card declined for 13" and "ValueError" in failure["traceback"]
+    assert client.get("/health").status_code == 200
+
+    page = client.get("/").get_data(as_text=True)
+    assert group in page and slow_topic in page and "<svg" in page
+
+    dlq = f"{fast_topic}.dlq"
+    listing = client.get(f"/dead-letters/{dlq}").get_data(as_text=True)
+    assert "card declined for 13" in listing and 'value="0:0"' in listing
+    letter = client.get(f"/dead-letters/{dlq}/0/0").get_data(as_text=True)
+    assert "Traceback" in letter and "card declined for 13" in letter
+
+    asked = client.post(f"/dead-letters/{dlq}/replay", data={"letter": ["0:0"]})
+    assert asked.status_code == 200 and "yes, replay" in asked.get_data(as_text=True)
+    nonce = re.search(r'name="nonce" value="([^"]+)"', asked.get_data(as_text=True)).group(1)
+    done = client.post(
+        f"/dead-letters/{dlq}/replay", data={"letter": ["0:0"], "confirm": "yes", "nonce": nonce}
+    )
+    assert done.status_code == 303
+    progress = done.headers["Location"]
+
+    def replayed() -> bool:
+        return client.get(f"{progress}.json").get_json()["state"] == "done"
+
+    assert wait_until(replayed, timeout=30)
+    assert wait_until(lambda: ran.count(13) == 2, timeout=30), "the replayed job did not run"
+    again = client.post(
+        f"/dead-letters/{dlq}/replay", data={"letter": ["0:0"], "confirm": "yes", "nonce": nonce}
+    )
+    assert again.status_code == 400  # a confirmation is used once
+    assert "replayed" in client.get(f"/dead-letters/{dlq}").get_data(as_text=True)
+
+
+def test_replays_need_the_token_when_one_is_set_and_loopback_otherwise(
+    kafka_app, dashboard
+) -> None:
+    app = kafka_app(status_topic=unique_name("status"))
+    with_token = dashboard(app, token="s3cret", sample_interval=60)
+    form = {"letter": ["0:0"]}
+    assert with_token.post("/dead-letters/x.dlq/replay", data=form).status_code == 401
+    basic = base64.b64encode(b"ops:wrong").decode()
+    refused = with_token.post(
+        "/dead-letters/x.dlq/replay", data=form, headers={"Authorization": f"Basic {basic}"}
+    )
+    assert refused.status_code == 401
+    basic = base64.b64encode(b"ops:s3cret").decode()
+    allowed = with_token.post(
+        "/dead-letters/x.dlq/replay", data=form, headers={"Authorization": f"Basic {basic}"}
+    )
+    assert allowed.status_code == 404  # past the check: that topic does not exist
+    exposed = dashboard(app, loopback=False, sample_interval=60)
+    assert exposed.post("/dead-letters/x.dlq/replay", data=form).status_code == 403
