@@ -4,67 +4,12 @@ from __future__ import annotations
 
 import base64
 import re
-import threading
 
 import pytest
 
 pytest.importorskip("flask")
 
 from kafka_jobs.testing import unique_name, wait_until
-from kafka_jobs.web.views import create_app
-
-
-@pytest.fixture
-def known_state(kafka_app, new_topic):
-    """A worker publishing its state: one partition held by a running long job, one dead letter."""
-    slow_topic, fast_topic = new_topic(), new_topic()
-    app = kafka_app(
-        status_topic=unique_name("status"),
-        status_interval=0.3,
-        summary_interval=0,
-        group_id=unique_name("dash-g"),
-    )
-    app.configure_topic(slow_topic, long_running=True)
-    release = threading.Event()
-    ran: list[int] = []
-
-    @app.job(topic=slow_topic)
-    def hold() -> None:
-        release.wait(60)
-
-    @app.job(topic=fast_topic, retries=0)
-    def charge(n: int) -> None:
-        ran.append(n)
-        if n == 13 and ran.count(13) == 1:
-            raise ValueError("card declined for 13")
-
-    hold.delay()
-    for n in (1, 13, 2):
-        charge.delay(n)
-    app.flush(10)
-    worker = app.worker(concurrency=2).start()
-    worker.start_reporting()
-    try:
-        yield app, worker, slow_topic, fast_topic, ran
-    finally:
-        release.set()
-        worker.stop()
-        worker.join(30)
-
-
-@pytest.fixture
-def dashboard():
-    """`make(app, **options)`: a dashboard's test client; its sampler stops at the end."""
-    made = []
-
-    def make(app, **options):
-        web = create_app(app, **options)
-        made.append(web)
-        return web.test_client()
-
-    yield make
-    for web in made:
-        web.extensions["kafka_jobs"]["sampler"].stop()
 
 
 def test_overview_health_dead_letters_and_a_confirmed_replay(known_state, dashboard) -> None:
