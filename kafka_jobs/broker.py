@@ -43,15 +43,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    """In the child: SIGTERM it when its parent dies, so a killed test run leaves no broker.
+def _die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """In the child: send it `signum` when its parent dies, so a killed run leaves no child.
 
-    Linux ties this to the thread that started the child: start brokers from a
+    Linux ties this to the thread that started the child: start children from a
     thread that outlives them (the main thread).
     """
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        libc.prctl(1, signum)  # PR_SET_PDEATHSIG
 
 
 class EmbeddedBroker:

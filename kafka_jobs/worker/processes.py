@@ -204,7 +204,8 @@ def _child_main(conn: Connection, app_spec: str) -> None:
     from kafka_jobs.broker import _die_with_parent
     from kafka_jobs.loader import load_app
 
-    _die_with_parent()
+    # SIGKILL: the SIGTERM the parent's group may get is ignored below, on purpose.
+    _die_with_parent(signal.SIGKILL)
     # Ctrl-C and a SIGTERM to the process group are for the parent, which stops us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
