@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupState, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from tests.chaos import ledger
 from tests.chaos.conftest import SCALE, Cluster, progress, settle
@@ -19,6 +19,7 @@ JOBS = int(6_000 * SCALE)
 # changes closer together than that restart the round and nobody ever gets partitions.
 STORM_PAUSE = (5.0, 8.0)
 PARTITIONS = 6
+SESSION_TIMEOUT = 6.0  # session.timeout.ms of test workers (kafka_jobs/testing.py)
 
 
 class CommitWatch:
@@ -58,14 +59,32 @@ class CommitWatch:
         return {tp.partition: tp.offset for tp in final}
 
 
-# Off by default until diagnosed: in one of four fresh-clone CI runs the group stopped
-# making progress after the storm (partitions revoked and never assigned again for the
-# whole 180 s of the settle phase, two workers alive). Run it with
-# KAFKA_JOBS_CHAOS_REBALANCE=1.
-@pytest.mark.skipif(
-    os.environ.get("KAFKA_JOBS_CHAOS_REBALANCE") != "1",
-    reason="stall after a storm seen once in CI, not diagnosed yet: KAFKA_JOBS_CHAOS_REBALANCE=1",
-)
+def ready_to_leave(chaos: Cluster) -> bool:
+    """Whether a graceful leave now cannot meet an open rebalance round (bounded wait).
+
+    The embedded broker (Tansu 0.6) wedges a group for good when the member it
+    elected leader leaves in the middle of a round: every later round waits for
+    the departed leader's assignment (reproduced with plain confluent-kafka
+    consumers; the worker itself lets a round finish before it leaves, which
+    narrows the window but cannot close it). So the storm leaves only from a
+    stable group, and not while a killed member's session may still expire.
+    Apache Kafka elects a new leader instead; there the storm needs no care.
+    """
+    if chaos.kills and time.time() - chaos.kills[-1][1] < SESSION_TIMEOUT + 4:
+        return False
+    admin = AdminClient({"bootstrap.servers": chaos.broker.bootstrap_servers})
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            state = admin.describe_consumer_groups([chaos.group])[chaos.group].result(5).state
+        except Exception:
+            state = None
+        if state == ConsumerGroupState.STABLE:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 @pytest.mark.parametrize("strategy", ["cooperative-sticky", "range"])
 def test_rebalance_storm_loses_nothing(cluster: Callable[..., Cluster], strategy: str) -> None:
     chaos = cluster(
@@ -88,6 +107,8 @@ def test_rebalance_storm_loses_nothing(cluster: Callable[..., Cluster], strategy
             break
         live = chaos.live()
         action = chaos.rng.choice(["join", "leave", "crash"] if len(live) > 1 else ["join"])
+        if action == "leave" and not ready_to_leave(chaos):
+            action = "crash"
         if action == "join" and len(live) < 4:
             chaos.start()
         elif action == "leave":
