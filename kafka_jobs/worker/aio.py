@@ -10,9 +10,14 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from kafka_jobs.context import JobContext, _set_current
+from kafka_jobs.errors import KafkaJobsError
 from kafka_jobs.tracing import JobSpan
 
 log = logging.getLogger("kafka_jobs.worker")
+
+
+class JobExited(KafkaJobsError):
+    """An async job raised SystemExit or KeyboardInterrupt: a failure of that job only."""
 
 
 class AsyncRunner:
@@ -39,31 +44,47 @@ class AsyncRunner:
         finally:
             self._loop.close()
 
-    def submit(
+    def acquire(self) -> None:
+        """Wait for a slot (worker thread); `start` the coroutine then, or `release` it."""
+        self._slots.acquire()
+
+    def release(self) -> None:
+        """Give back a slot that was not used."""
+        self._slots.release()
+
+    def start(
         self,
         coroutine: Coroutine[Any, Any, object],
         context: JobContext,
         done: Callable[[concurrent.futures.Future[object]], None],
         span: JobSpan | None = None,
     ) -> None:
-        """Start `coroutine` with `context` as its `current_job()`; `done(future)` when it ends.
+        """Run `coroutine` in the acquired slot, with `context` as its `current_job()`.
 
-        `span` (OpenTelemetry) is the current span while it runs.
+        `done(future)` is called when it ends; `span` (OpenTelemetry) is the current
+        span while it runs. SystemExit / KeyboardInterrupt from a job are the job's
+        failure (`JobExited`): let through, they would stop the loop for every job.
         """
-        self._slots.acquire()
 
         async def run() -> object:
             _set_current(context)  # the task's own context: invisible to other jobs
             if span is not None:
                 span.activate()  # likewise the task's own; dropped with it
-            return await coroutine
-
-        future = asyncio.run_coroutine_threadsafe(run(), self._loop)
+            try:
+                return await coroutine
+            except (SystemExit, KeyboardInterrupt) as exc:
+                raise JobExited(f"the job raised {exc!r}") from exc
 
         def finished(future: concurrent.futures.Future[object]) -> None:
             self._slots.release()
             done(future)
 
+        try:
+            future = asyncio.run_coroutine_threadsafe(run(), self._loop)
+        except BaseException:  # the loop is gone (stopped at shutdown)
+            self._slots.release()
+            coroutine.close()
+            raise
         future.add_done_callback(finished)
 
     def stop(self, timeout: float = 5.0) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import concurrent.futures
+import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
 from confluent_kafka import Message
@@ -33,7 +34,12 @@ class _Suspended:
     """`run_record` handed the record's coroutine to the event loop: the job comes back."""
 
 
+class _Skipped:
+    """The record did not run and does not count as done (revoked, or the worker stops)."""
+
+
 SUSPENDED = _Suspended()
+SKIPPED = _Skipped()
 
 
 class Call:
@@ -129,7 +135,10 @@ class Executor:
             if call is not None:  # an async record ended: judge its outcome
                 job.pending = None
                 generation = call.generation
-                disposition = self._conclude(job, record, call)
+                concluded = self._conclude(job, record, call)
+                if concluded is SKIPPED:
+                    break
+                disposition = cast(Disposition, concluded)
             else:
                 if state.revoked or self.stopping.is_set() or (collapsed and collapsed.is_set()):
                     self._events.emit(
@@ -144,6 +153,8 @@ class Executor:
                     outcome = self.run_record(job, record)
                     if outcome is SUSPENDED:
                         return False
+                    if outcome is SKIPPED:
+                        break
                     disposition = cast(Disposition, outcome)
             if state.generation != generation:
                 break  # revoked while it ran: it may have given up; never count it done
@@ -157,7 +168,7 @@ class Executor:
                 done.append(offset)
         return True
 
-    def run_record(self, job: Job, record: Message) -> Disposition | _Suspended:
+    def run_record(self, job: Job, record: Message) -> Disposition | _Suspended | _Skipped:
         """Run one record; failures go to the failure handler, never up to the caller."""
         try:
             envelope, task = self._decode(record)
@@ -193,6 +204,7 @@ class Executor:
             job.state,
         )
         call = Call(envelope, context, runs, first_failed_ms)
+        call.generation = job.state.generation  # before any wait: see `_submit`
         if self._events.active:
             self._events.emit("job.started", **_coordinates(job, context), attempt=context.attempt)
         if tracing.enabled():
@@ -216,39 +228,61 @@ class Executor:
             return self._submit(job, cast(Coroutine[Any, Any, object], coroutine), call)
         _set_current(context)
         token = call.span.activate() if call.span is not None else None
+        result: object = None
         try:
             if self.processes is not None:
                 self.processes.call(task.name, envelope.args, envelope.kwargs, _fields(context))
             else:
-                task.fn(*envelope.args, **envelope.kwargs)
+                result = task.fn(*envelope.args, **envelope.kwargs)
         except BaseException as error:  # SystemExit from a job is a failure too, not a dead thread
             call.error = error
         finally:
             _set_current(None)
             if token is not None:
                 tracing.JobSpan.deactivate(token)
+        if call.error is None and inspect.isawaitable(result):
+            # An async function not seen as one (behind a sync decorator, an async
+            # __call__): its work is in what it returned.
+            return self._submit(job, _awaiting(result), call)
         return self._conclude(job, record, call)
 
-    def _submit(self, job: Job, coroutine: Coroutine[Any, Any, object], call: Call) -> _Suspended:
+    def _submit(
+        self, job: Job, coroutine: Coroutine[Any, Any, object], call: Call
+    ) -> _Suspended | _Skipped:
         """Hand an async record's coroutine to the event loop; its job resumes when it ends."""
         resume = self._resume
         if resume is None:
             coroutine.close()
             raise KafkaJobsError("async jobs need an executor built with resume=")
-        call.generation = job.state.generation
+        runner = self.async_runner
+        runner.acquire()  # may wait for a slot: look again at what happened meanwhile
+        if self.stopping.is_set() or job.state.generation != call.generation:
+            runner.release()
+            coroutine.close()
+            if call.span is not None:
+                call.span.end(None)
+            self._events.emit(
+                "job.skipped", topic=job.topic, partition=job.partition, offset=call.context.offset
+            )
+            return SKIPPED
         job.pending = call  # before the loop can end it and hand the job back
 
         def ended(future: concurrent.futures.Future[object]) -> None:
             call.error = future.exception() if not future.cancelled() else CancelledJob()
             resume(job)
 
-        self.async_runner.submit(coroutine, call.context, ended, call.span)
+        runner.start(coroutine, call.context, ended, call.span)
         return SUSPENDED
 
-    def _conclude(self, job: Job, record: Message, call: Call) -> Disposition:
+    def _conclude(self, job: Job, record: Message, call: Call) -> Disposition | _Skipped:
         """Success or failure handling of a record that ran (here, in a child or on the loop)."""
         context = call.context
         error = call.error
+        if isinstance(error, CancelledJob) and self.stopping.is_set():
+            # Cancelled by the shutdown, not failed: it stays uncommitted and runs again.
+            if call.span is not None:
+                call.span.end(error)
+            return SKIPPED
         if error is None and context._children:
             try:
                 self._await_children(context)
@@ -342,6 +376,10 @@ class Executor:
 
 class CancelledJob(KafkaJobsError):
     """An async job's coroutine was cancelled (by the worker's shutdown, or by itself)."""
+
+
+async def _awaiting(awaitable: Awaitable[object]) -> object:
+    return await awaitable
 
 
 def _coordinates(job: Job, context: JobContext) -> dict[str, object]:

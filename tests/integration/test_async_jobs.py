@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import sys
 import threading
 from collections import Counter, defaultdict
 
@@ -137,3 +139,35 @@ def test_awaitable_enqueue_from_asyncio_code(kafka_app, new_topic) -> None:
     assert sorted(o for o in offsets if o is not None) == [0, 1, 2, 3, 4]
     with app.worker():
         assert wait_until(lambda: sorted(seen) == [0, 1, 2, 3, 4], timeout=30)
+
+
+def test_sys_exit_in_an_async_job_fails_that_job_only(kafka_app, new_topic) -> None:
+    topic = new_topic()
+    app = kafka_app(default_topic=topic)
+    seen: list[int] = []
+
+    def sync_looking(fn):  # a plain decorator: the job no longer looks like `async def`
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            return fn(*args, **kwargs)
+
+        return call
+
+    @app.job(retries=0)
+    @sync_looking
+    async def step(n: int) -> None:
+        await asyncio.sleep(0)
+        if n == 1:
+            sys.exit(3)
+        seen.append(n)
+
+    for n in range(4):
+        step.delay(n)
+    app.flush(10)
+    with app.worker():
+        assert wait_until(lambda: sorted(seen) == [0, 2, 3], timeout=30), seen
+        assert wait_until(lambda: dlq.read(app, f"{topic}.dlq").letters, timeout=30)
+    (letter,) = dlq.read(app, f"{topic}.dlq").letters
+    assert (
+        letter.info["exception"].endswith("JobExited") and "SystemExit(3)" in letter.info["message"]
+    )
