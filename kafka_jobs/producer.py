@@ -200,6 +200,10 @@ class JobProducer:
         self, topic: str, job_id: str, value: bytes | None, key: bytes | None, headers: Headers
     ) -> EnqueuedJob:
         """Produce one job record and return its handle."""
+        # A client due for replacement is replaced first: that fails what it held, and
+        # must not count this job among them (it goes to the new client).
+        if self._fatal is not None or self._stuck is not None:
+            self._replace_failed_client()
         handle = EnqueuedJob(job_id, topic, self, os.getpid())
         self._in_flight[job_id] = handle
         try:

@@ -83,3 +83,16 @@ def test_a_fatal_error_noted_by_the_error_callback_replaces_the_client_before_us
     assert isinstance(producer.client, HealthyClient)
     with pytest.raises(DeliveryError, match="job-0"):
         stranded.wait(1.0)
+
+
+def test_the_enqueue_that_finds_a_stuck_client_is_not_failed_with_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    producer = _producer(DyingClient(), monkeypatch)
+    stranded = producer.enqueue("t", "job-0", b"{}", None, [])
+    producer._stuck = "nothing delivered for 5s"
+    fresh = producer.enqueue("t", "job-1", b"{}", None, [])
+    with pytest.raises(DeliveryError, match="job-0"):
+        stranded.wait(1.0)
+    producer.flush(1.0)  # only the new client's delivery: job-1 went there
+    assert fresh.delivered
