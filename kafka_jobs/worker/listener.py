@@ -120,7 +120,12 @@ class Listener:
         self.concurrency = concurrency
         self._consumer_group_metadata: object | None = None
         self._reset_requested = threading.Event()
-        self._hooks = [h for h in hooks if any(h.applies_to(t) for t in group.topics)]
+        # A pattern's topics are not known yet: keep every hook (each checks its topic).
+        self._hooks = [
+            h
+            for h in hooks
+            if group.pattern is not None or any(h.applies_to(t) for t in group.topics)
+        ]
         self._hook_due: dict[int, float] = {}  # periodic hook index -> monotonic due time
         self._last_idle = 0.0
         self._fatal_errors: list[float] = []
@@ -135,6 +140,7 @@ class Listener:
         self.lag: dict[TopicPartitionKey, int] = {}
         self.join_state = ""
         self._stats_at = 0.0
+        self._stats_interval = STATS_INTERVAL_MS / 1000
         self._user_stats_cb = consumer_config.get("stats_cb")
         self.abandoned = 0
         self._last_commit = 0.0
@@ -212,6 +218,7 @@ class Listener:
         config["on_commit"] = self._on_commit
         config["stats_cb"] = self._on_stats
         config.setdefault("statistics.interval.ms", STATS_INTERVAL_MS)
+        self._stats_interval = max(int(config["statistics.interval.ms"]), 1) / 1000
         self._consumer = Consumer(config)
         if self.group.pattern is None:
             self._subscribe(self.group.topics)
@@ -543,7 +550,9 @@ class Listener:
         user = state.metadata_for_commit(offset, strategy)
         if self.metadata_supported is False:
             return offset_metadata.compose("", user), user
-        room = offset_metadata.MAX_CHARS - (len(user) + 1 if user is not None else 0)
+        # Kafka measures metadata in UTF-16 code units (Java strings).
+        used = len(user.encode("utf-16-le")) // 2 + 1 if user is not None else 0
+        room = offset_metadata.MAX_CHARS - used
         bitmap = offset_metadata.encode(offset, state.tracker.done_above(), room)
         return offset_metadata.compose(bitmap, user), user
 
@@ -785,7 +794,7 @@ class Listener:
         deadline = time.monotonic() + JOIN_SETTLE_TIMEOUT
         while time.monotonic() < deadline:
             # The last report is at most one interval old: steady then is steady enough.
-            fresh = time.monotonic() - self._stats_at < STATS_INTERVAL_MS * 1.5 / 1000
+            fresh = time.monotonic() - self._stats_at < self._stats_interval * 1.5
             if fresh and self.join_state in ("steady", "init", ""):
                 return
             self.consumer.consume(self.settings.batch_size, 0.1)  # paused: serves the group only

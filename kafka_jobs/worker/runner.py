@@ -106,7 +106,7 @@ class Worker:
                     named.setdefault(options.subscription_group, []).append(topic)
         self.groups = _subscription_groups(self.topics, named)
         if topics_pattern:
-            self.groups = _with_pattern(self.groups, self._pattern(topics_pattern))
+            self.groups = _with_pattern(self.groups, topics_pattern, self._pattern_exclusions())
         self.stopping = threading.Event()
         self.queue = JobsQueue()
         self.queue.concurrency = self.concurrency
@@ -117,11 +117,15 @@ class Worker:
             )
         self.scheduler = SerializedScheduler(scheduler_class(self.queue))
         handler = failure_handler or RetryThenDeadLetter(app, self.group_id)
-        self.processes = (
-            ProcessPool(app_spec_for(app, app_spec), self.concurrency)
-            if settings.pool == "processes"
-            else None
-        )
+        self.processes = None
+        if settings.pool == "processes":
+            manual = [t for t, o in self.consumption.items() if o.manual_offsets]
+            if manual:
+                raise ConfigurationError(
+                    f"topics {manual} use manual_offsets, which jobs in child processes cannot"
+                    " mark (mark_as_consumed needs the worker's own process): use the threads pool"
+                )
+            self.processes = ProcessPool(app_spec_for(app, app_spec), self.concurrency)
         self.executor = Executor(
             app, handler, self.stopping, resume=self.queue.resume, processes=self.processes
         )
@@ -247,17 +251,19 @@ class Worker:
                     found.add(target)
         return sorted(found)
 
-    def _pattern(self, pattern: str) -> TopicPattern:
-        try:
-            return TopicPattern.compile(
-                pattern,
-                explicit=frozenset(self.topics),
-                never=frozenset(self.dead_letter_topics()),
-                dead_letter_of=lambda topic: self.app.failure_policy(topic, None).dead_letter_topic,
-                delay_prefix=self.settings.delay_topic_prefix,
-            )
-        except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
+    def _pattern_exclusions(self) -> dict[str, Any]:
+        """What a topic pattern must never select, besides dead letters by name."""
+        app = self.app
+        dead_letters = {
+            app.failure_policy(task.options.topic, task.name).dead_letter_topic
+            for task in app.tasks.values()
+        }
+        return {
+            "never": frozenset(t for t in {*dead_letters, *self.dead_letter_topics()} if t)
+            | {self.settings.status_topic},
+            "dead_letter_of": lambda topic: app.failure_policy(topic, None).dead_letter_topic,
+            "delay_prefix": self.settings.delay_topic_prefix,
+        }
 
     def _create_dead_letter_topics_of(self, topics: list[str]) -> None:
         """Topics a pattern just selected get their dead-letter topics (listener thread)."""
@@ -350,13 +356,26 @@ def _member_config(config: dict[str, Any], group: SubscriptionGroup, groups: int
 
 
 def _with_pattern(
-    groups: list[SubscriptionGroup], pattern: TopicPattern
+    groups: list[SubscriptionGroup], pattern: str, exclusions: dict[str, Any]
 ) -> list[SubscriptionGroup]:
-    """The pattern belongs to the group of the topics not placed elsewhere ("default")."""
+    """The pattern belongs to the group of the topics not placed elsewhere ("default").
+
+    Topics of the other subscription groups are never selected: their own
+    connection reads them.
+    """
     rest = [g for g in groups if g.name == "default"]
     topics = rest[0].topics if rest else ()
     others = [g for g in groups if g.name != "default"]
-    return [*others, SubscriptionGroup("default", topics, pattern)]
+    elsewhere = frozenset(t for g in others for t in g.topics)
+    try:
+        compiled = TopicPattern.compile(
+            pattern,
+            explicit=frozenset(topics),
+            **{**exclusions, "never": exclusions["never"] | elsewhere},
+        )
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    return [*others, SubscriptionGroup("default", topics, compiled)]
 
 
 def _subscription_groups(

@@ -40,3 +40,24 @@ def test_dead_letter_topics_named_by_jobs_are_never_selected() -> None:
 def test_an_invalid_pattern_says_why() -> None:
     with pytest.raises(ValueError, match="invalid topic pattern"):
         TopicPattern.compile("orders(")
+
+
+def test_a_worker_pattern_skips_the_status_topic_and_other_groups_topics() -> None:
+    from kafka_jobs import App
+    from kafka_jobs.worker.runner import Worker
+
+    app = App(bootstrap_servers="127.0.0.1:1", status_topic="ops.status")
+
+    @app.job(topic="ops.billing", subscription_group="billing")
+    def bill() -> None: ...
+
+    @app.job(topic="ops.mail", dead_letter_topic="ops.mail-failed")
+    def mail() -> None: ...
+
+    worker = Worker(app, topics=["ops.billing"], topics_pattern="ops\\..*")
+    (default,) = [g for g in worker.groups if g.name == "default"]
+    assert default.pattern is not None
+    existing = ["ops.status", "ops.billing", "ops.mail", "ops.mail-failed", "ops.orders"]
+    # billing has its own connection; the mail job's dead letters and the status topic
+    # are never jobs.
+    assert default.pattern.select(existing) == ["ops.mail", "ops.orders"]
