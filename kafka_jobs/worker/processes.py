@@ -119,18 +119,25 @@ class ProcessPool:
         except WorkerProcessDied:
             self._replace(child)
             raise
+        except BaseException:  # e.g. arguments that cannot be pickled: the child is fine
+            with self._lock:
+                self._idle.append(child)
+            raise
         with self._lock:
             self._idle.append(child)
         if outcome is not None:
             raise outcome
 
     def _exchange(self, child: _Child, request: bytes) -> BaseException | None:
+        reply: bytes | None = None
         try:
             child.conn.send_bytes(request)
-            while not child.conn.poll(_CHECK_INTERVAL):
-                if not child.alive():
+            while True:
+                if child.conn.poll(_CHECK_INTERVAL):  # a reply, or EOF when it died
+                    reply = child.conn.recv_bytes()
                     break
-            reply = child.conn.recv_bytes()
+                if not child.alive():  # dead, its pipe perhaps held open by a grandchild
+                    break
         except (EOFError, OSError):
             reply = None
         if reply is None:
@@ -163,7 +170,14 @@ class ProcessPool:
             _describe_exit(dead.process.exitcode),
         )
         self.replaced += 1
-        self._adopt(_Child(self.app_spec))
+        fresh = _Child(self.app_spec)
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._all.add(fresh)
+                self._idle.append(fresh)
+        if closed:  # the pool closed while it started
+            fresh.close(1.0)
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop every child (they finish nothing more)."""
@@ -215,13 +229,12 @@ def _child_main(conn: Connection, app_spec: str) -> None:
             request = conn.recv_bytes()
         except (EOFError, OSError):
             break
-        task_name, args, kwargs, fields = dill.loads(request)
-        conn.send_bytes(_run_in_child(app, task_name, args, kwargs, fields))
+        conn.send_bytes(_run_in_child(app, request))
     app.flush(app.settings.delivery_timeout)
     sys.exit(0)
 
 
-def _run_in_child(app: Any, task_name: str, args: Any, kwargs: Any, fields: Any) -> bytes:
+def _run_in_child(app: Any, request: bytes) -> bytes:
     from kafka_jobs.context import JobContext, _set_current
 
     never = threading.Event()
@@ -229,15 +242,16 @@ def _run_in_child(app: Any, task_name: str, args: Any, kwargs: Any, fields: Any)
     def no_marks(offset: int) -> None:
         raise KafkaJobsError("mark_as_consumed() is not available in the process pool")
 
-    context = JobContext(
-        **fields,
-        partition_revoked=never,
-        worker_stopping=never,
-        mark_through=no_marks,
-        app=app,
-    )
-    _set_current(context)
     try:
+        task_name, args, kwargs, fields = dill.loads(request)
+        context = JobContext(
+            **fields,
+            partition_revoked=never,
+            worker_stopping=never,
+            mark_through=no_marks,
+            app=app,
+        )
+        _set_current(context)
         result = app.task(task_name).fn(*args, **kwargs)
         if inspect.iscoroutine(result):
             asyncio.run(result)

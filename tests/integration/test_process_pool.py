@@ -55,3 +55,17 @@ def test_children_run_jobs_and_a_dead_child_fails_only_its_job(
     assert letter.info["message"] == "no row 31"
     assert letter.info["attempts"] == "3"
     assert "raised in worker process" in letter.info["traceback"]
+
+
+def test_manual_offsets_need_the_threads_pool(kafka_app, new_topic) -> None:
+    from kafka_jobs.errors import ConfigurationError
+
+    topic = new_topic()
+    app = kafka_app(default_topic=topic)
+    app.configure_topic(topic, manual_offsets=True)
+
+    @app.job
+    def step() -> None: ...
+
+    with pytest.raises(ConfigurationError, match="manual_offsets"):
+        app.worker(pool="processes", app_spec="tests.integration.pool_app")
