@@ -27,10 +27,17 @@ class DeadLetterTopic:
         return [d for d in self.letters if (d.partition, d.offset) not in self.replayed]
 
 
-def read(app: App, topic: str, idle: float = 2.0, timeout: float = 120.0) -> DeadLetterTopic:
+def read(
+    app: App,
+    topic: str,
+    idle: float = 2.0,
+    timeout: float = 120.0,
+    max_records: int | None = None,
+) -> DeadLetterTopic:
     """Read a dead-letter topic from the beginning until nothing new came for `idle` seconds.
 
     Counts records instead of trusting end offsets (some brokers report them wrong).
+    `max_records` stops after that many records (letters and markers), oldest first.
     """
     consumer = Consumer(
         {
@@ -47,7 +54,10 @@ def read(app: App, topic: str, idle: float = 2.0, timeout: float = 120.0) -> Dea
         replayed: set[tuple[int, int]] = set()
         deadline = time.monotonic() + timeout
         last_seen = time.monotonic()
+        seen = 0
         while time.monotonic() - last_seen < idle and time.monotonic() < deadline:
+            if max_records is not None and seen >= max_records:
+                break
             for record in consumer.consume(500, 0.2):
                 error = record.error()
                 if error is not None:
@@ -55,6 +65,7 @@ def read(app: App, topic: str, idle: float = 2.0, timeout: float = 120.0) -> Dea
                         raise KafkaJobsError(f"reading {topic}: {error}")
                     continue
                 last_seen = time.monotonic()
+                seen += 1
                 raw = record.headers() or []
                 headers = header_map(raw)
                 if is_replay_marker(headers):

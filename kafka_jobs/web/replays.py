@@ -38,6 +38,8 @@ class Replays:
         self.keep = keep
         self._lock = threading.Lock()
         self._replays: dict[str, Replay] = {}
+        # One replay per topic at a time: the next one reads the markers of the last.
+        self._topic_locks: dict[str, threading.Lock] = {}
 
     def start(self, topic: str, places: Collection[tuple[int, int]]) -> Replay:
         """Replay the letters of `topic` at these (partition, offset) places, in the background."""
@@ -60,8 +62,11 @@ class Replays:
         def progress(done: int, total: int) -> None:
             replay.done, replay.total = done, total
 
+        with self._lock:
+            topic_lock = self._topic_locks.setdefault(replay.topic, threading.Lock())
         try:
-            replayed = dlq.replay(self.app, replay.topic, only=places, progress=progress)
+            with topic_lock:
+                replayed = dlq.replay(self.app, replay.topic, only=places, progress=progress)
             replay.done = replay.total = len(replayed)
             replay.state = "done"
         except Exception as exc:

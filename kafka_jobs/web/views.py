@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, abort, jsonify, redirect, render_template, request, url_for
 
@@ -26,6 +27,8 @@ from kafka_jobs.web.data import Sampler
 from kafka_jobs.web.replays import Replays
 
 _NONCE_TTL = 600.0
+_MAX_LETTERS = 10_000
+"""Most records of a dead-letter topic a page reads (the oldest)."""
 _MAX_VALUE_CHARS = 64_000
 
 
@@ -43,6 +46,8 @@ def create_app(
         `loopback` says the server listens on the loopback interface alone.
     """
     web = Flask(__name__)
+    if loopback:  # DNS rebinding: a page elsewhere must not reach us by another name
+        web.config["TRUSTED_HOSTS"] = ["127.0.0.1", "localhost", "::1", "[::1]"]
     sampler = Sampler(app, sample_interval).start()
     replays = Replays(app)
     nonces: dict[str, float] = {}
@@ -86,6 +91,32 @@ def create_app(
     def use_nonce(nonce: str) -> bool:
         with nonce_lock:
             return nonces.pop(nonce, None) is not None
+
+    @web.before_request
+    def same_origin_posts() -> None:
+        origin = request.headers.get("Origin")
+        if request.method == "POST" and origin and urlsplit(origin).netloc != request.host:
+            abort(403, "cross-origin request refused")
+
+    @web.after_request
+    def no_framing(response: Response) -> Response:
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    def require_dead_letter_topic(topic: str) -> None:
+        """Only topics shown as dead-letter topics are read or replayed from."""
+        if topic not in {row.topic for row in sampler.latest().dead_letters}:
+            abort(404, f"{topic!r} is not a dead-letter topic")
+
+    def read_letters(topic: str) -> dlq.DeadLetterTopic:
+        """A dead-letter topic's letters, at most `_MAX_LETTERS` records."""
+        require_dead_letter_topic(topic)
+        try:
+            return dlq.read(app, topic, idle=0.5, timeout=30, max_records=_MAX_LETTERS)
+        except KafkaJobsError as exc:
+            abort(404, str(exc))
 
     @web.get("/")
     def overview() -> str:
@@ -136,7 +167,7 @@ def create_app(
     @web.get("/dead-letters/<topic>")
     def dead_letter_topic(topic: str) -> str:
         task, error = request.args.get("task") or None, request.args.get("error") or None
-        read = _read_letters(app, topic)
+        read = read_letters(topic)
         letters = [
             letter
             for letter in read.letters
@@ -157,7 +188,7 @@ def create_app(
 
     @web.get("/dead-letters/<topic>/<int:partition>/<int:offset>")
     def dead_letter(topic: str, partition: int, offset: int) -> str:
-        read = _read_letters(app, topic)
+        read = read_letters(topic)
         letter = next(
             (d for d in read.letters if (d.partition, d.offset) == (partition, offset)), None
         )
@@ -174,11 +205,12 @@ def create_app(
     @web.post("/dead-letters/<topic>/replay")
     def replay(topic: str) -> Any:
         require_writes()
+        require_dead_letter_topic(topic)
         places = _places(request.form.getlist("letter"))
         if not places:
             abort(400, "no dead letter chosen")
         if request.form.get("confirm") != "yes":
-            read = _read_letters(app, topic)
+            read = read_letters(topic)
             chosen = [d for d in read.pending() if (d.partition, d.offset) in places]
             return render_template("confirm.html", topic=topic, letters=chosen, nonce=new_nonce())
         if not use_nonce(request.form.get("nonce", "")):
@@ -208,13 +240,6 @@ def create_app(
 def _live_context(sampler: Sampler) -> dict[str, Any]:
     view = sampler.latest()
     return {"view": view, "history": sampler.history, "now": time.time()}
-
-
-def _read_letters(app: App, topic: str) -> dlq.DeadLetterTopic:
-    try:
-        return dlq.read(app, topic, idle=0.5, timeout=30)
-    except KafkaJobsError as exc:
-        abort(404, str(exc))
 
 
 def _places(values: Iterable[str]) -> set[tuple[int, int]]:

@@ -93,3 +93,13 @@ def test_replays_need_the_token_when_one_is_set_and_loopback_otherwise(
     assert allowed.status_code == 404  # past the check: that topic does not exist
     exposed = dashboard(app, loopback=False, sample_interval=60)
     assert exposed.post("/dead-letters/x.dlq/replay", data=form).status_code == 403
+    # Only dead-letter topics are read; posts from another origin and framing are refused.
+    plain = dashboard(app, sample_interval=60)
+    assert plain.get("/dead-letters/some-other-topic").status_code == 404
+    page = plain.get("/")
+    assert page.headers["X-Frame-Options"] == "DENY"
+    crossing = plain.post(
+        "/dead-letters/x.dlq/replay", data=form, headers={"Origin": "http://evil.example"}
+    )
+    assert crossing.status_code == 403
+    assert plain.get("/", headers={"Host": "evil.example"}).status_code == 400
