@@ -21,6 +21,7 @@ thread has its own transactional producer (`transactional.id` =
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import threading
@@ -82,6 +83,10 @@ def _producer_for_thread(app: App, timeout: float) -> Producer:
 def transaction(timeout: float = 30.0) -> Iterator[Transaction]:
     """Open a Kafka transaction for the running job; commit on exit, abort on an exception."""
     context = current_job()
+    if _in_event_loop():
+        # One transactional producer per thread, and async jobs share the loop's thread:
+        # interleaved jobs would write into each other's transactions.
+        raise KafkaJobsError("transaction() is not available in async jobs; use a sync job")
     if _active.get() is not None:
         raise KafkaJobsError("transactions do not nest")
     if context._app is None:
@@ -102,3 +107,11 @@ def transaction(timeout: float = 30.0) -> Iterator[Transaction]:
         raise
     finally:
         _active.reset(token)
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

@@ -155,10 +155,14 @@ class StatePublisher:
         self._last = (now, done)
         stats = worker.queue.statistics
         lag = worker.lag()
+        owned = {(r.topic, r.partition) for r in worker.report()}
+        stale = int((time.time() - 60) * 1000)  # a retry long overdue was settled unseen
         with self._lock:
             failures = list(self._failures)
-            owned = {(r.topic, r.partition) for r in worker.report()}
-            retrying = [r for k, r in self._retrying.items() if (k[0], k[1]) in owned]
+            for where, entry in list(self._retrying.items()):
+                if (where[0], where[1]) not in owned or entry["due"] < stale:
+                    del self._retrying[where]
+            retrying = list(self._retrying.values())
         return {
             "version": VERSION,
             "group": worker.group_id,

@@ -18,6 +18,7 @@ def _emit(kind: str, **extra: object) -> str:
     logger = logging.getLogger(f"test.logs.{kind}")
     logger.addHandler(handler)
     logger.propagate = False
+    logger.setLevel(logging.DEBUG)  # whatever other tests did to the root level
     try:
         logger.warning("retrying in %.1fs: %s", 0.5, "boom here", extra=extra)
     finally:
