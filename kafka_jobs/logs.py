@@ -25,36 +25,34 @@ def _fields_of(record: logging.LogRecord) -> dict[str, object]:
     return {name: value for name in FIELDS if (value := getattr(record, name, None)) is not None}
 
 
-class KeyValueFormatter(logging.Formatter):
+class _StructuredFormatter(logging.Formatter):
+    """A record as named fields: time, level, logger, message, coordinates, exception."""
+
+    def fields(self, record: logging.LogRecord) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "ts": self.formatTime(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            **_fields_of(record),
+        }
+        if record.exc_info:
+            fields["exc"] = self.formatException(record.exc_info)
+        return fields
+
+
+class KeyValueFormatter(_StructuredFormatter):
     """`ts=... level=... logger=... msg="..." topic=... offset=...`: one line, grep-able."""
 
     def format(self, record: logging.LogRecord) -> str:
-        parts: dict[str, object] = {
-            "ts": self.formatTime(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-            **_fields_of(record),
-        }
-        if record.exc_info:
-            parts["exc"] = self.formatException(record.exc_info)
-        return " ".join(f"{key}={_kv_value(value)}" for key, value in parts.items())
+        return " ".join(f"{key}={_kv_value(value)}" for key, value in self.fields(record).items())
 
 
-class JsonFormatter(logging.Formatter):
+class JsonFormatter(_StructuredFormatter):
     """One JSON object per line, for log shippers."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "ts": self.formatTime(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-            **_fields_of(record),
-        }
-        if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        return json.dumps(self.fields(record), default=str)
 
 
 def _kv_value(value: object) -> str:
