@@ -172,6 +172,17 @@ class App:
         """The topics the registered tasks are routed to, sorted."""
         return sorted({task.options.topic for task in self.tasks.values()})
 
+    def dead_letter_topics(self, topics: Iterable[str] | None = None) -> list[str]:
+        """The dead-letter topics of `topics` (default: the tasks' topics) and their tasks."""
+        found: set[str] = set()
+        for topic in self.topics() if topics is None else topics:
+            names = [None, *(t.name for t in self.tasks.values() if t.options.topic == topic)]
+            for name in names:
+                target = self.failure_policy(topic, name).dead_letter_topic
+                if target:
+                    found.add(target)
+        return sorted(found)
+
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every enqueued job is acknowledged; raise `DeliveryError` if any failed."""
         self.producer.flush(timeout)

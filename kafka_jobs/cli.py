@@ -274,14 +274,7 @@ def _status(options: argparse.Namespace) -> int:
     app = _app_for(options)
     group = options.group or app.settings.group_id
     topics = options.topics or app.topics()
-    dead_letters = sorted(
-        {
-            target
-            for topic in topics
-            for name in [None, *(t.name for t in app.tasks.values() if t.options.topic == topic)]
-            if (target := app.failure_policy(topic, name).dead_letter_topic)
-        }
-    )
+    dead_letters = app.dead_letter_topics(topics)
     while True:
         states = read_states(app)
         rows = status.collect(app, group, topics, dead_letters, states)

@@ -37,7 +37,8 @@ def read(
     """Read a dead-letter topic from the beginning until nothing new came for `idle` seconds.
 
     Counts records instead of trusting end offsets (some brokers report them wrong).
-    `max_records` stops after that many records (letters and markers), oldest first.
+    `max_records` stops after about that many records (letters and markers, oldest
+    first; checked per fetched batch of up to 500).
     """
     consumer = Consumer(
         {

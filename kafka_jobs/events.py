@@ -11,7 +11,8 @@ Event names (payload keys in parentheses):
 - ``dead_letter.failed`` (topic, partition, offset, job_id, task, attempt, error, reason,
   write_error)
 - ``record.rejected`` (topic, partition, offset, error): the record is not a runnable job
-- ``job.skipped`` (topic, partition, offset): its partition was revoked before it ran
+- ``job.skipped`` (topic, partition, offset): it did not run and is not done: its
+  partition was revoked, the worker stops, or its lane batch collapsed
 - ``partitions.assigned`` / ``partitions.revoked`` / ``partitions.lost`` (group, partitions)
 - ``offsets.committed`` (group, offsets)
 - ``topics.subscribed`` (group, topics): a topic pattern selected a new set of topics

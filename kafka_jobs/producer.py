@@ -142,8 +142,7 @@ class JobProducer:
     @property
     def client(self) -> Producer:
         """The underlying confluent-kafka producer, created on first use."""
-        if self._fatal is not None or self._stuck is not None:
-            self._replace_failed_client()
+        self._replace_if_due()
         client = self._client
         if client is None or self._pid != os.getpid():
             with self._lock:
@@ -202,8 +201,7 @@ class JobProducer:
         """Produce one job record and return its handle."""
         # A client due for replacement is replaced first: that fails what it held, and
         # must not count this job among them (it goes to the new client).
-        if self._fatal is not None or self._stuck is not None:
-            self._replace_failed_client()
+        self._replace_if_due()
         handle = EnqueuedJob(job_id, topic, self, os.getpid())
         self._in_flight[job_id] = handle
         try:
@@ -258,6 +256,10 @@ class JobProducer:
             self._timing_out_since = now
         elif now - self._timing_out_since >= self._delivery_timeout and self._stuck is None:
             self._stuck = f"nothing delivered for {now - self._timing_out_since:.0f}s"
+
+    def _replace_if_due(self) -> None:
+        if self._fatal is not None or self._stuck is not None:
+            self._replace_failed_client()
 
     def _replace_failed_client(self) -> None:
         with self._lock:

@@ -58,7 +58,7 @@ def collect(
         }
     )
     try:
-        owners = _owners(app, group)
+        owners = _owners(app, group) if topics else {}
         rows: list[PartitionStatus] = []
         for kind, names in (("jobs", topics), ("dead-letter", dead_letters)):
             for topic in names:

@@ -17,6 +17,7 @@ Without a configured provider none of this costs more than a check per call.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,11 +29,29 @@ except ImportError:  # optional dependency
     trace = None  # type: ignore[assignment]
 
 _NAME = "kafka_jobs"
+_UNKNOWN = object()  # the API keeps its provider elsewhere: ask its getter every time
+# A provider named in the environment is loaded by the API's getter on first use.
+_FROM_ENVIRONMENT = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+
+
+_configured = False  # a provider, once set, stays set: then no more checks
 
 
 def enabled() -> bool:
-    """True when OpenTelemetry is installed and a tracer provider was configured."""
-    return trace is not None and not isinstance(trace.get_tracer_provider(), ProxyTracerProvider)
+    """True when OpenTelemetry is installed and a tracer provider was configured.
+
+    Called per enqueue and per record, so the common "not set up" answer is kept
+    cheap: the API's own getter looks at the environment on every call.
+    """
+    global _configured
+    if _configured:
+        return True
+    if trace is None:
+        return False
+    if getattr(trace, "_TRACER_PROVIDER", _UNKNOWN) is None and not _FROM_ENVIRONMENT:
+        return False
+    _configured = not isinstance(trace.get_tracer_provider(), ProxyTracerProvider)
+    return _configured
 
 
 def send_headers(task: str, topic: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ draw, so page loads never wait on the broker.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -72,15 +73,18 @@ def collect(app: App) -> Overview:
     states = read_states(app)
     names = sorted({app.settings.group_id, *(s["group"] for s in states)})
     groups = []
+    dead_letters: list[PartitionStatus] = []
     for name in names:
         workers = [s for s in states if s["group"] == name]
         topics = sorted(
             {p["topic"] for w in workers for p in w["partitions"]}
             | (set(app.topics()) if name == app.settings.group_id else set())
         )
-        partitions = [
-            row for row in status.collect(app, name, topics, [], states) if row.kind == "jobs"
-        ]
+        # The app's own group also reads the dead-letter depths: one probe for both.
+        dead = dead_letter_topics(app) if name == app.settings.group_id else []
+        rows = status.collect(app, name, topics, dead, states)
+        partitions = [row for row in rows if row.kind == "jobs"]
+        dead_letters += [row for row in rows if row.kind != "jobs"]
         failures = sorted(
             (f for w in workers for f in w.get("recent_failures", [])),
             key=lambda f: f["at"],
@@ -90,7 +94,6 @@ def collect(app: App) -> Overview:
             (r for w in workers for r in w.get("retrying", [])), key=lambda r: r["due"]
         )
         groups.append(GroupView(name, workers, partitions, failures, retrying))
-    dead_letters = status.collect(app, app.settings.group_id, [], dead_letter_topics(app))
     prefix = app.settings.delay_topic_prefix
     delayed = status.collect(app, f"{prefix}.dispatcher", tier_topics(prefix), [])
     return Overview(
@@ -103,12 +106,7 @@ def collect(app: App) -> Overview:
 
 def dead_letter_topics(app: App) -> list[str]:
     """Dead-letter topics: those the app's jobs name, and every `*.dlq` topic that exists."""
-    named = {
-        target
-        for topic in app.topics()
-        for task in [None, *(t.name for t in app.tasks.values() if t.options.topic == topic)]
-        if (target := app.failure_policy(topic, task).dead_letter_topic)
-    }
+    named = set(app.dead_letter_topics())
     admin = AdminClient(app.settings.admin_settings())
     existing = set(admin.list_topics(timeout=10).topics)
     return sorted((named & existing) | {t for t in existing if t.endswith(DEAD_LETTER_SUFFIX)})
@@ -150,6 +148,7 @@ class Sampler:
         self._latest: Overview | None = None
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._sampled = threading.Event()  # set once the first sample is in
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name="kafka-jobs-web-sampler", daemon=True
@@ -168,9 +167,7 @@ class Sampler:
 
     def latest(self, wait: float = 15.0) -> Overview:
         """The newest overview (waits for the first one)."""
-        deadline = time.monotonic() + wait
-        while self._latest is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        self._sampled.wait(wait)
         with self._lock:
             if self._latest is None:
                 return Overview(time.time(), [], [], 0, error="no data from the broker yet")
@@ -191,17 +188,12 @@ class Sampler:
                     self._latest = (
                         Overview(time.time(), [], [], 0, error=str(exc))
                         if previous is None
-                        else Overview(
-                            previous.at,
-                            previous.groups,
-                            previous.dead_letters,
-                            previous.delayed_waiting,
-                            error=str(exc),
-                        )
+                        else dataclasses.replace(previous, error=str(exc))
                     )
             else:
                 with self._lock:
                     self.history.add(overview)
                     self._latest = overview
+            self._sampled.set()
             self._wake.wait(self.interval)
             self._wake.clear()

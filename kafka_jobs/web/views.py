@@ -28,7 +28,7 @@ from kafka_jobs.web.replays import Replays
 
 _NONCE_TTL = 600.0
 _MAX_LETTERS = 10_000
-"""Most records of a dead-letter topic a page reads (the oldest)."""
+"""About how many records of a dead-letter topic a page reads (the oldest)."""
 _MAX_VALUE_CHARS = 64_000
 
 

@@ -206,7 +206,7 @@ class Executor:
         call = Call(envelope, context, runs, first_failed_ms)
         call.generation = job.state.generation  # before any wait: see `_submit`
         if self._events.active:
-            self._events.emit("job.started", **_coordinates(job, context), attempt=context.attempt)
+            self._events.emit("job.started", **_coordinates(context), attempt=context.attempt)
         if tracing.enabled():
             call.span = tracing.JobSpan(
                 envelope.task,
@@ -296,7 +296,7 @@ class Executor:
         if error is not None:
             self._events.emit(
                 "job.failed",
-                **_coordinates(job, context),
+                **_coordinates(context),
                 error=error,
                 attempt=context.attempt,
                 duration=time.perf_counter() - call.started,
@@ -329,7 +329,7 @@ class Executor:
         if self._events.active:
             self._events.emit(
                 "job.succeeded",
-                **_coordinates(job, context),
+                **_coordinates(context),
                 duration=time.perf_counter() - call.started,
             )
         return None
@@ -382,11 +382,11 @@ async def _awaiting(awaitable: Awaitable[object]) -> object:
     return await awaitable
 
 
-def _coordinates(job: Job, context: JobContext) -> dict[str, object]:
+def _coordinates(context: JobContext) -> dict[str, Any]:
     """A record's coordinates in job events."""
     return {
-        "topic": job.topic,
-        "partition": job.partition,
+        "topic": context.topic,
+        "partition": context.partition,
         "offset": context.offset,
         "job_id": context.job_id,
         "task": context.task,
@@ -396,11 +396,7 @@ def _coordinates(job: Job, context: JobContext) -> dict[str, object]:
 def _fields(context: JobContext) -> dict[str, Any]:
     """What a child process needs to rebuild `current_job()`."""
     return {
-        "task": context.task,
-        "job_id": context.job_id,
-        "topic": context.topic,
-        "partition": context.partition,
-        "offset": context.offset,
+        **_coordinates(context),
         "attempt": context.attempt,
         "key": context.key,
         "headers": dict(context.headers),

@@ -87,10 +87,16 @@ class ProcessPool:
         for _ in range(self.size):
             self._adopt(_Child(self.app_spec))
 
-    def _adopt(self, child: _Child) -> None:
+    def _adopt(self, child: _Child, idle: bool = True) -> None:
+        """Count a new child in (and as idle); one started after `close` is stopped."""
         with self._lock:
-            self._all.add(child)
-            self._idle.append(child)
+            closed = self._closed
+            if not closed:
+                self._all.add(child)
+                if idle:
+                    self._idle.append(child)
+        if closed:
+            child.close(1.0)
 
     def alive(self) -> int:
         """How many children are alive right now."""
@@ -112,19 +118,16 @@ class ProcessPool:
             child = self._idle.pop() if self._idle else None
         if child is None:
             child = _Child(self.app_spec)
-            with self._lock:
-                self._all.add(child)
+            self._adopt(child, idle=False)
         try:
-            outcome = self._exchange(child, dill.dumps((task, args, kwargs, dict(context))))
+            outcome = self._exchange(child, dill.dumps((task, args, kwargs, context)))
         except WorkerProcessDied:
             self._replace(child)
             raise
-        except BaseException:  # e.g. arguments that cannot be pickled: the child is fine
-            with self._lock:
-                self._idle.append(child)
-            raise
-        with self._lock:
-            self._idle.append(child)
+        finally:  # other errors (arguments that cannot be pickled) leave the child fine
+            if child.alive():
+                with self._lock:
+                    self._idle.append(child)
         if outcome is not None:
             raise outcome
 
@@ -170,14 +173,7 @@ class ProcessPool:
             _describe_exit(dead.process.exitcode),
         )
         self.replaced += 1
-        fresh = _Child(self.app_spec)
-        with self._lock:
-            closed = self._closed
-            if not closed:
-                self._all.add(fresh)
-                self._idle.append(fresh)
-        if closed:  # the pool closed while it started
-            fresh.close(1.0)
+        self._adopt(_Child(self.app_spec))
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop every child (they finish nothing more)."""

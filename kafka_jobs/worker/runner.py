@@ -242,24 +242,13 @@ class Worker:
 
     def dead_letter_topics(self) -> list[str]:
         """The dead-letter topics of the consumed topics and their tasks, sorted."""
-        found: set[str] = set()
-        for topic in self.topics:
-            names = [None, *(t.name for t in self.app.tasks.values() if t.options.topic == topic)]
-            for name in names:
-                target = self.app.failure_policy(topic, name).dead_letter_topic
-                if target:
-                    found.add(target)
-        return sorted(found)
+        return self.app.dead_letter_topics(self.topics)
 
     def _pattern_exclusions(self) -> dict[str, Any]:
         """What a topic pattern must never select, besides dead letters by name."""
         app = self.app
-        dead_letters = {
-            app.failure_policy(task.options.topic, task.name).dead_letter_topic
-            for task in app.tasks.values()
-        }
         return {
-            "never": frozenset(t for t in {*dead_letters, *self.dead_letter_topics()} if t)
+            "never": frozenset([*app.dead_letter_topics(), *self.dead_letter_topics()])
             | {self.settings.status_topic},
             "dead_letter_of": lambda topic: app.failure_policy(topic, None).dead_letter_topic,
             "delay_prefix": self.settings.delay_topic_prefix,

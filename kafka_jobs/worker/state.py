@@ -87,7 +87,13 @@ class StatePublisher:
     def _observe(self, event: Event) -> None:
         """Event-bus subscriber: keeps recent failures and the retries waiting."""
         name, data = event.name, event.payload
-        if name not in ("job.failed", "job.retrying", "job.succeeded", "job.dead_lettered"):
+        if name in ("job.succeeded", "job.dead_lettered"):
+            if self._retrying:  # a retry that ended; most jobs never retried
+                where = (str(data["topic"]), int(data["partition"]), int(data["offset"]))
+                with self._lock:
+                    self._retrying.pop(where, None)
+            return
+        if name not in ("job.failed", "job.retrying"):
             return
         where = (str(data["topic"]), int(data["partition"]), int(data["offset"]))
         coordinates = {
@@ -110,17 +116,14 @@ class StatePublisher:
                         "traceback": format_traceback(error)[-_TRACEBACK_CHARS:],
                     }
                 )
-            elif name == "job.retrying":
-                if len(self._retrying) < MAX_RETRYING or where in self._retrying:
-                    due = int((time.time() + float(data.get("delay", 0))) * 1000)
-                    error = data.get("error")
-                    self._retrying[where] = {
-                        "due": due,
-                        **coordinates,
-                        "error": type(error).__qualname__ if error is not None else None,
-                    }
-            else:
-                self._retrying.pop(where, None)
+            elif len(self._retrying) < MAX_RETRYING or where in self._retrying:  # retrying
+                due = int((time.time() + float(data.get("delay", 0))) * 1000)
+                error = data.get("error")
+                self._retrying[where] = {
+                    "due": due,
+                    **coordinates,
+                    "error": type(error).__qualname__ if error is not None else None,
+                }
 
     def stop(self) -> None:
         """Stop publishing and leave a tombstone: this worker is gone."""
@@ -155,7 +158,8 @@ class StatePublisher:
         self._last = (now, done)
         stats = worker.queue.statistics
         lag = worker.lag()
-        owned = {(r.topic, r.partition) for r in worker.report()}
+        reports = worker.report()
+        owned = {(r.topic, r.partition) for r in reports}
         stale = int((time.time() - 60) * 1000)  # a retry long overdue was settled unseen
         with self._lock:
             failures = list(self._failures)
@@ -186,7 +190,7 @@ class StatePublisher:
                     "jobs_running": report.jobs_running,
                     "lag": lag.get((report.topic, report.partition)),
                 }
-                for report in worker.report()
+                for report in reports
             ],
             "recent_failures": failures,
             "retrying": sorted(retrying, key=lambda r: r["due"]),
@@ -194,7 +198,7 @@ class StatePublisher:
 
 
 def read_states(app: App, timeout: float = 10.0) -> list[dict[str, Any]]:
-    """The latest state of every live worker, from the status topic (oldest first)."""
+    """The latest state of every live worker, from the status topic, by group and start."""
     topic = app.settings.status_topic
     consumer = Consumer(
         {

@@ -10,6 +10,24 @@ from confluent_kafka.admin import AdminClient
 from kafka_jobs.broker import free_port
 
 
+def _status(kafka_broker, topic: str, ledger_dir, *args: str) -> str:
+    """`kafka-jobs status -A tests.integration.ledger_app ARGS` output (exit 0 checked)."""
+    from tests.integration.ledger import ROOT
+
+    env = kafka_broker.env()
+    env.update(LEDGER_TOPIC=topic, LEDGER_DIR=str(ledger_dir))
+    result = subprocess.run(
+        [sys.executable, "-m", "kafka_jobs", "status", "-A", "tests.integration.ledger_app", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def test_broker_command_prints_its_address_and_serves_clients() -> None:
     port = free_port()
     process = subprocess.Popen(
@@ -39,8 +57,6 @@ def test_status_shows_committed_end_and_lag_per_partition(
 
     from confluent_kafka import Consumer, TopicPartition
 
-    from tests.integration.ledger import ROOT
-
     topic, group = new_topic(partitions=2), new_group()
     record = ledger_producer(topic)
     per_partition: Counter[int] = Counter()
@@ -52,28 +68,15 @@ def test_status_shows_committed_end_and_lag_per_partition(
     finally:
         consumer.close()
 
-    env = kafka_broker.env()
-    env.update(LEDGER_TOPIC=topic, LEDGER_DIR=str(tmp_path))
-    command = [sys.executable, "-m", "kafka_jobs", "status", "-A", "tests.integration.ledger_app"]
-    result = subprocess.run(
-        [*command, "--group", group, "--json"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    rows = {(r["topic"], r["partition"]): r for r in json.loads(result.stdout)}
+    result = _status(kafka_broker, topic, tmp_path, "--group", group, "--json")
+    rows = {(r["topic"], r["partition"]): r for r in json.loads(result)}
     assert rows[(topic, 0)]["end"] == per_partition[0]
     assert rows[(topic, 0)]["committed"] == 1
     assert rows[(topic, 0)]["lag"] == per_partition[0] - 1
     assert rows[(topic, 1)]["committed"] is None
     assert rows[(topic, 1)]["lag"] == per_partition[1]
-    table = subprocess.run(
-        [*command, "--group", group], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert table.returncode == 0 and "lag" in table.stdout and topic in table.stdout
+    table = _status(kafka_broker, topic, tmp_path, "--group", group)
+    assert "lag" in table and topic in table
 
 
 def test_json_logs_name_the_record_of_a_failure(kafka_broker, new_topic, tmp_path) -> None:
@@ -147,7 +150,7 @@ def test_status_shows_paused_partitions_and_the_worker_that_holds_them(
     import socket
 
     from kafka_jobs.testing import unique_name, wait_until
-    from tests.integration.ledger import ROOT, start_worker
+    from tests.integration.ledger import start_worker
 
     topic, group = new_topic(partitions=2), new_group()
     monkeypatch.setenv("KAFKA_JOBS_STATUS_TOPIC", unique_name("status"))
@@ -159,40 +162,15 @@ def test_status_shows_paused_partitions_and_the_worker_that_holds_them(
     worker = start_worker(kafka_broker, topic, group, tmp_path, sleep=60, long_running=True)
     try:
         assert wait_until(lambda: len(list(tmp_path.glob("started-*"))) >= 2, timeout=60)
-        env = kafka_broker.env()
-        env.update(LEDGER_TOPIC=topic, LEDGER_DIR=str(tmp_path))
-        command = [
-            sys.executable,
-            "-m",
-            "kafka_jobs",
-            "status",
-            "-A",
-            "tests.integration.ledger_app",
-        ]
 
         def rows() -> dict[int, dict[str, object]]:
-            result = subprocess.run(
-                [*command, "--group", group, "--json"],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert result.returncode == 0, result.stderr
-            return {r["partition"]: r for r in json.loads(result.stdout) if r["kind"] == "jobs"}
+            found = json.loads(_status(kafka_broker, topic, tmp_path, "--group", group, "--json"))
+            return {r["partition"]: r for r in found if r["kind"] == "jobs"}
 
         assert wait_until(lambda: all(r["paused"] for r in rows().values()), timeout=30)
         holder = f"{socket.gethostname()}:{worker.pid}"
         assert {r["worker"] for r in rows().values()} == {holder}
-        table = subprocess.run(
-            [*command, "--group", group],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout
+        table = _status(kafka_broker, topic, tmp_path, "--group", group)
         assert holder in table and "threads busy" in table and "yes" in table
     finally:
         worker.kill()
