@@ -227,6 +227,13 @@ class JobProducer:
             error = _kafka_error(cause)
             if error is None or not error.fatal():
                 if self._fatal is None:
+                    if isinstance(exc, SystemError) and cause is None:
+                        # The client's C side failed without saying why (seen in CI right
+                        # after a broker restart): it cannot be trusted; replace it, and
+                        # what it held fails loudly.
+                        self._stuck = f"client call failed: {exc}"
+                        self._replace_failed_client()
+                        return 0
                     raise
                 error = self._fatal
             self._fatal = error

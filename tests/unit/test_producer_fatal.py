@@ -96,3 +96,20 @@ def test_the_enqueue_that_finds_a_stuck_client_is_not_failed_with_it(
         stranded.wait(1.0)
     producer.flush(1.0)  # only the new client's delivery: job-1 went there
     assert fresh.delivered
+
+
+def test_a_client_call_failing_without_a_reason_replaces_the_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Broken(DyingClient):
+        def flush(self, timeout: float) -> int:
+            raise SystemError("<method 'flush'> returned NULL without setting an exception")
+
+    producer = _producer(Broken(), monkeypatch)
+    stranded = producer.enqueue("t", "job-0", b"{}", None, [])
+    with pytest.raises(DeliveryError, match="client call failed"):
+        producer.flush(1.0)
+    assert not stranded.delivered
+    again = producer.enqueue("t", "job-1", b"{}", None, [])
+    producer.flush(1.0)
+    assert again.delivered
