@@ -22,7 +22,8 @@ class BridgeOptions:
 
     group_id: consumer group shared by the workers of one app ["celery"].
     topic_partitions: partitions of a queue topic created on declare [6].
-    replication_factor: of topics created on declare [1].
+    replication_factor: of topics created on declare [-1: the broker's
+        default.replication.factor].
     dead_letter_topic: where rejected and unreadable records go; ``{queue}`` is
         replaced by the queue name; None drops them (logged) ["{queue}.dlq"].
     confirm_publish: wait for the broker's acknowledgement on every publish [False].
@@ -45,7 +46,7 @@ class BridgeOptions:
     bootstrap_servers: str = ""
     group_id: str = "celery"
     topic_partitions: int = 6
-    replication_factor: int = 1
+    replication_factor: int = -1
     dead_letter_topic: str | None = "{queue}.dlq"
     confirm_publish: bool = False
     buffer_size: int = 10_000

@@ -55,7 +55,7 @@ class TopicCreator:
         self,
         topic: str,
         partitions: int,
-        replication_factor: int = 1,
+        replication_factor: int = -1,
         config: dict[str, str] | None = None,
     ) -> None:
         """Create `topic` with topic `config` unless it exists; `TopicsUnavailable` on failure."""

@@ -195,11 +195,14 @@ class App:
         self,
         topics: Iterable[str] | None = None,
         partitions: int = 1,
-        replication_factor: int = 1,
+        replication_factor: int = -1,
         timeout: float = 15.0,
         config: dict[str, str] | None = None,
     ) -> list[str]:
-        """Create missing topics (default: the registered tasks' topics); returns those created."""
+        """Create missing topics (default: the registered tasks' topics); returns those created.
+
+        `replication_factor=-1` takes the broker's `default.replication.factor`.
+        """
         wanted = list(self.topics() if topics is None else topics)
         invalid = [t for t in wanted if not is_valid_topic_name(t)]
         if invalid:

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kafka_jobs import logs
@@ -139,10 +140,21 @@ def _parser() -> argparse.ArgumentParser:
     web.set_defaults(command=_web)
 
     broker = commands.add_parser(
-        "broker", help="run the embedded development broker in the foreground"
+        "broker",
+        help="run a development broker in the foreground: embedded (memory only) or Apache Kafka",
     )
-    broker.add_argument("--port", type=int, default=9092)
+    broker.add_argument("--port", type=int, default=9092, help="client port (of the first node)")
     broker.add_argument("--host", default="127.0.0.1")
+    broker.add_argument(
+        "--apache",
+        action="store_true",
+        help="Apache Kafka in KRaft mode (needs java and, on first use, mvn) instead of Tansu",
+    )
+    broker.add_argument("--brokers", type=int, default=1, help="Apache Kafka nodes [1]")
+    broker.add_argument(
+        "--data", type=Path, help="keep Apache Kafka's data here (a second start resumes it)"
+    )
+    broker.add_argument("--version", default=None, help="Apache Kafka version [4.4.0]")
     broker.set_defaults(command=_broker)
     return parser
 
@@ -374,11 +386,15 @@ def _web(options: argparse.Namespace) -> int:
 
 
 def _broker(options: argparse.Namespace) -> int:
-    from kafka_jobs.broker import EmbeddedBroker
-
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())  # the broker child must not be orphaned
+        signal.signal(signum, lambda *_: stop.set())  # the broker children must not be orphaned
+    if options.apache:
+        return _apache_broker(options, stop)
+    if options.brokers != 1 or options.data or options.version:
+        raise KafkaJobsError("--brokers, --data and --version need --apache")
+    from kafka_jobs.broker import EmbeddedBroker
+
     broker = EmbeddedBroker(port=options.port, host=options.host).start()
     print(f"embedded broker listening on {broker.bootstrap_servers} (memory only; Ctrl-C stops it)")
     print(f"export KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}", flush=True)
@@ -389,6 +405,31 @@ def _broker(options: argparse.Namespace) -> int:
                 return 1
     finally:
         broker.stop()
+    return 0
+
+
+def _apache_broker(options: argparse.Namespace, stop: threading.Event) -> int:
+    from kafka_jobs.apache import DEFAULT_VERSION, ApacheKafkaCluster
+
+    cluster = ApacheKafkaCluster(
+        brokers=options.brokers,
+        port=options.port,
+        data=options.data,
+        version=options.version or DEFAULT_VERSION,
+        host=options.host,
+    )
+    try:
+        cluster.start()
+        where = f"data in {cluster.data}" if cluster.keep_data else "temporary data"
+        print(
+            f"Apache Kafka {cluster.version}, {cluster.brokers} node(s) on "
+            f"{cluster.bootstrap_servers} ({where}; Ctrl-C stops it)"
+        )
+        print(f"export KAFKA_BOOTSTRAP_SERVERS={cluster.bootstrap_servers}", flush=True)
+        while not stop.wait(0.5):
+            cluster.check_alive()  # raises with the tail of a dead node's log
+    finally:
+        cluster.stop()
     return 0
 
 

@@ -2,8 +2,11 @@
 
 Enable with `pytest -p kafka_jobs.testing` or `pytest_plugins = ["kafka_jobs.testing"]`.
 
-- `kafka_broker` (session): `KAFKA_BOOTSTRAP_SERVERS` when set, else the embedded
-  Tansu broker on a free loopback port, stopped at the end of the session.
+- `kafka_broker` (session): one broker for the whole session, chosen by
+  `KAFKA_JOBS_TEST_BROKER`: `embedded` (default: Tansu on a free loopback port),
+  `apache` (one Apache Kafka node) or `apache3` (three nodes, replication factor 3,
+  min.insync.replicas 2), all started here and stopped at the end. An external
+  broker via `KAFKA_BOOTSTRAP_SERVERS` takes precedence.
 - `new_topic(partitions=1)`: creates a topic with a unique name.
 - `new_group()`: a unique consumer group id.
 - `kafka_app(**settings)`: an `App` on the broker with short group timeouts; the
@@ -26,6 +29,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from kafka_jobs.apache import ApacheKafkaCluster
 from kafka_jobs.app import App
 from kafka_jobs.broker import EmbeddedBroker
 from kafka_jobs.events import Event
@@ -45,6 +49,7 @@ class BrokerInfo:
 
     bootstrap_servers: str
     embedded: EmbeddedBroker | None
+    cluster: ApacheKafkaCluster | None = None
 
     def admin(self) -> AdminClient:
         """An admin client on this broker."""
@@ -77,7 +82,8 @@ def create_topic(
 ) -> str:
     """Create a topic and wait until its metadata shows every partition."""
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-    for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+    # -1: the broker's default.replication.factor (3 on a three-node test cluster).
+    for future in admin.create_topics([NewTopic(name, partitions, -1)]).values():
         future.result(timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -117,12 +123,28 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
         time.sleep(interval)
 
 
+TEST_BROKERS = {"embedded": 0, "apache": 1, "apache3": 3}  # name -> Apache Kafka nodes
+
+
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerInfo]:
-    """The session's broker: `KAFKA_BOOTSTRAP_SERVERS`, else an embedded one."""
+    """The session's broker: `KAFKA_BOOTSTRAP_SERVERS`, else `KAFKA_JOBS_TEST_BROKER`'s."""
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if external:
         yield BrokerInfo(external, None)
+        return
+    choice = os.environ.get("KAFKA_JOBS_TEST_BROKER", "embedded")
+    if choice not in TEST_BROKERS:
+        raise pytest.UsageError(
+            f"KAFKA_JOBS_TEST_BROKER={choice!r}: choose one of {', '.join(TEST_BROKERS)}"
+        )
+    if TEST_BROKERS[choice]:
+        data = Path(tmp_path_factory.mktemp("apache-kafka"))
+        cluster = ApacheKafkaCluster(brokers=TEST_BROKERS[choice], data=data).start()
+        try:
+            yield BrokerInfo(cluster.bootstrap_servers, None, cluster)
+        finally:
+            cluster.stop()
         return
     log_path = Path(tmp_path_factory.mktemp("broker")) / "tansu.log"
     broker = EmbeddedBroker(log_path=log_path).start()

@@ -606,6 +606,8 @@ class Listener:
             if state is None or state.revoked:
                 continue
             offset = state.tracker.committable()
+            if offset is None and self.metadata_supported is not False:
+                offset = state.tracker.held_at()
             if offset is None:
                 continue
             metadata, user = self._metadata_for(state, offset)

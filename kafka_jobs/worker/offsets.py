@@ -78,6 +78,16 @@ class OffsetTracker:
         """The offset to commit (next to consume), or None when nothing finished yet."""
         return self._next
 
+    def held_at(self) -> int | None:
+        """The first dispatched offset while it is unfinished and records above it are done.
+
+        Committing it moves nothing, but carries the finished ones in the commit's
+        metadata, so a kill -9 does not run them again.
+        """
+        if self._next is None and self._done and self._pending:
+            return self._pending[0]
+        return None
+
     @property
     def in_flight(self) -> int:
         """How many registered offsets are not part of the committable prefix yet."""

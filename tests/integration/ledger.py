@@ -36,6 +36,8 @@ def start_worker(
     delay_prefix: str | None = None,
     long_running: bool = False,
     virtual: bool = False,
+    slow_key: str | None = None,
+    slow_seconds: float = 0.0,
     extra_args: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
     """A `kafka-jobs worker` process serving the ledger app."""
@@ -44,6 +46,8 @@ def start_worker(
     env["LEDGER_LONG_RUNNING"] = "1" if long_running else "0"
     env["LEDGER_VIRTUAL"] = "1" if virtual else "0"
     env.update(LEDGER_TOPIC=topic, LEDGER_DIR=str(ledger_dir), LEDGER_SLEEP=str(sleep))
+    if slow_key is not None:
+        env.update(LEDGER_SLOW_KEY=slow_key, LEDGER_SLOW_SECONDS=str(slow_seconds))
     with open(ledger_dir / "worker.log", "ab") as log:
         return subprocess.Popen(
             [

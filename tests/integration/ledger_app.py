@@ -2,7 +2,8 @@
 
 Environment: LEDGER_TOPIC (topic of the job), LEDGER_DIR (where ledgers go),
 LEDGER_SLEEP (seconds each job sleeps, default 0), LEDGER_LONG_RUNNING (1: the
-topic is long-running), LEDGER_VIRTUAL (1: virtual partitions).
+topic is long-running), LEDGER_VIRTUAL (1: virtual partitions), LEDGER_SLOW_KEY
+(jobs of this key sleep LEDGER_SLOW_SECONDS instead).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from kafka_jobs import App, current_job
 
 app = App(default_topic=os.environ.get("LEDGER_TOPIC", "ledger"))
 _SLEEP = float(os.environ.get("LEDGER_SLEEP", "0"))
+_SLOW_KEY = os.environ.get("LEDGER_SLOW_KEY")
+_SLOW_SECONDS = float(os.environ.get("LEDGER_SLOW_SECONDS", "0"))
 app.configure_topic(
     app.settings.default_topic,
     long_running=os.environ.get("LEDGER_LONG_RUNNING") == "1",
@@ -36,9 +39,10 @@ def _ledger() -> int:
 def record(seq: int, key: str) -> None:
     """Sleep if asked, then append `seq key partition offset pid` (one write: kill -9 safe)."""
     job = current_job()
-    if _SLEEP:
+    sleep = _SLOW_SECONDS if key == _SLOW_KEY else _SLEEP
+    if sleep:
         started = os.path.join(os.environ["LEDGER_DIR"], f"started-{seq}-{os.getpid()}")
         open(started, "w").close()
-        time.sleep(_SLEEP)
+        time.sleep(sleep)
     line = f"{seq} {key} {job.partition} {job.offset} {os.getpid()}\n"
     os.write(_ledger(), line.encode())

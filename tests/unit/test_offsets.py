@@ -223,3 +223,15 @@ class TrackerMachine(RuleBasedStateMachine):
 
 
 TestTrackerMachine = TrackerMachine.TestCase
+
+
+def test_held_at_names_the_first_unfinished_offset_once_later_ones_finish() -> None:
+    tracker = OffsetTracker()
+    tracker.register([10, 11, 12])
+    assert tracker.held_at() is None  # nothing finished: nothing to carry
+    tracker.mark_done([12])
+    assert tracker.committable() is None
+    assert tracker.held_at() == 10
+    tracker.mark_done([10])
+    assert tracker.held_at() is None  # the mark moved: committable() takes over
+    assert tracker.committable() == 11
