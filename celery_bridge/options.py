@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from kafka_jobs.settings import apply_group_protocol
+
 DEFAULT_PORT = 9092
 
 # kombu's URL parser does not accept "h1:9092,h2:9092"; its failover list
@@ -39,6 +41,8 @@ class BridgeOptions:
     broadcast_retention: seconds exchange topics (broadcasts, replies) keep records,
         set when the transport creates them [3600].
     bootstrap_servers: overrides the hosts of the URL.
+    group_protocol: "classic" or "consumer" (KIP-848) [KAFKA_JOBS_GROUP_PROTOCOL,
+        else "classic"].
     kafka_config: librdkafka settings for every client (SASL/SSL go here).
     producer_config / consumer_config / admin_config: for one kind of client only.
     """
@@ -56,6 +60,9 @@ class BridgeOptions:
     max_message_bytes: int = 1_000_000
     connect_timeout: float = 10.0
     broadcast_retention: float = 3600.0
+    group_protocol: str = field(
+        default_factory=lambda: os.environ.get("KAFKA_JOBS_GROUP_PROTOCOL") or "classic"
+    )
     kafka_config: Mapping[str, Any] = field(default_factory=dict)
     producer_config: Mapping[str, Any] = field(default_factory=dict)
     consumer_config: Mapping[str, Any] = field(default_factory=dict)
@@ -101,6 +108,8 @@ class BridgeOptions:
         }
         conf.update(self.consumer_config)
         conf = self._base(conf)
+        if group_id:  # a broadcast reader assigns its partitions itself: no group protocol
+            conf = apply_group_protocol(conf, self.group_protocol)
         # Offsets are committed by the transport, and only below unacked messages.
         conf["enable.auto.commit"] = False
         conf["enable.auto.offset.store"] = False

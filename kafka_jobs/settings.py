@@ -24,6 +24,29 @@ KafkaConfig = Mapping[str, Any]
 POOLS = ("threads", "processes")
 """Where a worker runs sync jobs (`Settings.pool`)."""
 
+GROUP_PROTOCOLS = ("classic", "consumer")
+"""Consumer group protocols: `consumer` is KIP-848's, where the broker assigns partitions."""
+
+# Under KIP-848 these are the broker's (group.consumer.*): librdkafka refuses them.
+_CLASSIC_ONLY = ("session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy")
+
+
+def apply_group_protocol(conf: dict[str, Any], protocol: str) -> dict[str, Any]:
+    """`conf` for `protocol` (a `group.protocol` already in `conf` wins).
+
+    With `consumer`, the classic protocol's client-side settings are dropped: the
+    broker decides session timeouts, heartbeats and assignment.
+    """
+    chosen = str(conf.get("group.protocol", protocol)).lower()
+    if chosen not in GROUP_PROTOCOLS:
+        raise ConfigurationError(
+            f"group protocol must be one of {', '.join(GROUP_PROTOCOLS)}, not {chosen!r}"
+        )
+    if chosen == "consumer":
+        conf = {k: v for k, v in conf.items() if k not in _CLASSIC_ONLY}
+        conf["group.protocol"] = "consumer"
+    return conf
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -59,6 +82,8 @@ class Settings:
     status_topic: compacted topic where running workers publish their state
         (read by `kafka-jobs status` and the dashboard).
     status_interval: seconds between those publications by `Worker.run()`; 0: never.
+    group_protocol: "classic" (default) or "consumer" (KIP-848: the broker assigns
+        partitions and owns session timeouts; Apache Kafka 4.0+).
     kafka_config: librdkafka settings for every client (SASL/SSL go here).
     producer_config: librdkafka settings for the producer only.
     consumer_config: librdkafka settings for consumers only.
@@ -85,6 +110,7 @@ class Settings:
     summary_interval: float = 30.0
     status_topic: str = "kafka-jobs.status"
     status_interval: float = 5.0
+    group_protocol: str = "classic"
     kafka_config: KafkaConfig = field(default_factory=dict)
     producer_config: KafkaConfig = field(default_factory=dict)
     consumer_config: KafkaConfig = field(default_factory=dict)
@@ -140,6 +166,7 @@ class Settings:
         }
         conf.update(self.kafka_config)
         conf.update(self.consumer_config)
+        conf = apply_group_protocol(conf, self.group_protocol)
         for key, value in _CONSUMER_INVARIANTS.items():
             if key in conf and str(conf[key]).lower() != str(value).lower():
                 raise ConfigurationError(
@@ -200,6 +227,7 @@ ENV_VARIABLES: dict[str, str] = {
     "summary_interval": "KAFKA_JOBS_SUMMARY_INTERVAL",
     "status_topic": "KAFKA_JOBS_STATUS_TOPIC",
     "status_interval": "KAFKA_JOBS_STATUS_INTERVAL",
+    "group_protocol": "KAFKA_JOBS_GROUP_PROTOCOL",
 }
 
 _CLIENT_PREFIXES = {

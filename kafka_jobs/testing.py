@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -41,6 +41,10 @@ TEST_CONSUMER_CONFIG: dict[str, Any] = {
     "session.timeout.ms": 6000,
     "heartbeat.interval.ms": 1000,
 }
+
+
+# The group protocol of the session's workers: KAFKA_JOBS_GROUP_PROTOCOL, as for workers.
+TEST_GROUP_PROTOCOL = os.environ.get("KAFKA_JOBS_GROUP_PROTOCOL") or "classic"
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,32 @@ def broker_returns_commit_metadata(bootstrap_servers: str) -> bool:
         consumer.commit(offsets=[TopicPartition(topic, 0, 0, "probe")], asynchronous=False)
         stored = consumer.committed([TopicPartition(topic, 0)], timeout=10)
         return bool(stored and stored[0].metadata == "probe")
+    finally:
+        consumer.close()
+
+
+def broker_supports_consumer_protocol(bootstrap_servers: str, timeout: float = 10.0) -> bool:
+    """Probe: does a `group.protocol=consumer` (KIP-848) member get an assignment here?"""
+    topic = create_topic(bootstrap_servers, unique_name("kip848-probe"))
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": unique_name("kip848-probe"),
+            "group.protocol": "consumer",
+        }
+    )
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            record = consumer.poll(0.2)
+            if record is not None and record.error() is not None:
+                return False  # e.g. the broker does not know ConsumerGroupHeartbeat
+            if consumer.assignment():
+                return True
+        return False
+    except KafkaException:
+        return False
     finally:
         consumer.close()
 
@@ -185,6 +215,7 @@ class AppFactory:
 
     def __call__(self, **overrides: Any) -> App:
         consumer_config = {**TEST_CONSUMER_CONFIG, **overrides.pop("consumer_config", {})}
+        overrides.setdefault("group_protocol", TEST_GROUP_PROTOCOL)
         settings = Settings(
             bootstrap_servers=self.broker.bootstrap_servers,
             group_id=overrides.pop("group_id", unique_name("g")),
