@@ -33,6 +33,8 @@ DEFAULT_VERSION = "4.4.0"
 LOG4J_VERSION = "2.24.3"
 SLF4J_VERSION = "2.0.17"
 HEAP = "512m"
+LAYOUT_FILE = "cluster.json"
+"""In a data directory: what a later start needs to resume the cluster."""
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -82,10 +84,14 @@ def _require(tool: str, fix: str) -> str:
     return path
 
 
-def resolve_jars(version: str = DEFAULT_VERSION) -> Path:
-    """The folder of Apache Kafka `version`'s jars, downloaded through Maven on first use."""
+def _check_version(version: str) -> None:
     if not re.fullmatch(r"4\.\d+\.\d+", version):
         raise KafkaJobsError(f"Apache Kafka version {version!r}: only 4.x.y releases are supported")
+
+
+def resolve_jars(version: str = DEFAULT_VERSION) -> Path:
+    """The folder of Apache Kafka `version`'s jars, downloaded through Maven on first use."""
+    _check_version(version)
     home = cache_dir() / "apache-kafka" / version
     libs = home / "libs"
     if libs.is_dir():  # only ever renamed into place once complete
@@ -130,6 +136,8 @@ class _Layout:
 
 def _port_free(host: str, port: int) -> bool:
     with socket.socket() as sock:
+        # As the JVM binds: connections of a stopped run left in TIME_WAIT do not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -155,6 +163,7 @@ class ApacheKafkaCluster:
     ) -> None:
         if brokers < 1:
             raise KafkaJobsError("--brokers must be at least 1")
+        _check_version(version)
         self.brokers = brokers
         self.version = version
         self.host = host
@@ -194,7 +203,7 @@ class ApacheKafkaCluster:
         return self
 
     def _load_or_create_layout(self) -> _Layout:
-        saved = self.data / "cluster.json"
+        saved = self.data / LAYOUT_FILE
         if saved.exists():
             layout = _Layout(**json.loads(saved.read_text()))
             if len(layout.ports) != self.brokers:

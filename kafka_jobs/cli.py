@@ -143,7 +143,9 @@ def _parser() -> argparse.ArgumentParser:
         "broker",
         help="run a development broker in the foreground: embedded (memory only) or Apache Kafka",
     )
-    broker.add_argument("--port", type=int, default=9092, help="client port (of the first node)")
+    broker.add_argument(
+        "--port", type=int, help="client port (of the first node) [9092; a resumed --data: its own]"
+    )
     broker.add_argument("--host", default="127.0.0.1")
     broker.add_argument(
         "--apache",
@@ -395,7 +397,7 @@ def _broker(options: argparse.Namespace) -> int:
         raise KafkaJobsError("--brokers, --data and --version need --apache")
     from kafka_jobs.broker import EmbeddedBroker
 
-    broker = EmbeddedBroker(port=options.port, host=options.host).start()
+    broker = EmbeddedBroker(port=options.port or 9092, host=options.host).start()
     print(f"embedded broker listening on {broker.bootstrap_servers} (memory only; Ctrl-C stops it)")
     print(f"export KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}", flush=True)
     try:
@@ -409,11 +411,12 @@ def _broker(options: argparse.Namespace) -> int:
 
 
 def _apache_broker(options: argparse.Namespace, stop: threading.Event) -> int:
-    from kafka_jobs.apache import DEFAULT_VERSION, ApacheKafkaCluster
+    from kafka_jobs.apache import DEFAULT_VERSION, LAYOUT_FILE, ApacheKafkaCluster
 
+    resuming = options.data is not None and (options.data / LAYOUT_FILE).exists()
     cluster = ApacheKafkaCluster(
         brokers=options.brokers,
-        port=options.port,
+        port=options.port if options.port is not None or resuming else 9092,
         data=options.data,
         version=options.version or DEFAULT_VERSION,
         host=options.host,
