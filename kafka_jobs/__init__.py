@@ -27,7 +27,10 @@ from kafka_jobs.errors import (
     UnknownFormatVersion,
     UnknownTask,
 )
+from kafka_jobs.lanes import VirtualPartitions
+from kafka_jobs.options import JobOptions, TopicSettings
 from kafka_jobs.producer import EnqueuedJob
+from kafka_jobs.retry import RetryPolicy
 from kafka_jobs.settings import Settings
 from kafka_jobs.task import Task
 from kafka_jobs.transactions import Transaction, transaction
@@ -43,16 +46,20 @@ __all__ = [
     "EnqueueError",
     "EnqueuedJob",
     "JobContext",
+    "JobOptions",
     "KafkaJobsError",
     "NotDecodable",
     "PayloadTooLarge",
     "RecordRejected",
     "RecordTooLarge",
+    "RetryPolicy",
     "Settings",
     "Task",
+    "TopicSettings",
     "Transaction",
     "UnknownFormatVersion",
     "UnknownTask",
+    "VirtualPartitions",
     "current_job",
     "default_app",
     "flush",

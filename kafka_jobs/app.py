@@ -21,6 +21,7 @@ from kafka_jobs.options import (
     TopicOptions,
     TopicSettings,
     is_valid_topic_name,
+    refuse_unknown,
     resolve,
     retry_policy,
 )
@@ -72,6 +73,7 @@ class App:
 
         Options (all keyword): see `kafka_jobs.options.JobOptions`.
         """
+        refuse_unknown(options, JobOptions, "@kafka_job")
         serializer = options.get("serializer", "json")
         if serializer not in ("json", "dill"):
             raise ConfigurationError(f"unknown serializer {serializer!r}: use 'json' or 'dill'")
@@ -126,6 +128,7 @@ class App:
 
     def configure_topic(self, topic: str, **options: Unpack[TopicSettings]) -> None:
         """Set how `topic` is consumed and the failure defaults of its jobs."""
+        refuse_unknown(options, TopicSettings, "configure_topic")
         self.topic_options[topic] = TopicOptions.from_settings(options)
 
     def consumption(self, topic: str) -> TopicOptions:

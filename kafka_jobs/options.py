@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
 from kafka_jobs import deadletter
+from kafka_jobs.errors import ConfigurationError
 from kafka_jobs.lanes import VirtualPartitions
 from kafka_jobs.retry import RetryPolicy
 
@@ -66,6 +68,22 @@ class JobOptions(TopicSettings, total=False):
     key: KeySpec
     name: str
     serializer: Literal["json", "dill"]
+
+
+def refuse_unknown(given: Mapping[str, object], accepted: Any, where: str) -> None:
+    """Raise `ConfigurationError` for keywords `accepted` (a TypedDict) does not declare.
+
+    A misspelt option (`retires=3`) must not be dropped silently.
+    """
+    known = accepted.__required_keys__ | accepted.__optional_keys__
+    unknown = sorted(set(given) - known)
+    if unknown:
+        hints = [
+            f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)
+            for name in unknown
+            for close in [difflib.get_close_matches(name, known, n=1)]
+        ]
+        raise ConfigurationError(f"{where}: unknown option {', '.join(hints)}")
 
 
 _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")

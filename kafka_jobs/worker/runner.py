@@ -191,7 +191,11 @@ class Worker:
         for topic, options in self.consumption.items():
             if options.virtual_partitions is None:
                 continue
-            names = [None, *(t.name for t in self.app.tasks.values() if t.options.topic == topic)]
+            # What the user declared counts: each job's own policy, and the topic's default
+            # only for a topic none of the app's jobs is routed to.
+            names: list[str | None] = [
+                t.name for t in self.app.tasks.values() if t.options.topic == topic
+            ] or [None]
             for name in names:
                 policy = self.app.failure_policy(topic, name)
                 if policy.dead_letter_topic and policy.retry.retries < 1:

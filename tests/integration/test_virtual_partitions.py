@@ -118,6 +118,23 @@ def test_configuration_error_without_a_retry_for_the_collapse(kafka_app, new_top
         raise AssertionError("virtual partitions + dead letters + retries=0 must be refused")
 
 
+def test_a_jobs_own_retries_satisfy_the_collapse_check(kafka_app, new_topic) -> None:
+    topic = new_topic()
+    app = kafka_app(default_topic=topic)
+    app.configure_topic(topic, virtual_partitions=True)  # the topic default: retries=0
+    ran: list[int] = []
+
+    @app.job(retries=1, backoff=0.1)
+    def step(n: int) -> None:
+        ran.append(n)
+
+    for n in range(3):
+        step.delay(n)
+    app.flush(10)
+    with app.worker():  # starts: the only job declares its retry
+        assert wait_until(lambda: sorted(ran) == [0, 1, 2], timeout=60)
+
+
 def test_kill_9_with_virtual_partitions_loses_nothing(
     kafka_broker: BrokerInfo, new_topic, new_group, ledger_producer, tmp_path: Path
 ) -> None:

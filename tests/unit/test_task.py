@@ -338,3 +338,11 @@ def test_reserved_extra_header_is_refused_before_enqueue(app: App, producer: Fak
     with pytest.raises(ValueError, match="reserved"):
         work.apply_async(headers={"kj-task": "spoof"})
     assert producer.calls == []
+
+
+def test_unknown_job_and_topic_options_are_refused_naming_the_closest(app: App) -> None:
+    with pytest.raises(ConfigurationError, match=r"'retires' \(did you mean 'retries'\?\)"):
+        app.job(retires=3)  # type: ignore[call-arg]
+    with pytest.raises(ConfigurationError, match="configure_topic: unknown option 'colour'"):
+        app.configure_topic("t", colour="red")  # type: ignore[call-arg]
+    assert "t" not in app.topic_options
