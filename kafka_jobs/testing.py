@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
 from kafka_jobs.apache import ApacheKafkaCluster
 from kafka_jobs.app import App
 from kafka_jobs.broker import EmbeddedBroker
+from kafka_jobs.connection import admin, probes
 from kafka_jobs.events import Event
 from kafka_jobs.settings import Settings
 
@@ -84,62 +84,22 @@ def unique_name(prefix: str) -> str:
 def create_topic(
     bootstrap_servers: str, name: str, partitions: int = 1, timeout: float = 15.0
 ) -> str:
-    """Create a topic and wait until its metadata shows every partition."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-    # -1: the broker's default.replication.factor (3 on a three-node test cluster).
-    for future in admin.create_topics([NewTopic(name, partitions, -1)]).values():
-        future.result(timeout)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        topic = admin.list_topics(name, timeout=timeout).topics.get(name)
-        if topic is not None and topic.error is None and len(topic.partitions) == partitions:
-            return name
-        time.sleep(0.05)
-    raise TimeoutError(f"topic {name} did not appear within {timeout}s")
+    """Create a topic (the broker's default replication factor) and wait for its partitions."""
+    return admin.create_topic({"bootstrap.servers": bootstrap_servers}, name, partitions, timeout)
 
 
 def broker_returns_commit_metadata(bootstrap_servers: str) -> bool:
-    """Whether the broker gives back the metadata committed with an offset.
+    """Probe: does the broker give back the metadata committed with an offset?
 
     The embedded development broker accepts it and returns none: tests of what a
-    next owner reads skip there, naming this reason.
+    next owner reads skip there, naming this probe.
     """
-    topic = create_topic(bootstrap_servers, unique_name("metadata-probe"))
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap_servers, "group.id": unique_name("metadata-probe")}
-    )
-    try:
-        consumer.commit(offsets=[TopicPartition(topic, 0, 0, "probe")], asynchronous=False)
-        stored = consumer.committed([TopicPartition(topic, 0)], timeout=10)
-        return bool(stored and stored[0].metadata == "probe")
-    finally:
-        consumer.close()
+    return probes.returns_commit_metadata({"bootstrap.servers": bootstrap_servers})
 
 
 def broker_supports_consumer_protocol(bootstrap_servers: str, timeout: float = 10.0) -> bool:
     """Probe: does a `group.protocol=consumer` (KIP-848) member get an assignment here?"""
-    topic = create_topic(bootstrap_servers, unique_name("kip848-probe"))
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap_servers,
-            "group.id": unique_name("kip848-probe"),
-            "group.protocol": "consumer",
-        }
-    )
-    try:
-        consumer.subscribe([topic])
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            record = consumer.poll(0.2)
-            if record is not None and record.error() is not None:
-                return False  # e.g. the broker does not know ConsumerGroupHeartbeat
-            if consumer.assignment():
-                return True
-        return False
-    except KafkaException:
-        return False
-    finally:
-        consumer.close()
+    return probes.supports_consumer_protocol({"bootstrap.servers": bootstrap_servers}, timeout)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:

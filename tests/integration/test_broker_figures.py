@@ -16,26 +16,13 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import NewPartitions, OffsetSpec
+from confluent_kafka.admin import NewPartitions
 
 from kafka_jobs import current_job
+from kafka_jobs.connection import probes
 from kafka_jobs.metrics import Metrics
-from kafka_jobs.testing import BrokerInfo, create_topic, unique_name, wait_until
+from kafka_jobs.testing import BrokerInfo, wait_until
 from tests.integration.ledger import ROOT
-
-
-def end_offsets_follow_batches(broker: BrokerInfo) -> tuple[bool, str]:
-    """Probe: after one batched produce of 20 records, is the end offset 20?"""
-    topic = create_topic(broker.bootstrap_servers, unique_name("probe-end"))
-    producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 50})
-    for n in range(20):
-        producer.produce(topic, str(n).encode())
-    producer.flush(10)
-    admin = broker.admin()
-    (info,) = admin.list_offsets({TopicPartition(topic, 0): OffsetSpec.latest()}).values()
-    end = info.result(10).offset
-    return end == 20, f"end offset {end} after 20 batched records"
 
 
 def status_rows(broker: BrokerInfo, group: str, topic: str) -> dict[int, dict]:
@@ -51,9 +38,11 @@ def status_rows(broker: BrokerInfo, group: str, topic: str) -> dict[int, dict]:
 
 
 def test_end_committed_and_lag_equal_the_brokers(kafka_broker, kafka_app, new_topic) -> None:
-    exact, why = end_offsets_follow_batches(kafka_broker)
+    exact, end = probes.end_offsets_follow_batches(
+        {"bootstrap.servers": kafka_broker.bootstrap_servers}
+    )
     if not exact:
-        pytest.skip(f"probe: this broker's end offsets do not follow batched produce ({why})")
+        pytest.skip(f"probe: end offset {end} after one batched produce of 20 records")
     pytest.importorskip("flask")
     from kafka_jobs.web import data
 
@@ -104,14 +93,11 @@ def test_end_committed_and_lag_equal_the_brokers(kafka_broker, kafka_app, new_to
 def test_partitions_added_while_a_worker_runs_are_consumed(
     kafka_broker: BrokerInfo, kafka_app, new_topic
 ) -> None:
+    refused = probes.creates_partitions({"bootstrap.servers": kafka_broker.bootstrap_servers})
+    if refused is not None:
+        pytest.skip(f"probe: the broker refused CreatePartitions ({refused})")
     topic = new_topic(partitions=1)
     admin = kafka_broker.admin()
-    try:
-        admin.create_partitions([NewPartitions(topic, 3)])[topic].result(15)
-    except KafkaException as exc:
-        pytest.skip(f"probe: the broker refused CreatePartitions ({exc})")
-    # The probe grew the topic before the worker: start over on a fresh one.
-    topic = new_topic(partitions=1)
     # Clients learn of new partitions at their next metadata refresh (5 min by default).
     app = kafka_app(
         default_topic=topic,

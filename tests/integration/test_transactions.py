@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-import uuid
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from kafka_jobs import transaction
-from kafka_jobs.testing import BrokerInfo, create_topic, unique_name, wait_until
+from kafka_jobs.connection import probes
+from kafka_jobs.testing import BrokerInfo, unique_name, wait_until
 
 
 def read_all(
@@ -40,18 +40,7 @@ def read_all(
 @pytest.fixture(scope="module")
 def aborted_records_hidden(kafka_broker: BrokerInfo) -> bool:
     """Probe: do read_committed consumers skip aborted transactional records on this broker?"""
-    topic = create_topic(kafka_broker.bootstrap_servers, unique_name("probe-abort"))
-    producer = Producer(
-        {"bootstrap.servers": kafka_broker.bootstrap_servers, "transactional.id": uuid.uuid4().hex}
-    )
-    producer.init_transactions(10)
-    producer.begin_transaction()
-    producer.produce(topic, b"aborted")
-    producer.abort_transaction(10)
-    producer.begin_transaction()
-    producer.produce(topic, b"committed")
-    producer.commit_transaction(10)
-    return b"aborted" not in read_all(kafka_broker, topic, committed_only=True, seconds=4)
+    return probes.hides_aborted_records({"bootstrap.servers": kafka_broker.bootstrap_servers})
 
 
 @pytest.mark.parametrize("virtual", [False, True], ids=["offset-in-transaction", "lanes"])
@@ -93,7 +82,7 @@ def test_a_failing_job_aborts_its_transaction(
     kafka_broker: BrokerInfo, kafka_app, new_topic, aborted_records_hidden: bool
 ) -> None:
     if not aborted_records_hidden:
-        pytest.skip("this broker shows aborted transactional records to read_committed consumers")
+        pytest.skip("probe: this broker shows aborted transactional records to read_committed")
     source, output = new_topic(), new_topic()
     app = kafka_app(default_topic=source)
     attempts: list[int] = []
