@@ -40,6 +40,7 @@ from celery_bridge.topics import TopicCreator, TopicsUnavailable, topic_name
 from kafka_jobs import deadletter
 from kafka_jobs.errors import DeliveryError, EnqueueError
 from kafka_jobs.producer import JobProducer
+from kafka_jobs.wire import H_TASK
 
 log = logging.getLogger(__name__)
 
@@ -427,7 +428,7 @@ class Channel(virtual.Channel):  # type: ignore[misc]
         )
         task = dict(record.headers).get("task")
         if task:  # so `kafka-jobs dlq list` names the Celery task
-            headers.append(("kj-task", task.strip(b'"')))
+            headers.append((H_TASK, task.strip(b'"')))
 
         def written(err: Any, _msg: Any) -> None:
             if err is None:

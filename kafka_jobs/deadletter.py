@@ -34,23 +34,25 @@ import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from kafka_jobs import wire
 from kafka_jobs.wire import Headers, header_map
 
-PREFIX = "kj-dlq-"
-H_REASON = "kj-dlq-reason"
-H_EXCEPTION = "kj-dlq-exception"
-H_MESSAGE = "kj-dlq-message"
-H_TRACEBACK = "kj-dlq-traceback"
-H_TOPIC = "kj-dlq-topic"
-H_PARTITION = "kj-dlq-partition"
-H_OFFSET = "kj-dlq-offset"
-H_GROUP = "kj-dlq-group"
-H_ATTEMPTS = "kj-dlq-attempts"
-H_FIRST_FAILED = "kj-dlq-first-failed-at"
-H_LAST_FAILED = "kj-dlq-last-failed-at"
-H_HOST = "kj-dlq-host"
-H_TRACE_ID = "kj-dlq-trace-id"
-H_REPLAYED = "kj-dlq-replayed"
+# The names live in wire.py with every other header; short names for this module's users.
+PREFIX = wire.DLQ_PREFIX
+H_REASON = wire.H_DLQ_REASON
+H_EXCEPTION = wire.H_DLQ_EXCEPTION
+H_MESSAGE = wire.H_DLQ_MESSAGE
+H_TRACEBACK = wire.H_DLQ_TRACEBACK
+H_TOPIC = wire.H_DLQ_TOPIC
+H_PARTITION = wire.H_DLQ_PARTITION
+H_OFFSET = wire.H_DLQ_OFFSET
+H_GROUP = wire.H_DLQ_GROUP
+H_ATTEMPTS = wire.H_DLQ_ATTEMPTS
+H_FIRST_FAILED = wire.H_DLQ_FIRST_FAILED
+H_LAST_FAILED = wire.H_DLQ_LAST_FAILED
+H_HOST = wire.H_DLQ_HOST
+H_TRACE_ID = wire.H_DLQ_TRACE_ID
+H_REPLAYED = wire.H_DLQ_REPLAYED
 
 MAX_MESSAGE = 1_000
 MAX_TRACEBACK = 8_000
@@ -138,7 +140,7 @@ class DeadLetter:
     @property
     def task(self) -> str:
         """The task name the record carried, if any."""
-        value = header_map(self.headers).get("kj-task")
+        value = header_map(self.headers).get(wire.H_TASK)
         return value.decode(errors="replace") if value else "?"
 
     def original_headers(self) -> Headers:
@@ -147,7 +149,7 @@ class DeadLetter:
         for name, value in self.headers:
             if name.startswith(PREFIX):
                 continue
-            kept.append((name, b"1" if name == "kj-attempt" else value))
+            kept.append((name, b"1" if name == wire.H_ATTEMPT else value))
         return kept
 
 

@@ -22,14 +22,11 @@ tier releases it, ms). They are removed when the job reaches its topic.
 
 from __future__ import annotations
 
-from kafka_jobs.wire import Headers
+from kafka_jobs.wire import H_ETA, H_NOT_BEFORE, H_TARGET, Headers
 
 TIERS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536)
 """Tier delays in seconds (about 18 hours at the top; longer waits take several hops)."""
 
-H_ETA = "kj-eta"
-H_TARGET = "kj-target-topic"
-H_NOT_BEFORE = "kj-not-before"
 DELAY_HEADERS = (H_ETA, H_TARGET, H_NOT_BEFORE)
 
 DUE_SLACK_MS = 0

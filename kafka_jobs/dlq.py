@@ -12,7 +12,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from kafka_jobs.app import App
 from kafka_jobs.deadletter import H_REPLAYED, DeadLetter, is_replay_marker
 from kafka_jobs.errors import KafkaJobsError
-from kafka_jobs.wire import Headers, header_map
+from kafka_jobs.wire import H_REPLAYED_FROM, Headers, header_map
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +121,7 @@ def replay(
             )
         headers = [
             *letter.original_headers(),
-            ("kj-replayed-from", f"{topic}/{letter.partition}/{letter.offset}".encode()),
+            (H_REPLAYED_FROM, f"{topic}/{letter.partition}/{letter.offset}".encode()),
         ]
         producer.enqueue(original, "", letter.value, letter.key, headers)
         if progress:

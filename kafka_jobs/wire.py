@@ -41,6 +41,30 @@ H_ATTEMPT = "kj-attempt"
 H_ENQUEUED_AT = "kj-enqueued-at"
 H_CONTENT_TYPE = "content-type"
 H_SIGNATURE = "kj-signature"
+
+# Delayed jobs (see `kafka_jobs.delay`).
+H_ETA = "kj-eta"
+H_TARGET = "kj-target-topic"
+H_NOT_BEFORE = "kj-not-before"
+
+# Dead letters (see `kafka_jobs.deadletter`).
+DLQ_PREFIX = "kj-dlq-"
+H_DLQ_REASON = "kj-dlq-reason"
+H_DLQ_EXCEPTION = "kj-dlq-exception"
+H_DLQ_MESSAGE = "kj-dlq-message"
+H_DLQ_TRACEBACK = "kj-dlq-traceback"
+H_DLQ_TOPIC = "kj-dlq-topic"
+H_DLQ_PARTITION = "kj-dlq-partition"
+H_DLQ_OFFSET = "kj-dlq-offset"
+H_DLQ_GROUP = "kj-dlq-group"
+H_DLQ_ATTEMPTS = "kj-dlq-attempts"
+H_DLQ_FIRST_FAILED = "kj-dlq-first-failed-at"
+H_DLQ_LAST_FAILED = "kj-dlq-last-failed-at"
+H_DLQ_HOST = "kj-dlq-host"
+H_DLQ_TRACE_ID = "kj-dlq-trace-id"
+H_DLQ_REPLAYED = "kj-dlq-replayed"
+H_REPLAYED_FROM = "kj-replayed-from"
+"""On a replayed record: `topic/partition/offset` of the dead letter it came from."""
 DILL_CONTENT_TYPE = "application/x-dill"
 
 _VERSION_BYTES = str(FORMAT_VERSION).encode()

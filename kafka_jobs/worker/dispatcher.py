@@ -18,9 +18,6 @@ from typing import TYPE_CHECKING, cast
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from kafka_jobs.delay import (
-    H_ETA,
-    H_NOT_BEFORE,
-    H_TARGET,
     cancel_topic,
     next_hop,
     tier_topic,
@@ -30,7 +27,7 @@ from kafka_jobs.delay import (
 )
 from kafka_jobs.errors import DeliveryError, EnqueueError
 from kafka_jobs.producer import EnqueuedJob
-from kafka_jobs.wire import Headers, header_map, now_ms
+from kafka_jobs.wire import H_ETA, H_ID, H_NOT_BEFORE, H_TARGET, Headers, header_map, now_ms
 
 if TYPE_CHECKING:
     from kafka_jobs.app import App
@@ -177,7 +174,7 @@ class DelayDispatcher:
         except (KeyError, ValueError, UnicodeDecodeError):
             log.error("dropping a malformed delayed record at %s", _where(record))
             return None, None
-        job_id = (headers.get("kj-id") or b"").decode(errors="replace")
+        job_id = (headers.get(H_ID) or b"").decode(errors="replace")
         if job_id in cancelled:
             log.info("delayed job %s was cancelled", job_id)
             self.app.events.emit("job.cancelled", job_id=job_id, topic=target)
