@@ -1,5 +1,7 @@
 """The worker app of the chaos scenarios: each run and each partition event goes to the ledger.
 
+`chaos.doomed` always fails: after its retry it lands in the topic's dead-letter topic.
+
 Environment: CHAOS_TOPIC, CHAOS_LEDGER (SQLite path), CHAOS_SLEEP (seconds per job),
 CHAOS_VIRTUAL / CHAOS_LONG_RUNNING (1 to enable).
 """
@@ -44,3 +46,9 @@ def record(seq: int, key: str) -> None:
         time.sleep(_SLEEP)
     job = current_job()
     _ledger.execution(seq, key, job.partition, job.offset, _PID)
+
+
+@app.job(key="key", name="chaos.doomed")
+def doomed(seq: int, key: str) -> None:
+    """Fail every attempt, so the job ends in the dead-letter topic (no ledger row)."""
+    raise RuntimeError(f"chaos: job {seq} fails for good")
