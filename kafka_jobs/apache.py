@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
-from kafka_jobs.broker import _die_with_parent, free_port
+from kafka_jobs.broker import die_with_parent, free_port
 from kafka_jobs.errors import KafkaJobsError
 
 DEFAULT_VERSION = "4.4.0"
@@ -279,7 +279,7 @@ class ApacheKafkaCluster:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=home,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
 
     def wait_ready(self, timeout: float = 120.0) -> None:

@@ -211,11 +211,11 @@ def app_spec_for(app: App, given: str | None) -> str:
 
 def _child_main(conn: Connection, app_spec: str) -> None:
     """Serve calls until the parent closes the pipe."""
-    from kafka_jobs.broker import _die_with_parent
+    from kafka_jobs.broker import die_with_parent
     from kafka_jobs.loader import load_app
 
     # SIGKILL: the SIGTERM the parent's group may get is ignored below, on purpose.
-    _die_with_parent(signal.SIGKILL)
+    die_with_parent(signal.SIGKILL)
     # Ctrl-C and a SIGTERM to the process group are for the parent, which stops us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from kafka_jobs import App
+from kafka_jobs.broker import die_with_parent
 from kafka_jobs.testing import BrokerInfo, create_topic, unique_name
 from tests.chaos import ledger
 
@@ -79,6 +80,7 @@ class Cluster:
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,  # an aborted test run leaves no worker behind
         )
         self.workers.append(proc)
         return proc

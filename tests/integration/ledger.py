@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from kafka_jobs.broker import die_with_parent
 from kafka_jobs.testing import BrokerInfo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,6 +70,7 @@ def start_worker(
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,  # an aborted test run leaves no worker behind
         )
 
 
