@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from kafka_jobs.settings import apply_group_protocol
+from kafka_jobs.settings import apply_group_protocol, client_configs_from_env, refuse_auto_commit
 
 DEFAULT_PORT = 9092
 
@@ -74,7 +74,10 @@ class BridgeOptions:
     ) -> BridgeOptions:
         """Options from kombu's transport options; unknown keys (kombu's own) are ignored."""
         known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in options.items() if k in known}
+        values: dict[str, Any] = {k: v for k, v in options.items() if k in known}
+        # The worker's environment configures the bridge too; transport options win.
+        for name, from_env in client_configs_from_env(os.environ).items():
+            values[name] = {**from_env, **values.get(name, {})}
         if not values.get("bootstrap_servers"):
             values["bootstrap_servers"] = ",".join(hosts or []) or os.environ.get(
                 "KAFKA_BOOTSTRAP_SERVERS", f"localhost:{DEFAULT_PORT}"
@@ -111,8 +114,7 @@ class BridgeOptions:
         if group_id:  # a broadcast reader assigns its partitions itself: no group protocol
             conf = apply_group_protocol(conf, self.group_protocol)
         # Offsets are committed by the transport, and only below unacked messages.
-        conf["enable.auto.commit"] = False
-        conf["enable.auto.offset.store"] = False
+        refuse_auto_commit(conf)
         # A broadcast reader assigns partitions itself and never commits; librdkafka
         # still wants a group id.
         conf["group.id"] = group_id or f"celery-bridge-reader-{uuid.uuid4().hex}"

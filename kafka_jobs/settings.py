@@ -167,13 +167,7 @@ class Settings:
         conf.update(self.kafka_config)
         conf.update(self.consumer_config)
         conf = apply_group_protocol(conf, self.group_protocol)
-        for key, value in _CONSUMER_INVARIANTS.items():
-            if key in conf and str(conf[key]).lower() != str(value).lower():
-                raise ConfigurationError(
-                    f"{key}={conf[key]!r} would commit offsets of jobs that have not run;"
-                    " kafka-jobs commits them itself"
-                )
-            conf[key] = value
+        refuse_auto_commit(conf)
         return conf
 
     def admin_settings(self) -> dict[str, Any]:
@@ -192,12 +186,7 @@ class Settings:
             if raw is None or raw == "":
                 continue
             values[name] = _parse(name, variable, raw)
-        for name, prefix in _CLIENT_PREFIXES.items():
-            values[name] = {
-                key[len(prefix) :].lower().replace("_", "."): raw
-                for key, raw in env.items()
-                if key.startswith(prefix) and len(key) > len(prefix)
-            }
+        values.update(client_configs_from_env(env))
         values.update(overrides)
         return cls(**values)
 
@@ -235,6 +224,36 @@ _CLIENT_PREFIXES = {
     "producer_config": "KAFKA_JOBS_PRODUCER_",
     "consumer_config": "KAFKA_JOBS_CONSUMER_",
 }
+
+
+def refuse_auto_commit(conf: dict[str, Any]) -> None:
+    """Turn librdkafka's own offset commits off in `conf`; refuse a setting that turns them on.
+
+    kafka-jobs (and the Celery bridge) commit offsets only below unfinished work.
+    """
+    for key, value in _CONSUMER_INVARIANTS.items():
+        if key in conf and str(conf[key]).lower() != str(value).lower():
+            raise ConfigurationError(
+                f"{key}={conf[key]!r} would commit offsets of jobs that have not run;"
+                " kafka-jobs commits them itself"
+            )
+        conf[key] = value
+
+
+def client_configs_from_env(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """librdkafka settings from `KAFKA_JOBS_KAFKA_*`, `KAFKA_JOBS_PRODUCER_*` and
+    `KAFKA_JOBS_CONSUMER_*`, as `kafka_config`, `producer_config` and `consumer_config`.
+
+    Shared by the worker and the Celery bridge, so one environment configures both.
+    """
+    return {
+        name: {
+            key[len(prefix) :].lower().replace("_", "."): raw
+            for key, raw in environ.items()
+            if key.startswith(prefix) and len(key) > len(prefix)
+        }
+        for name, prefix in _CLIENT_PREFIXES.items()
+    }
 
 
 def _parse(name: str, variable: str, raw: str) -> Any:

@@ -18,6 +18,7 @@ from celery_bridge.records import (
     to_record,
 )
 from celery_bridge.topics import topic_name
+from kafka_jobs.errors import ConfigurationError
 
 MESSAGE = {
     "body": '[[2, 3], {}, {"callbacks": null}]',
@@ -98,7 +99,7 @@ def test_consumers_never_auto_commit_and_sasl_passes_through() -> None:
     options = BridgeOptions(
         bootstrap_servers="b:1",
         kafka_config={"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN"},
-        consumer_config={"enable.auto.commit": True, "session.timeout.ms": 6000},
+        consumer_config={"session.timeout.ms": 6000},
     )
     conf = options.consumer_settings("g")
     assert conf["enable.auto.commit"] is False and conf["group.id"] == "g"
@@ -107,6 +108,27 @@ def test_consumers_never_auto_commit_and_sasl_passes_through() -> None:
     assert options.admin_settings()["security.protocol"] == "SASL_SSL"
     reader = options.consumer_settings(None)
     assert reader["auto.offset.reset"] == "latest" and reader["group.id"].startswith("celery-")
+
+
+def test_auto_commit_is_refused_not_silently_overridden() -> None:
+    options = BridgeOptions(bootstrap_servers="b:1", consumer_config={"enable.auto.commit": True})
+    with pytest.raises(ConfigurationError, match=r"enable\.auto\.commit=True would commit offsets"):
+        options.consumer_settings("g")
+
+
+def test_the_workers_environment_configures_the_bridge_and_transport_options_win(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAFKA_JOBS_CONSUMER_SESSION_TIMEOUT_MS", "7000")
+    monkeypatch.setenv("KAFKA_JOBS_CONSUMER_HEARTBEAT_INTERVAL_MS", "700")
+    monkeypatch.setenv("KAFKA_JOBS_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    options = BridgeOptions.from_transport_options(
+        {"consumer_config": {"heartbeat.interval.ms": 500}}, ["b:1"]
+    )
+    conf = options.consumer_settings("g")
+    assert conf["session.timeout.ms"] == "7000"  # from the environment
+    assert conf["heartbeat.interval.ms"] == 500  # the transport option wins
+    assert options.producer_settings()["security.protocol"] == "SASL_SSL"
 
 
 def test_dead_letter_topic_template() -> None:
