@@ -1,6 +1,7 @@
 """Celery on three brokers: `.delay()` rate and worker throughput, in one run.
 
-    python -m bench.celery_brokers [--jobs N] [--runs R] [--concurrency C] [--out bench/RESULTS.md]
+    python -m bench.celery_brokers [--broker embedded|apache] [--jobs N] [--runs R]
+        [--concurrency C] [--out bench/RESULTS.md]
 
 Brokers (the same Celery app, `bench/celery_app.py`, and the same no-op task):
 
@@ -26,8 +27,9 @@ raw producer and consumer, kafka-jobs records on topics of 6 partitions), and Ce
 own `.delay()` cost on kombu's in-process ``memory://`` transport (no broker, no I/O;
 no worker: that transport does not cross processes).
 
-Both Kafka transports use `KAFKA_BOOTSTRAP_SERVERS` when set, else an embedded Tansu
-broker started here (`bench.common.broker`).
+Both Kafka transports use `KAFKA_BOOTSTRAP_SERVERS` when set, else the broker of
+`--broker` started here (default embedded Tansu; apache: one Apache Kafka KRaft node;
+`bench.common.broker`).
 
 Each run, for each broker, on a fresh queue:
 
@@ -164,8 +166,14 @@ class RedisHandle:
 
 
 @contextmanager
-def redis_server(external: str | None, workdir: Path) -> Iterator[RedisHandle]:
-    """`external` if given, else a fresh redis-server on a free loopback port, stopped after."""
+def redis_server(external: str | None, workdir: Path, wanted: bool = True) -> Iterator[RedisHandle]:
+    """`external` if given, else a fresh redis-server on a free loopback port, stopped after.
+
+    Nothing is started when Redis is not `wanted` (not in `--brokers`).
+    """
+    if not wanted:
+        yield RedisHandle("", "not used (redis not in --brokers)")
+        return
     if external:
         yield RedisHandle(external, f"external Redis at {external} (--redis-url)")
         return
@@ -507,8 +515,9 @@ def notes(args: argparse.Namespace, results: Results) -> list[str]:
         " topics of 6 partitions; its records are smaller than a Celery message (the"
         " Celery protocol-2 body and its headers are several hundred bytes), so it is an"
         " upper bound for what any Kafka transport could reach with this client.",
-        "the machine's 2 CPUs are shared by the broker (Tansu or redis-server), the"
-        " benchmark process and the worker subprocess; figures vary by 10-30% between runs.",
+        "the machine's 2 CPUs are shared by the brokers (Tansu or Apache Kafka, and"
+        " redis-server), the benchmark process and the worker subprocess; figures vary by"
+        " 10-30% between runs.",
         f"a worker run stops after {args.timeout:.0f} s or {CELERY_STALL_SECONDS:.0f} s"
         " without progress; the worker logs (level WARNING) are scanned for WARNING, ERROR"
         " and Traceback lines.",
@@ -621,7 +630,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     common.progress(f"worker logs in {workdir}")
     results = Results(MEASUREMENTS, SIDES)
-    with common.broker() as kafka, redis_server(args.redis_url or None, workdir) as redis_handle:
+    with (
+        common.broker(args.broker) as kafka,
+        redis_server(args.redis_url or None, workdir, REDIS in args.brokers) as redis_handle,
+    ):
         common.progress(f"Kafka broker: {kafka.description} at {kafka.bootstrap}")
         common.progress(f"Redis: {redis_handle.description}")
         celery_brokers = brokers(kafka.bootstrap, redis_handle.url, args)

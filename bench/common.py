@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import logging
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -18,6 +20,9 @@ from typing import Any
 
 import confluent_kafka
 
+from kafka_jobs.apache import DEFAULT_VERSION as APACHE_VERSION
+from kafka_jobs.apache import HEAP as APACHE_HEAP
+from kafka_jobs.apache import ApacheKafkaCluster
 from kafka_jobs.broker import EmbeddedBroker
 from kafka_jobs.testing import TEST_CONSUMER_CONFIG, BrokerInfo, unique_name
 from kafka_jobs.testing import create_topic as create_named_topic
@@ -156,6 +161,10 @@ def create_topic(bootstrap: str, prefix: str, partitions: int) -> str:
     return create_named_topic(bootstrap, unique(prefix), partitions)
 
 
+BROKERS = ("embedded", "apache")  # the choices of `--broker`
+BROKER_NAMES = {"embedded": "embedded Tansu", "apache": "Apache Kafka", "external": "external"}
+
+
 @dataclass
 class BrokerHandle:
     """The broker of a benchmark run."""
@@ -163,22 +172,56 @@ class BrokerHandle:
     bootstrap: str
     description: str
     pid: int | None  # None for an external broker (its RSS is not measurable)
+    kind: str = "embedded"  # "embedded", "apache" or "external" (KAFKA_BOOTSTRAP_SERVERS)
+
+    @property
+    def name(self) -> str:
+        """Short name for tables: "embedded Tansu", "Apache Kafka" or "external"."""
+        return BROKER_NAMES[self.kind]
 
 
 @contextmanager
-def broker() -> Iterator[BrokerHandle]:
-    """`KAFKA_BOOTSTRAP_SERVERS`, else an embedded broker started here and stopped at the end."""
+def broker(kind: str = "embedded") -> Iterator[BrokerHandle]:
+    """The broker of `--broker`, started here and stopped at the end, by PID.
+
+    `KAFKA_BOOTSTRAP_SERVERS` takes precedence (an external broker, as in the test
+    plugin); else `kind` "embedded" starts `EmbeddedBroker` (Tansu, memory-only) and
+    "apache" one Apache Kafka KRaft node (`ApacheKafkaCluster(brokers=1)`, data in a
+    temporary directory on disk, removed at the end).
+    """
+    if kind not in BROKERS:
+        raise ValueError(f"--broker must be one of {', '.join(BROKERS)}, not {kind!r}")
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if external:
         yield BrokerHandle(
-            external, f"external broker at {external} (KAFKA_BOOTSTRAP_SERVERS)", None
+            external,
+            f"external broker at {external} (KAFKA_BOOTSTRAP_SERVERS; --broker {kind} ignored)",
+            None,
+            "external",
         )
+        return
+    if kind == "apache":
+        progress(f"starting Apache Kafka {APACHE_VERSION} (1 KRaft node) ...")
+        cluster = ApacheKafkaCluster(brokers=1).start()
+        try:
+            yield BrokerHandle(
+                cluster.bootstrap_servers,
+                f"Apache Kafka {cluster.version} (1 node, KRaft, on disk, JVM heap {APACHE_HEAP})",
+                cluster.processes[1].pid,
+                "apache",
+            )
+        finally:
+            LIBRDKAFKA_LOG.disabled = True
+            cluster.stop()  # the JVM this object started, by PID; its data removed
         return
     embedded = EmbeddedBroker().start()
     try:
         pid = embedded.process.pid if embedded.process is not None else None
         yield BrokerHandle(
-            embedded.bootstrap_servers, f"embedded Tansu ({tansu_version()}, memory-only)", pid
+            embedded.bootstrap_servers,
+            f"embedded Tansu ({tansu_version()}, memory-only)",
+            pid,
+            "embedded",
         )
     finally:
         # Idle clients (flushed again at exit) would report the broker going away.
@@ -237,20 +280,36 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float) -> int | None
 # --- the run --------------------------------------------------------------------------------
 
 
-def arg_parser(module: str, doc: str | None) -> argparse.ArgumentParser:
-    """The parser of `python -m <module>`, its docstring as the description."""
-    return argparse.ArgumentParser(
+def arg_parser(
+    module: str, doc: str | None, broker_default: str = "embedded"
+) -> argparse.ArgumentParser:
+    """The parser of `python -m <module>`, its docstring as the description; `--broker`."""
+    parser = argparse.ArgumentParser(
         prog=f"python -m {module}",
         description=doc,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        "--broker",
+        choices=BROKERS,
+        default=broker_default,
+        help="broker started for the run: embedded (Tansu, memory-only) or apache (one Apache"
+        f" Kafka {APACHE_VERSION} KRaft node, on disk); default {broker_default}."
+        " KAFKA_BOOTSTRAP_SERVERS, when set, takes precedence",
+    )
+    return parser
 
 
 def runs_parser(
-    module: str, doc: str | None, jobs: int, jobs_help: str, appends: bool = True
+    module: str,
+    doc: str | None,
+    jobs: int,
+    jobs_help: str,
+    appends: bool = True,
+    broker_default: str = "embedded",
 ) -> argparse.ArgumentParser:
     """The parser of a benchmark that repeats its measurements: `--jobs`, `--runs`, `--out`."""
-    parser = arg_parser(module, doc)
+    parser = arg_parser(module, doc, broker_default)
     parser.add_argument("--jobs", type=int, default=jobs, help=jobs_help)
     parser.add_argument("--runs", type=int, default=3, help="runs of each measurement")
     add_out_argument(parser, appends)
@@ -431,3 +490,82 @@ def append_section(path: Path, text: str) -> None:
     with path.open("a") as handle:
         handle.write(separator + text)
     progress(f"section appended to {path}")
+
+
+# --- results side by side, one block per benchmark and broker -------------------------------
+#
+# A benchmark that is run once per broker keeps, in the results file, one block per broker
+# (`<!-- bench:NAME/KIND -->` ... `<!-- /bench:NAME/KIND -->`, replaced on the next run on
+# that broker) and one summary block (`NAME/summary`) holding a table of the headline
+# figures of every broker side by side, rebuilt from the data each broker block carries.
+
+
+def block_markers(key: str) -> tuple[str, str]:
+    return f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
+
+
+def replace_block(path: Path, key: str, text: str) -> None:
+    """Put `text` between the markers of `key` in `path`: in place if they exist, else appended."""
+    begin_mark, end_mark = block_markers(key)
+    existing = path.read_text() if path.exists() else ""
+    block = f"{begin_mark}\n{text.strip()}\n{end_mark}"
+    start = existing.find(begin_mark)
+    end = existing.find(end_mark, start)
+    if start >= 0 and end > start:
+        updated = existing[:start] + block + existing[end + len(end_mark) :]
+    else:
+        separator = "" if not existing else ("\n" if existing.endswith("\n") else "\n\n")
+        updated = existing + separator + block + "\n"
+    path.write_text(updated)
+
+
+DATA_PREFIX = "<!-- data: "
+
+
+def block_data(path: Path, prefix: str) -> dict[str, dict[str, Any]]:
+    """The data line of every block whose key starts with `prefix`, by the rest of its key."""
+    if not path.exists():
+        return {}
+    found: dict[str, dict[str, Any]] = {}
+    pattern = re.compile(
+        r"<!-- bench:" + re.escape(prefix) + r"([\w.-]+) -->(.*?)<!-- /bench:", re.S
+    )
+    for match in pattern.finditer(path.read_text()):
+        for line in match.group(2).splitlines():
+            if line.startswith(DATA_PREFIX) and line.endswith(" -->"):
+                found[match.group(1)] = json.loads(line[len(DATA_PREFIX) : -len(" -->")])
+    return found
+
+
+def record_side_by_side(
+    path: Path, name: str, kind: str, broker_name: str, section: str, cells: list[list[str]]
+) -> None:
+    """Replace this broker's block of benchmark `name` and rebuild its side-by-side summary.
+
+    `cells`: `[label, value]` rows, the headline figures of this run; the summary is a
+    table with a row per label and a column per broker that has a block in `path`.
+    Nothing when `path` is '-'.
+    """
+    if str(path) == "-":
+        return
+    data = json.dumps({"broker": broker_name, "cells": cells}, ensure_ascii=True)
+    assert "-->" not in data
+    summary_key = f"{name}/summary"
+    if not path.exists() or block_markers(summary_key)[0] not in path.read_text():
+        replace_block(path, summary_key, "")  # the summary goes before the broker blocks
+    replace_block(path, f"{name}/{kind}", f"{section.strip()}\n\n{DATA_PREFIX}{data} -->")
+    brokers = block_data(path, f"{name}/")
+    order = [k for k in (*BROKERS, "external") if k in brokers]
+    labels: list[str] = []
+    values: dict[tuple[str, str], str] = {}
+    for key in order:
+        for label, value in brokers[key]["cells"]:
+            if label not in labels:
+                labels.append(label)
+            values[(label, key)] = value
+    table = markdown_table(
+        ["", *(brokers[key]["broker"] for key in order)],
+        [[label, *(values.get((label, key), "") for key in order)] for label in labels],
+    )
+    replace_block(path, summary_key, table)
+    progress(f"results of {name} on {broker_name} written to {path}")

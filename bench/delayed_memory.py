@@ -1,16 +1,17 @@
 """Worker memory with a million delayed jobs waiting (the claim of `kafka_jobs.delay`).
 
-    python -m bench.delayed_memory [--jobs N] [--out bench/RESULTS.md]
+    python -m bench.delayed_memory [--broker embedded|apache] [--jobs N] [--out bench/RESULTS.md]
 
-Uses `KAFKA_BOOTSTRAP_SERVERS` when set, else starts an embedded Tansu broker
-(`kafka_jobs.broker.EmbeddedBroker`) and stops it at the end. Then:
+Uses `KAFKA_BOOTSTRAP_SERVERS` when set, else starts the broker of `--broker` (default
+embedded: Tansu, `kafka_jobs.broker.EmbeddedBroker`; apache: one Apache Kafka KRaft node,
+`kafka_jobs.apache.ApacheKafkaCluster`) and stops it at the end. Then:
 
 1. starts ONE worker subprocess, `python -m kafka_jobs worker -A bench.delayed_memory_app`,
    on a new topic, with its own consumer group and delay-topic prefix;
 2. waits until it is up: a plain job and a job with countdown 1 s (which passes
    through the delay dispatcher) both ran;
 3. samples the worker's RSS (`/proc/PID/status` VmRSS) every second from here
-   to the end, and the broker's when it is the embedded one;
+   to the end, and the broker's when this run started it (Tansu or the Kafka JVM);
 4. enqueues N jobs (`apply_async(("d",), countdown=...)`) with countdowns spread
    evenly over 1-2 hours, i.e. into the 1024 s and 4096 s tiers, from this
    process, then flushes;
@@ -663,8 +664,13 @@ def notes(run: Run, args: argparse.Namespace) -> list[str]:
         f" {BASELINE_SAMPLES} samples, taken after the worker ran a plain and a 1 s delayed"
         " job (both consumers joined, the tier topics exist). VmHWM is the kernel's high-water"
         " mark, start-up included, so it also covers spikes between two samples.",
-        "the broker keeps every record in memory (Tansu, memory-only): its growth is the"
-        " records waiting, expected and not the worker's.",
+        (
+            "the broker keeps every record in memory (Tansu, memory-only): its growth is the"
+            " records waiting, expected and not the worker's."
+            if args.broker == "embedded"
+            else "Apache Kafka keeps the records in its log files on disk (the page cache"
+            " holding them is not in the JVM's RSS): its RSS growth is heap and buffers."
+        ),
         f"'bounded' means the worker's peak RSS rose at most {args.bounded_mib:.0f} MiB above"
         f" the baseline (at N = 1,000,000 that is {args.bounded_mib * MIB * 1024 / 1e6:.0f}"
         " bytes per job, far less than one delayed record, about 300 bytes with its headers).",
@@ -711,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     invocation = common.begin("bench.delayed_memory")
     commit = common.source_state().removeprefix("commit ")  # read by `begin`, at the start
-    with common.broker() as handle, tempfile.TemporaryDirectory() as tmp:
+    with common.broker(args.broker) as handle, tempfile.TemporaryDirectory() as tmp:
         common.progress(f"broker: {handle.description} at {handle.bootstrap} (pid {handle.pid})")
         run = measure(handle.bootstrap, handle.pid, args, Path(tmp))
     text = section(

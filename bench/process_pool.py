@@ -1,9 +1,11 @@
 """Process pool for CPU-bound jobs (issue #9): kafka-jobs threads vs processes, raw, Celery.
 
-    python -m bench.process_pool [--jobs N] [--runs R] [--out bench/RESULTS.md]
+    python -m bench.process_pool [--broker embedded|apache] [--jobs N] [--runs R]
+        [--out bench/RESULTS.md]
 
-Uses `KAFKA_BOOTSTRAP_SERVERS` when set, else starts an embedded Tansu broker and stops
-it at the end (`bench.common.broker`). Before measuring, waits (bounded, `--idle-wait`)
+Uses `KAFKA_BOOTSTRAP_SERVERS` when set, else starts the broker of `--broker` (default
+embedded Tansu; apache: one Apache Kafka KRaft node) and stops it at the end
+(`bench.common.broker`). Before measuring, waits (bounded, `--idle-wait`)
 until no process matches `storm-diag` and the 1-minute load average is below
 `--max-load`, so that the two cores are free.
 
@@ -627,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     common.progress(f"one job alone: {job_seconds * 1000:.1f} ms ({args.rounds} rounds)")
     results = Results((WORKER,), SIDES)
     infos: dict[str, list[str]] = {side: [] for side in SIDES}
-    with common.broker() as handle, tempfile.TemporaryDirectory() as tmp:
+    with common.broker(args.broker) as handle, tempfile.TemporaryDirectory() as tmp:
         source = snapshot(Path(tmp))
         common.progress(f"code measured: a copy of {', '.join(SNAPSHOT)} in {source}")
         common.progress(f"broker: {handle.description} at {handle.bootstrap}")

@@ -1,11 +1,15 @@
 """Throughput of kafka-jobs against raw confluent-kafka and Celery, on one broker.
 
-    python -m bench.throughput [--jobs N] [--runs R] [--out bench/RESULTS.md]
+    python -m bench.throughput [--broker embedded|apache] [--jobs N] [--runs R]
+        [--out bench/RESULTS.md]
 
-Uses `KAFKA_BOOTSTRAP_SERVERS` when set, else starts an embedded Tansu broker
-(`kafka_jobs.broker.EmbeddedBroker`) and stops it at the end. Each measurement
+Uses `KAFKA_BOOTSTRAP_SERVERS` when set, else starts the broker of `--broker` and stops
+it at the end: embedded (default; Tansu, `kafka_jobs.broker.EmbeddedBroker`) or apache
+(one Apache Kafka KRaft node, `kafka_jobs.apache.ApacheKafkaCluster`). Each measurement
 runs `--runs` times on a fresh topic (and a fresh consumer group); the medians
-are reported.
+are reported, against the raw and Celery loops measured on the same broker in the
+same run. The report replaces this broker's block of the results file and the
+side-by-side table of every broker's medians (`bench.common.record_side_by_side`).
 
 Measurements:
 
@@ -37,6 +41,7 @@ import argparse
 import itertools
 import json
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -545,34 +550,79 @@ def table_rows(results: Results) -> list[list[str]]:
     return rows
 
 
-def write_results(
-    path: Path,
+def median_startup(results: Results, measurement: str, side: str) -> float | None:
+    """Median seconds from a worker's start to its first job, over the runs that had one."""
+    values = [f.startup for f in results.figures[measurement][side] if f.startup is not None]
+    return statistics.median(values) if values else None
+
+
+def summary_cells(
+    date: str, load_average: str, args: argparse.Namespace, results: Results
+) -> list[list[str]]:
+    """The headline figures of this run, for the side-by-side table of every broker."""
+    cells: list[list[str]] = []
+    for label, measurement in (
+        ("enqueue incl. final flush", ENQUEUE),
+        ("enqueue calls alone", ENQUEUE_CALLS),
+        ("worker, no-op jobs", WORKER),
+    ):
+        kj, raw = results.median(measurement, KJ), results.median(measurement, RAW)
+        cells += [
+            [f"{label}: kafka-jobs", fmt_rate(kj)],
+            [f"{label}: raw confluent-kafka", fmt_rate(raw)],
+            [f"{label}: **kafka-jobs / raw**", fmt_ratio(kj, raw)],
+        ]
+        if measurement == ENQUEUE_CALLS or args.no_celery:
+            continue
+        celery = results.median(measurement, CELERY)
+        tuned = " (tuned)" if measurement == WORKER else ""
+        cells += [
+            [f"{label}: celery confluentkafka://{tuned}", fmt_rate(celery)],
+            [f"{label}: kafka-jobs / celery{tuned}", fmt_ratio(kj, celery)],
+        ]
+        if measurement == WORKER and results.figures[WORKER][CELERY_DEFAULT]:
+            default = results.median(WORKER, CELERY_DEFAULT)
+            cells.append([f"{label}: celery at kombu defaults", fmt_rate(default)])
+    startups = [median_startup(results, WORKER, side) for side in (KJ, RAW)]
+    cells.append(
+        [
+            "worker start to first job (group join), kafka-jobs / raw",
+            " / ".join("n/a" if v is None else f"{v:.1f} s" for v in startups),
+        ]
+    )
+    cells += [
+        ["date", date],
+        ["load average (1 min) at start / end", load_average],
+        ["jobs per run (kafka-jobs and raw) x runs", f"{args.jobs:,} x {args.runs}"],
+    ]
+    return cells
+
+
+def results_section(
+    handle: common.BrokerHandle,
     command: str,
     date: str,
-    broker_description: str,
     args: argparse.Namespace,
     results: Results,
     load_average: str,
-) -> None:
-    out = ["# kafka-jobs throughput", ""]
+) -> str:
+    """This run's full report: a `###` section of the results file for this broker."""
+    out = [f"### On {handle.name}", ""]
     out += [
-        "Produced by `bench/throughput.py` (see its docstring for what each side does);",
-        "the celery app is `bench/celery_app.py`.",
-        "",
         *common.report_head(command, date, load_average),
-        f"- broker: {broker_description}",
+        f"- broker: {handle.description}",
         f"- jobs per run: {args.jobs} (kafka-jobs and raw), {args.celery_jobs} (celery enqueue"
         f" and tuned worker), {args.celery_default_jobs} (celery worker at kombu defaults);"
         f" {args.runs} runs; topics of {PARTITIONS} partitions (celery: 1);"
         f" worker concurrency {CONCURRENCY} threads",
         "",
-        f"## Medians of {args.runs} runs",
+        f"#### Medians of {args.runs} runs ({handle.name})",
         "",
         common.markdown_table(HEADER, table_rows(results)),
         "",
         "Targets: enqueue kafka-jobs / raw >= 50%, worker kafka-jobs / raw >= 25%.",
         "",
-        "## Per run (jobs/s)",
+        f"#### Per run (jobs/s, {handle.name})",
         "",
     ]
     per_run_header = ["measurement", "side", *(f"run {r + 1}" for r in range(args.runs))]
@@ -593,8 +643,8 @@ def write_results(
     )
     out.append("")
     if results.notes:
-        out += ["## Notes", "", *(f"- {note}" for note in results.notes), ""]
-    path.write_text("\n".join(out))
+        out += [f"#### Notes ({handle.name})", "", *(f"- {note}" for note in results.notes), ""]
+    return "\n".join(out)
 
 
 # --- main -------------------------------------------------------------------------------
@@ -662,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
     invocation = common.begin("bench.throughput")
     check_raw_record()
     results = Results(MEASUREMENTS, SIDES)
-    with common.broker() as handle, tempfile.TemporaryDirectory() as tmp:
+    with common.broker(args.broker) as handle, tempfile.TemporaryDirectory() as tmp:
         bootstrap = handle.bootstrap
         common.progress(f"broker: {handle.description} at {bootstrap}")
         common.progress("warm-up (untimed): 2000 jobs through the kafka-jobs and the raw producer")
@@ -671,21 +721,19 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.runs):
             run_once(f"[run {r + 1}/{args.runs}]", bootstrap, args, results, Path(tmp))
     load_average = invocation.load_average()
-    results.notes += GENERAL_NOTES
+    results.notes += general_notes(handle.kind)
     results.notes += celery_notes(results) if not args.no_celery else []
     print()
+    print(f"broker: {handle.description}")
     print(common.text_table(HEADER, table_rows(results)))
-    if str(args.out) != "-":
-        write_results(
-            args.out,
-            invocation.command,
-            invocation.date,
-            handle.description,
-            args,
-            results,
-            load_average,
-        )
-        common.progress(f"\nresults written to {args.out}")
+    common.record_side_by_side(
+        args.out,
+        "throughput",
+        handle.kind,
+        handle.name,
+        results_section(handle, invocation.command, invocation.date, args, results, load_average),
+        summary_cells(invocation.date, load_average, args, results),
+    )
     failed = any(
         f.error is not None
         for side in (KJ, RAW)
@@ -695,10 +743,36 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+def general_notes(kind: str) -> list[str]:
+    """Notes on how the figures were taken; `kind`: the broker (`BrokerHandle.kind`)."""
+    join = {
+        "embedded": " (about 3 s: Tansu completes a join after about half of"
+        " session.timeout.ms = 6 s)",
+        "apache": " (Apache Kafka: group.initial.rebalance.delay.ms 0, so a lone member"
+        " joins at once)",
+    }.get(kind, "")
+    notes = [
+        "workers are timed from the first job run to the N-th (the rate counts the N-1 jobs"
+        f" after the first); the consumer-group join{join} is excluded and shown as"
+        " 'first job after'.",
+        *GENERAL_NOTES,
+    ]
+    if kind == "embedded":
+        notes.append(
+            "Tansu's ListOffsets reports wrong high watermarks (about one per produced batch),"
+            " so delivery is checked through delivery reports (`app.flush()` raises on a failed"
+            " delivery, raw `flush()` must return 0) and by the workers reaching N."
+        )
+    if kind == "apache":
+        notes.append(
+            "Apache Kafka runs as one JVM (combined broker and controller, heap 512 MiB) on"
+            " the same 2 CPUs, writing its log segments to local disk (ext4; no fsync per"
+            " message: Kafka's defaults leave flushing to the OS)."
+        )
+    return notes
+
+
 GENERAL_NOTES = [
-    "workers are timed from the first job run to the N-th (the rate counts the N-1 jobs"
-    " after the first); the consumer-group join (about 3 s: Tansu completes a join after"
-    " about half of session.timeout.ms = 6 s) is excluded and shown as 'first job after'.",
     "raw enqueue uses the kafka-jobs producer settings (linger.ms 5, enable.idempotence)"
     " and builds the same key, header list and JSON value (checked against kafka_jobs.wire"
     " at start); kafka-jobs additionally tracks every delivery (EnqueuedJob + callback).",
@@ -708,15 +782,12 @@ GENERAL_NOTES = [
     " validate headers, which kafka-jobs does for every record.",
     "one warm-up of 2000 jobs through both producers runs before the first measurement.",
     "enqueue time includes the final flush, i.e. waiting for the broker to acknowledge"
-    " every record; on this broker that wait is a large and variable share of the total."
+    " every record; that wait can be a large and variable share of the total."
     " The details give the time spent in the enqueue calls alone (Python and librdkafka"
     " client cost) and the flush separately.",
     "the machine's CPUs are shared by the broker, the benchmark process (producer, worker"
     " threads, librdkafka threads) and the celery worker subprocess: figures are CPU-bound"
     " and vary by 10-30% between runs.",
-    "Tansu's ListOffsets reports wrong high watermarks (about one per produced batch), so"
-    " delivery is checked through delivery reports (`app.flush()` raises on a failed"
-    " delivery, raw `flush()` must return 0) and by the workers reaching N.",
 ]
 
 

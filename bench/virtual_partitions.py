@@ -1,9 +1,11 @@
 """Virtual partitions: 20 ms jobs on ONE partition, with and without lanes, and Celery.
 
-    python -m bench.virtual_partitions [--jobs N] [--runs R] [--out bench/RESULTS.md]
+    python -m bench.virtual_partitions [--broker embedded|apache] [--jobs N] [--runs R]
+        [--out bench/RESULTS.md]
 
-Uses `KAFKA_BOOTSTRAP_SERVERS` when set, else starts an embedded Tansu broker and
-stops it at the end (`bench.common.broker`). Every run uses a fresh topic of
+Uses `KAFKA_BOOTSTRAP_SERVERS` when set, else starts the broker of `--broker` (default
+embedded Tansu; apache: one Apache Kafka KRaft node) and stops it at the end
+(`bench.common.broker`). Every run uses a fresh topic of
 ONE partition pre-filled with jobs keyed `k{i % 1000}` (1000 keys) whose body
 sleeps 20 ms, and a fresh consumer group. Each run of each measurement is timed
 from the moment the first job starts to the moment the N-th job finishes (group
@@ -271,7 +273,8 @@ def notes(results: Results) -> list[str]:
         f" target for (a): >= {TARGET:.0%} of it ({TARGET * IDEAL:,.0f} jobs/s).",
         "each run is timed from the first job's start to the N-th job's end (its 20 ms"
         " sleep returned), rate = N / that time; the consumer-group join (about 3 s on"
-        " Tansu, shown as 'first job ... after start' in the details) is excluded. Celery"
+        " Tansu, less on Apache Kafka; shown as 'first job ... after start' in the details)"
+        " is excluded. Celery"
         " counts its one warm-up job too (N+1 jobs).",
         "kafka-jobs regular (blocking) topics fetch the next batch only when the whole batch"
         " (up to batch_size = 1000 records, one consume()) has finished, so a batch lasts as"
@@ -400,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     results = Results()
     balanced = VirtualPartitions(max_partitions=LANES, distribution="balanced")
     consistent = VirtualPartitions(max_partitions=LANES, distribution="consistent")
-    with common.broker() as handle, tempfile.TemporaryDirectory() as tmp:
+    with common.broker(args.broker) as handle, tempfile.TemporaryDirectory() as tmp:
         bootstrap = handle.bootstrap
         common.progress(f"broker: {handle.description} at {bootstrap}")
         for r in range(args.runs):
