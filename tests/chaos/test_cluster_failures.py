@@ -257,6 +257,17 @@ def _ran(chaos: Cluster) -> dict[int, ledger.Execution]:
     return first
 
 
+def _every_acknowledged_job_ran(chaos: Cluster, enqueuer: Enqueuer, workers: list[Any]) -> int:
+    """After the enqueuer stopped: no caller saw an error, the same workers finished every
+    acknowledged job. Returns how many were enqueued."""
+    jobs: int = enqueuer.check()
+    assert all(w.poll() is None for w in workers), "a worker process died"
+    settle(chaos, jobs)
+    lost = set(range(jobs)) - set(_ran(chaos))
+    assert not lost, f"{len(lost)} acknowledged jobs never ran: {sorted(lost)[:10]}"
+    return jobs
+
+
 def _wait_ran(chaos: Cluster, expected: set[int], label: str) -> bool:
     started = time.monotonic()
 
@@ -311,12 +322,7 @@ def test_partition_leader_kill_9_loses_no_acknowledged_job(
         assert wait_until(lambda: len(enqueuer.acknowledged(back_seq)) >= RATE, 60, 0.2)
     finally:
         enqueuer.stop()
-    jobs = enqueuer.check()
-    assert all(w.poll() is None for w in workers), "a worker process died"
-    settle(chaos, jobs)
-    ran = set(_ran(chaos))
-    lost = set(range(jobs)) - ran
-    assert not lost, f"{len(lost)} acknowledged jobs never ran: {sorted(lost)[:10]}"
+    jobs = _every_acknowledged_job_ran(chaos, enqueuer, workers)
     assert chaos.workers == workers, "a worker had to be started again"
     print(
         f"leader kill: node {victim} led {sorted(led)}; new leaders after {failover:.1f}s; "
@@ -369,12 +375,7 @@ def test_group_coordinator_kill_9_workers_rejoin(
         assert wait_until(lambda: _group_is(chaos, 2), 120, interval=0.5), _describe(chaos)
     finally:
         enqueuer.stop()
-    jobs = enqueuer.check()
-    assert all(w.poll() is None for w in workers), "a worker process died"
-    settle(chaos, jobs)
-    ran = set(_ran(chaos))
-    lost = set(range(jobs)) - ran
-    assert not lost, f"{len(lost)} acknowledged jobs never ran: {sorted(lost)[:10]}"
+    jobs = _every_acknowledged_job_ran(chaos, enqueuer, workers)
     # Once everything ran, the group's commits reach the end of every partition.
     assert wait_until(lambda: _all_committed(chaos), 60, interval=1.0), _offsets(chaos)
     assert chaos.workers == workers, "a worker had to be started again"
