@@ -245,6 +245,10 @@ class App:
         prefix = self.settings.delay_topic_prefix
         return [*tier_topics(prefix), cancel_topic(prefix)]
 
+    def attach(self, worker: Worker) -> None:
+        """Count a worker of this app in `assignments()` while it lives (weakly held)."""
+        self._workers.add(worker)
+
     def worker(self, **options: Any) -> Worker:
         """A worker for this app; see `kafka_jobs.worker.Worker` for the options."""
         from kafka_jobs.worker.runner import Worker

@@ -87,6 +87,12 @@ class JobContext:
             f"{self.topic}[{self.partition}]@{self.offset} attempt={self.attempt}>"
         )
 
+    @property
+    def children(self) -> list[EnqueuedJob]:
+        """Jobs this job enqueued so far; its offset counts as done only once they are
+        acknowledged (the worker waits for them)."""
+        return self._children
+
     def revoked(self) -> bool:
         """True once this process lost the job's partition; the job should wrap up."""
         return self._partition_revoked.is_set()

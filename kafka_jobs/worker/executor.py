@@ -196,7 +196,7 @@ class Executor:
             envelope.attempt + runs,
             envelope.key,
             envelope.headers,
-            job.state._revoked,
+            job.state.revoked_event,
             self.stopping,
             job.mark_through,
             self.app,
@@ -283,7 +283,7 @@ class Executor:
             if call.span is not None:
                 call.span.end(error)
             return SKIPPED
-        if error is None and context._children:
+        if error is None and context.children:
             try:
                 self._await_children(context)
             except BaseException as child_error:
@@ -358,7 +358,7 @@ class Executor:
 
     def _await_children(self, context: JobContext) -> None:
         """Jobs enqueued by this job must be acknowledged before its offset may be committed."""
-        for child in context._children:
+        for child in context.children:
             child.wait(self._delivery_timeout)
 
     def _settle(self, failure: Failure, job: Job) -> Disposition:

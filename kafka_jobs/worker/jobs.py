@@ -83,6 +83,11 @@ class PartitionState:
         """True once this process lost the partition."""
         return self._revoked.is_set()
 
+    @property
+    def revoked_event(self) -> threading.Event:
+        """Set when this process loses the partition: jobs wait on it (`JobContext`)."""
+        return self._revoked
+
     def revoke(self) -> None:
         """Mark the partition as lost (listener thread)."""
         self.generation += 1

@@ -251,7 +251,7 @@ def _run_in_child(app: Any, request: bytes) -> bytes:
         result = app.task(task_name).fn(*args, **kwargs)
         if inspect.iscoroutine(result):
             asyncio.run(result)
-        for child_job in context._children:  # acknowledged before the job counts as done
+        for child_job in context.children:  # acknowledged before the job counts as done
             child_job.wait(app.settings.delivery_timeout)
         return bytes(dill.dumps(("ok", None, None, None, None)))
     except BaseException as error:

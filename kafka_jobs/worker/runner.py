@@ -159,7 +159,7 @@ class Worker:
         self.crashed: BaseException | None = None
         self._metrics: Metrics | None = None
         self._reporters: list[SummaryLine | StatePublisher] = []
-        app._workers.add(self)
+        app.attach(self)
         self._started = False
 
     def start(self) -> Worker:
