@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from kafka_jobs import App, dlq
 from kafka_jobs.testing import BrokerInfo, wait_until
@@ -13,11 +13,30 @@ from tests.bridge import proj
 
 
 def _dead_letters(broker: BrokerInfo, topic: str) -> list[dict[str, str]]:
-    found = dlq.read(App(bootstrap_servers=broker.bootstrap_servers), topic, idle=1.0, timeout=20)
+    # A fresh reader's first fetch of some partitions can lag the others by more than a
+    # second on a loaded machine: a short idle would end the read before they arrive.
+    found = dlq.read(App(bootstrap_servers=broker.bootstrap_servers), topic, idle=3.0, timeout=20)
     return [
         letter.info | {"value": (letter.value or b"").decode(errors="replace")}
         for letter in found.letters
     ]
+
+
+def _ends(broker: BrokerInfo, queue: str) -> dict[str, list[tuple[int, int]]]:
+    """(low, high) watermarks of the queue's and its dead-letter topic's partitions."""
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": "ends"})
+    try:
+        topics = consumer.list_topics(timeout=10).topics
+        return {
+            name: [
+                consumer.get_watermark_offsets(TopicPartition(name, p), timeout=5)
+                for p in topics[name].partitions
+            ]
+            for name in (queue, f"{queue}.dlq")
+            if name in topics
+        }
+    finally:
+        consumer.close()
 
 
 def test_unusable_records_are_dead_lettered_and_the_worker_goes_on(
@@ -57,7 +76,7 @@ def test_unusable_records_are_dead_lettered_and_the_worker_goes_on(
         letters[:] = _dead_letters(kafka_broker, f"{queue}.dlq")
         return len(letters) >= 3
 
-    assert wait_until(three_letters, 30, interval=0.5), letters
+    assert wait_until(three_letters, 45, interval=0.5), (letters, _ends(kafka_broker, queue))
     reasons = {letter["reason"]: letter for letter in letters}
     assert set(reasons) == {"not-a-kombu-message", "not-decodable", "rejected"}, letters
     assert reasons["not-a-kombu-message"]["value"] == "\x00garbage"
