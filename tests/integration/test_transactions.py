@@ -45,7 +45,7 @@ def aborted_records_hidden(kafka_broker: BrokerInfo) -> bool:
 
 @pytest.mark.parametrize("virtual", [False, True], ids=["offset-in-transaction", "lanes"])
 def test_output_child_jobs_and_offset_commit_together(
-    kafka_broker: BrokerInfo, kafka_app, new_topic, virtual: bool
+    kafka_broker: BrokerInfo, kafka_app, new_topic, virtual: bool, aborted_records_hidden: bool
 ) -> None:
     source, output, children_topic = new_topic(), new_topic(), new_topic()
     app = kafka_app(default_topic=source)
@@ -69,7 +69,12 @@ def test_output_child_jobs_and_offset_commit_together(
         settle.delay(n)
     app.flush(10)
     with app.worker():
-        assert wait_until(lambda: sorted(children) == [0, 10, 20], timeout=60)
+        ran = wait_until(lambda: set(children) >= {0, 10, 20}, timeout=60)
+        assert ran, f"children seen: {children}"
+    # A transaction retried under load leaves an aborted child behind; only a broker that
+    # hides aborted records from read_committed readers can promise each child once.
+    if aborted_records_hidden:
+        assert sorted(children) == [0, 10, 20]
     assert kafka_broker.committed(app.settings.group_id, source) == 3
     assert sorted(read_all(kafka_broker, output, committed_only=True)) == [
         b"settled 0",
