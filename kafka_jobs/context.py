@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 from kafka_jobs.errors import KafkaJobsError
 
 if TYPE_CHECKING:
-    from kafka_jobs.app import App
     from kafka_jobs.producer import EnqueuedJob
+    from kafka_jobs.settings import Settings
     from kafka_jobs.worker.jobs import PartitionState
 
 
@@ -29,11 +29,11 @@ class JobContext:
     """
 
     __slots__ = (
-        "_app",
         "_children",
         "_group_metadata",
         "_mark_through",
         "_partition_revoked",
+        "_settings",
         "_state",
         "_worker_stopping",
         "attempt",
@@ -59,7 +59,7 @@ class JobContext:
         partition_revoked: threading.Event,
         worker_stopping: threading.Event,
         mark_through: Callable[[int], None],
-        app: App | None = None,
+        settings: Settings | None = None,
         group_metadata: object | None = None,
         state: PartitionState | None = None,
     ) -> None:
@@ -74,7 +74,7 @@ class JobContext:
         self._partition_revoked = partition_revoked
         self._worker_stopping = worker_stopping
         self._mark_through = mark_through
-        self._app = app
+        self._settings = settings
         # Consumer-group metadata for transactions that commit this record's offset;
         # None where the offset cannot join a transaction (virtual partitions).
         self._group_metadata = group_metadata
@@ -86,6 +86,20 @@ class JobContext:
             f"<JobContext {self.task} id={self.job_id} "
             f"{self.topic}[{self.partition}]@{self.offset} attempt={self.attempt}>"
         )
+
+    @property
+    def settings(self) -> Settings | None:
+        """The settings of the worker running the job (None for a context built by hand)."""
+        return self._settings
+
+    @property
+    def group_metadata(self) -> object | None:
+        """Consumer-group metadata for a transaction that commits this record's offset.
+
+        None where the offset cannot join a transaction (virtual partitions, the
+        process pool, a context built by hand).
+        """
+        return self._group_metadata
 
     @property
     def children(self) -> list[EnqueuedJob]:
@@ -122,7 +136,7 @@ class JobContext:
             if size > MAX_USER_BYTES:
                 raise ValueError(f"offset metadata is {size} bytes; the limit is {MAX_USER_BYTES}")
             self._state.give_metadata(self.offset, metadata)
-        timeout = self._app.settings.delivery_timeout if self._app is not None else 30.0
+        timeout = self._settings.delivery_timeout if self._settings is not None else 30.0
         for child in self._children:
             child.wait(timeout)
         self._mark_through(self.offset)

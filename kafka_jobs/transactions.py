@@ -37,7 +37,7 @@ from kafka_jobs.errors import KafkaJobsError
 from kafka_jobs.wire import Headers
 
 if TYPE_CHECKING:
-    from kafka_jobs.app import App
+    from kafka_jobs.settings import Settings
 
 _active: ContextVar[Transaction | None] = ContextVar("kafka_jobs_transaction", default=None)
 _producers = threading.local()
@@ -66,12 +66,12 @@ def active_transaction() -> Transaction | None:
     return _active.get()
 
 
-def _producer_for_thread(app: App, timeout: float) -> Producer:
+def _producer_for_thread(settings: Settings, timeout: float) -> Producer:
     producer: Producer | None = getattr(_producers, "producer", None)
     if producer is None or getattr(_producers, "pid", None) != os.getpid():
-        config = dict(app.settings.producer_settings())
+        config = dict(settings.producer_settings())
         config["transactional.id"] = (
-            f"{app.settings.group_id}-{socket.gethostname()}-{os.getpid()}-{threading.get_ident()}"
+            f"{settings.group_id}-{socket.gethostname()}-{os.getpid()}-{threading.get_ident()}"
         )
         producer = Producer(config)
         producer.init_transactions(timeout)
@@ -89,15 +89,15 @@ def transaction(timeout: float = 30.0) -> Iterator[Transaction]:
         raise KafkaJobsError("transaction() is not available in async jobs; use a sync job")
     if _active.get() is not None:
         raise KafkaJobsError("transactions do not nest")
-    if context._app is None:
+    if context.settings is None:
         raise KafkaJobsError("transaction() needs a job run by a kafka-jobs worker")
-    producer = _producer_for_thread(context._app, timeout)
+    producer = _producer_for_thread(context.settings, timeout)
     producer.begin_transaction()
     txn = Transaction(producer)
     token = _active.set(txn)
     try:
         yield txn
-        metadata = context._group_metadata
+        metadata = context.group_metadata
         if metadata is not None:  # no virtual partitions: the offset commits with the output
             offset = TopicPartition(context.topic, context.partition, context.offset + 1)
             producer.send_offsets_to_transaction([offset], metadata, timeout)

@@ -13,7 +13,6 @@ from typing import Any, cast
 from confluent_kafka import Message
 
 from kafka_jobs import tracing
-from kafka_jobs.app import App
 from kafka_jobs.context import JobContext, _set_current
 from kafka_jobs.deadletter import JOB_FAILED
 from kafka_jobs.errors import KafkaJobsError, NotDecodable, RecordRejected, RecordTooLarge
@@ -22,6 +21,7 @@ from kafka_jobs.wire import Envelope, decode, now_ms, read_task_name
 from kafka_jobs.worker.aio import AsyncRunner
 from kafka_jobs.worker.failures import Disposition, Failure, FailureHandler, RetryLater
 from kafka_jobs.worker.jobs import Job
+from kafka_jobs.worker.ports import Processing
 from kafka_jobs.worker.processes import ProcessPool
 
 log = logging.getLogger("kafka_jobs.worker")
@@ -75,25 +75,30 @@ class Executor:
     Sync jobs run on the calling worker thread, or in a child process with the
     process pool; `async def` jobs run on the event loop (`AsyncRunner`), and
     their job is handed back through `resume` to finish on a worker thread.
+    `processing` is what it needs of the app (tasks, settings, events, secret);
+    `failures` decides about records that cannot run or whose job raised.
     """
 
     def __init__(
         self,
-        app: App,
+        processing: Processing,
         failures: FailureHandler,
         stopping: threading.Event,
         *,
         resume: Callable[[Job], None] | None = None,
         processes: ProcessPool | None = None,
     ) -> None:
-        self.app = app
+        self.processing = processing
         self.failures = failures
         self.stopping = stopping
         self.processes = processes
         self._resume = resume
-        self._events = app.events
-        self._max_bytes = app.settings.max_payload_bytes
-        self._delivery_timeout = app.settings.delivery_timeout
+        self._tasks = processing.tasks
+        self._settings = processing.settings
+        self._secret = processing.secret
+        self._events = processing.events
+        self._max_bytes = processing.settings.max_payload_bytes
+        self._delivery_timeout = processing.settings.delivery_timeout
         self._async: AsyncRunner | None = None
         self._async_lock = threading.Lock()
 
@@ -103,7 +108,7 @@ class Executor:
         if self._async is None:
             with self._async_lock:
                 if self._async is None:
-                    self._async = AsyncRunner(self.app.settings.async_concurrency)
+                    self._async = AsyncRunner(self._settings.async_concurrency)
         return self._async
 
     def close(self) -> None:
@@ -199,7 +204,7 @@ class Executor:
             job.state.revoked_event,
             self.stopping,
             job.mark_through,
-            self.app,
+            self._settings,
             job.group_metadata,
             job.state,
         )
@@ -339,8 +344,8 @@ class Executor:
             value = record.value()
             if value is not None and len(value) > self._max_bytes:
                 raise RecordTooLarge(f"value is {len(value)} bytes; the limit is {self._max_bytes}")
-            envelope = decode(value, record.headers(), record.key(), self.app.secret)
-            return envelope, self.app.task(envelope.task)
+            envelope = decode(value, record.headers(), record.key(), self._secret)
+            return envelope, self._tasks.task(envelope.task)
         except RecordRejected:
             raise
         except Exception as error:  # a decoder bug must not stall the partition

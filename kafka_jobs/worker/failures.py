@@ -14,6 +14,8 @@ from kafka_jobs.wire import read_job_id
 
 if TYPE_CHECKING:
     from kafka_jobs.app import App
+    from kafka_jobs.events import EventBus
+    from kafka_jobs.worker.ports import FailurePolicies, RecordWriter
 
 log = logging.getLogger("kafka_jobs.worker")
 
@@ -119,16 +121,46 @@ class RetryThenDeadLetter:
     only after the broker acknowledged the dead letter; a failed write is retried
     with backoff (the job is not run again). Topics whose dead-letter topic is
     disabled log and move on.
+
+    policies: each record's retry policy and dead-letter topic.
+    group_id: the consumer group named in the dead letters' headers.
+    writer: writes the dead letters (the app's producer).
+    events: where `job.retrying`, `job.dead_lettered` and `dead_letter.failed` go.
+    delivery_timeout: seconds to wait for a dead letter's acknowledgement.
+
+    Thread-safe: worker threads share one; it keeps no state of its own.
     """
 
-    def __init__(self, app: App, group_id: str) -> None:
-        self.app = app
+    def __init__(
+        self,
+        policies: FailurePolicies,
+        group_id: str,
+        *,
+        writer: RecordWriter,
+        events: EventBus,
+        delivery_timeout: float,
+    ) -> None:
+        self.policies = policies
         self.group_id = group_id
+        self.writer = writer
+        self.events = events
+        self.delivery_timeout = delivery_timeout
+
+    @classmethod
+    def for_app(cls, app: App, group_id: str) -> RetryThenDeadLetter:
+        """The policy with `app`'s failure policies, producer, event bus and delivery timeout."""
+        return cls(
+            app,
+            group_id,
+            writer=app.producer,
+            events=app.events,
+            delivery_timeout=app.settings.delivery_timeout,
+        )
 
     def handle(self, failure: Failure) -> Disposition:
         """Retry, dead-letter, or (dead letters disabled) log and drop."""
-        policy = self.app.failure_policy(failure.topic, failure.task)
-        events = self.app.events
+        policy = self.policies.failure_policy(failure.topic, failure.task)
+        events = self.events
         if failure.reason == deadletter.JOB_FAILED and policy.retry.should_retry(
             failure.error, failure.attempt
         ):
@@ -181,9 +213,8 @@ class RetryThenDeadLetter:
             last_failed_ms=failure.last_failed_ms,
             original=record.headers(),  # type: ignore[arg-type]
         )
-        producer = self.app.producer
-        handle = producer.enqueue(topic, "", record.value(), record.key(), headers)
-        handle.wait(self.app.settings.delivery_timeout)
+        handle = self.writer.enqueue(topic, "", record.value(), record.key(), headers)
+        handle.wait(self.delivery_timeout)
 
 
 def _coordinates(failure: Failure) -> dict[str, object]:

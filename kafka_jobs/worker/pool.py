@@ -6,7 +6,7 @@ import logging
 import threading
 
 from kafka_jobs.events import EventBus
-from kafka_jobs.worker.executor import Executor
+from kafka_jobs.worker.ports import JobRunner
 from kafka_jobs.worker.queue import JobsQueue
 from kafka_jobs.worker.scheduler import SerializedScheduler
 
@@ -25,7 +25,7 @@ class ThreadPool:
         self,
         size: int,
         queue: JobsQueue,
-        executor: Executor,
+        executor: JobRunner,
         scheduler: SerializedScheduler,
         events: EventBus,
     ) -> None:

@@ -31,7 +31,8 @@ import dill
 from kafka_jobs.errors import ConfigurationError, KafkaJobsError
 
 if TYPE_CHECKING:
-    from kafka_jobs.app import App
+    from kafka_jobs.settings import Settings
+    from kafka_jobs.worker.ports import TaskRegistry
 
 log = logging.getLogger("kafka_jobs.worker")
 
@@ -192,11 +193,11 @@ def _describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
-def app_spec_for(app: App, given: str | None) -> str:
-    """The `-A` spec children import: the one given, else the module of the app's tasks."""
+def app_spec_for(registry: TaskRegistry, given: str | None) -> str:
+    """The `-A` spec children import: the one given, else the module of the registry's tasks."""
     if given:
         return given
-    modules: set[str] = {task.fn.__module__ for task in app.tasks.values()}
+    modules: set[str] = {task.fn.__module__ for task in registry.tasks.values()}
     modules.discard("__main__")
     if len(modules) != 1:
         raise ConfigurationError(
@@ -225,12 +226,13 @@ def _child_main(conn: Connection, app_spec: str) -> None:
             request = conn.recv_bytes()
         except (EOFError, OSError):
             break
-        conn.send_bytes(_run_in_child(app, request))
+        conn.send_bytes(_run_in_child(app, app.settings, request))
     app.flush(app.settings.delivery_timeout)
     sys.exit(0)
 
 
-def _run_in_child(app: Any, request: bytes) -> bytes:
+def _run_in_child(tasks: TaskRegistry, settings: Settings, request: bytes) -> bytes:
+    """Run one call from the parent; the reply says how it ended."""
     from kafka_jobs.context import JobContext, _set_current
 
     never = threading.Event()
@@ -245,14 +247,14 @@ def _run_in_child(app: Any, request: bytes) -> bytes:
             partition_revoked=never,
             worker_stopping=never,
             mark_through=no_marks,
-            app=app,
+            settings=settings,
         )
         _set_current(context)
-        result = app.task(task_name).fn(*args, **kwargs)
+        result = tasks.task(task_name).fn(*args, **kwargs)
         if inspect.iscoroutine(result):
             asyncio.run(result)
         for child_job in context.children:  # acknowledged before the job counts as done
-            child_job.wait(app.settings.delivery_timeout)
+            child_job.wait(settings.delivery_timeout)
         return bytes(dill.dumps(("ok", None, None, None, None)))
     except BaseException as error:
         text = "".join(traceback.format_exception(error))

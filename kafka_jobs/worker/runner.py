@@ -20,6 +20,7 @@ from kafka_jobs.worker.executor import Executor
 from kafka_jobs.worker.failures import FailureHandler, RetryThenDeadLetter
 from kafka_jobs.worker.listener import Listener, PartitionReport, SubscriptionGroup
 from kafka_jobs.worker.pool import ThreadPool
+from kafka_jobs.worker.ports import Processing
 from kafka_jobs.worker.processes import ProcessPool, app_spec_for
 from kafka_jobs.worker.queue import JobsQueue
 from kafka_jobs.worker.scheduler import (
@@ -116,7 +117,7 @@ class Worker:
                 load_scheduler(settings.scheduler) if settings.scheduler else FifoScheduler
             )
         self.scheduler = SerializedScheduler(scheduler_class(self.queue))
-        handler = failure_handler or RetryThenDeadLetter(app, self.group_id)
+        handler = failure_handler or RetryThenDeadLetter.for_app(app, self.group_id)
         self.processes = None
         if settings.pool == "processes":
             manual = [t for t, o in self.consumption.items() if o.manual_offsets]
@@ -126,8 +127,9 @@ class Worker:
                     " mark (mark_as_consumed needs the worker's own process): use the threads pool"
                 )
             self.processes = ProcessPool(app_spec_for(app, app_spec), self.concurrency)
+        processing = Processing(tasks=app, settings=settings, events=app.events, secret=app.secret)
         self.executor = Executor(
-            app, handler, self.stopping, resume=self.queue.resume, processes=self.processes
+            processing, handler, self.stopping, resume=self.queue.resume, processes=self.processes
         )
         self.pool = ThreadPool(
             self.concurrency, self.queue, self.executor, self.scheduler, app.events
