@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, Unpack, overload
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from kafka_jobs import loader
 from kafka_jobs.delay import cancel_topic, tier_topics
 from kafka_jobs.errors import ConfigurationError, KafkaJobsError, UnknownTask
 from kafka_jobs.events import EventBus
@@ -268,6 +269,9 @@ def default_app() -> App:
             if _default_app is None:
                 _default_app = App()
     return _default_app
+
+
+loader.recognise(App, default_app)  # `-A` specs find Apps without the loader importing this
 
 
 @overload
