@@ -27,32 +27,32 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException
 
+from kafka_jobs.connection.client import Client, Key, Mark, by_partition
+from kafka_jobs.connection.commits import Committer, connect
 from kafka_jobs.worker.offsets import OffsetTracker
 
 log = logging.getLogger(__name__)
-
-Key = tuple[str, int]
 
 _BATCH = 500
 _ATTACH_TIMEOUT = 15.0
 
 
-def _names(partitions: list[TopicPartition]) -> str:
-    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "none"
+def _names(keys: Iterable[Key]) -> str:
+    return ", ".join(f"{topic}[{partition}]" for topic, partition in keys) or "none"
 
 
 _fetchers: weakref.WeakSet[Fetcher] = weakref.WeakSet()
 # Consumers of the parent, in a forked child (Celery's prefork pool): kept referenced
 # there for good, since destroying a librdkafka client after fork crashes the child.
-_inherited: list[Consumer] = []
+_inherited: list[Client] = []
 
 
 def _keep_after_fork() -> None:
-    _inherited.extend(fetcher._consumer for fetcher in list(_fetchers))
+    _inherited.extend(fetcher.client for fetcher in list(_fetchers))
 
 
 os.register_at_fork(after_in_child=_keep_after_fork)
@@ -99,13 +99,13 @@ class Fetcher:
         self._buffer: deque[Record] = deque()
         self._trackers: dict[Key, OffsetTracker] = {}
         self._generations: dict[Key, int] = {}
-        self._committed: dict[Key, int] = {}
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._topics: set[str] = set()
         self._paused = False
         self._stopping = threading.Event()
         self._failure: BaseException | None = None
-        self._consumer = Consumer({**config, "on_commit": self._on_commit})
+        self._committer = Committer(name)
+        self.client = connect(config, self._committer)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
         _fetchers.add(self)
@@ -202,7 +202,7 @@ class Fetcher:
         try:
             while not self._stopping.is_set():
                 self._run_commands()
-                if not self._topics and not self._consumer.assignment():
+                if not self._topics and not self.client.assignment():
                     # Nothing to poll. (After an unsubscribe, polling goes on until the
                     # revocation was served: it commits what is done and leaves cleanly.)
                     time.sleep(self._poll_timeout)
@@ -230,165 +230,121 @@ class Fetcher:
     def _fetch(self) -> None:
         # Never fetch past the buffer's capacity (one record when full: partitions pause).
         room = max(1, min(_BATCH, self._capacity - len(self._buffer)))
-        messages = self._consumer.consume(room, self._poll_timeout)
-        records: list[Record] = []
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.fatal():
-                    raise KafkaException(error)
-                if error.code() != KafkaError._PARTITION_EOF:
-                    log.warning("Kafka consumer error: %s", error)
-                continue
-            topic, partition, offset = message.topic(), message.partition(), message.offset()
-            assert topic is not None and partition is not None and offset is not None
-            records.append(
-                Record(
-                    topic,
-                    partition,
-                    offset,
-                    message.key(),
-                    message.value(),
-                    message.headers() or [],  # type: ignore[arg-type]  # a list of pairs here
-                    0,
-                )
-            )
-        if not records:
+        batches, errors = by_partition(self.client.poll(room, self._poll_timeout))
+        for error in errors:
+            if error.fatal():
+                raise KafkaException(error)
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("Kafka consumer error: %s", error)
+        if not batches:
             return
         with self._lock:
-            for record in records:
-                key = (record.topic, record.partition)
-                if self.grouped:
-                    tracker = self._trackers.get(key)
-                    if tracker is None:
-                        continue  # revoked in this very poll
-                    tracker.register((record.offset,))
-                record.generation = self._generations.get(key, 0)
-                self._buffer.append(record)
+            for key, messages in batches.items():
+                tracker = self._trackers.get(key)
+                if self.grouped and tracker is None:
+                    continue  # revoked in this very poll
+                generation = self._generations.get(key, 0)
+                records = [
+                    Record(
+                        key[0],
+                        key[1],
+                        cast(int, message.offset()),
+                        message.key(),
+                        message.value(),
+                        message.headers() or [],  # type: ignore[arg-type]  # a list of pairs here
+                        generation,
+                    )
+                    for message in messages
+                ]
+                if tracker is not None:
+                    tracker.register(record.offset for record in records)
+                self._buffer.extend(records)
         self._wake()
 
     def _flow_control(self) -> None:
         size = len(self._buffer)
         if size >= self._capacity:
             # Also covers partitions assigned since the last pause.
-            self._consumer.pause(self._consumer.assignment())
+            self.client.pause(self.client.assignment())
             self._paused = True
         elif self._paused and size <= self._capacity // 2:
-            self._consumer.resume(self._consumer.assignment())
+            self.client.resume(self.client.assignment())
             self._paused = False
 
-    def _commit(
-        self, asynchronous: bool, keys: Iterable[Key] | None = None, again: bool = False
-    ) -> None:
-        """Commit the committable marks; `again`: also marks already sent (they may have failed)."""
-        offsets: list[TopicPartition] = []
+    def _commit(self, asynchronous: bool, keys: Iterable[Key] | None = None) -> None:
+        """Commit the committable marks (sync: all of them again, as one sent may have failed)."""
+        marks: list[Mark] = []
         with self._lock:
             for key in self._trackers if keys is None else keys:
                 tracker = self._trackers.get(key)
                 mark = tracker.committable() if tracker is not None else None
-                if mark is not None and (again or mark != self._committed.get(key)):
-                    self._committed[key] = mark
-                    offsets.append(TopicPartition(key[0], key[1], mark))
-        if not offsets:
-            return
-        try:
-            if asynchronous:
-                self._consumer.commit(offsets=offsets, asynchronous=True)
-            else:
-                self._consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:
-            log.warning("offset commit failed (the offsets are committed again later): %s", exc)
-            with self._lock:
-                for tp in offsets:
-                    self._committed.pop((tp.topic, tp.partition), None)
-
-    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
-        if error is not None and error.code() != KafkaError._NO_OFFSET:
-            log.warning("offset commit failed (committed again later): %s", error)
-            with self._lock:
-                for tp in partitions:
-                    self._committed.pop((tp.topic, tp.partition), None)
+                if mark is not None:
+                    marks.append(Mark(key, mark))
+        self._committer.commit(marks, asynchronous)
 
     def _subscribe(self, topics: set[str]) -> None:
         if topics == self._topics:
             return
         self._topics = topics
-        if topics:
-            self._consumer.subscribe(
-                sorted(topics),
-                on_assign=self._on_assign,
-                on_revoke=self._on_revoke,
-                on_lost=self._on_lost,
-            )
-        else:
-            self._consumer.unsubscribe()
+        self.client.subscribe(sorted(topics), self)
 
     def _attach(self, topic: str) -> None:
         if topic in self._topics:
             return
-        metadata = self._consumer.list_topics(topic, timeout=_ATTACH_TIMEOUT).topics.get(topic)
-        if metadata is None or metadata.error is not None or not metadata.partitions:
-            raise FetcherFailed(f"topic {topic!r} is not available: {metadata and metadata.error}")
-        start: list[TopicPartition] = []
-        for partition in sorted(metadata.partitions):
-            tp = TopicPartition(topic, partition)
-            _low, high = self._consumer.get_watermark_offsets(tp, timeout=_ATTACH_TIMEOUT)
-            start.append(TopicPartition(topic, partition, high))
-        self._consumer.incremental_assign(start)
+        partitions = self.client.partitions_of(topic, timeout=_ATTACH_TIMEOUT)
+        if partitions is None:
+            raise FetcherFailed(f"topic {topic!r} is not available")
+        self.client.add(
+            {(topic, p): self.client.watermarks((topic, p), _ATTACH_TIMEOUT)[1] for p in partitions}
+        )
         self._topics.add(topic)
 
     def _detach(self, topic: str) -> None:
         if topic not in self._topics:
             return
         self._topics.discard(topic)
-        mine = [tp for tp in self._consumer.assignment() if tp.topic == topic]
+        mine = [key for key in self.client.assignment() if key[0] == topic]
         if mine:
-            self._consumer.incremental_unassign(mine)
-        self._drop({(tp.topic, tp.partition) for tp in mine})
+            self.client.remove(mine)
+        self._drop(set(mine))
 
-    # --- rebalance callbacks (inside consume(), on the polling thread) --------------
+    # --- rebalance (inside poll(), on the polling thread) ----------------------------
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.info("partitions assigned: %s", _names(partitions))
+    def assigned(self, keys: list[Key]) -> None:
+        """New partitions: fresh offset trackers, a new generation for their records."""
+        log.info("partitions assigned: %s", _names(keys))
+        self._committer.forget(keys)
         with self._lock:
-            for tp in partitions:
-                key = (tp.topic, tp.partition)
+            for key in keys:
                 self._trackers[key] = OffsetTracker()
                 self._generations[key] = self._generations.get(key, 0) + 1
-                self._committed.pop(key, None)
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.info("partitions revoked: %s", _names(partitions))
-        keys = {(tp.topic, tp.partition) for tp in partitions}
-        # What is done stays done; sent again, as an earlier async commit of the same mark
-        # may have failed in this very rebalance.
-        self._commit(asynchronous=False, keys=keys, again=True)
-        self._drop(keys)
+    def revoked(self, keys: list[Key]) -> None:
+        """Partitions leave: commit what is acked, drop what is buffered."""
+        log.info("partitions revoked: %s", _names(keys))
+        self._commit(asynchronous=False, keys=keys)
+        self._drop(set(keys))
 
-    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.warning("partitions lost: %s", _names(partitions))
-        # Another member may own them already: commit nothing.
-        self._drop({(tp.topic, tp.partition) for tp in partitions})
+    def lost(self, keys: list[Key]) -> None:
+        """Partitions taken away: another member may own them already, so commit nothing."""
+        log.warning("partitions lost: %s", _names(keys))
+        self._drop(set(keys))
 
     def _drop(self, keys: set[Key]) -> None:
         with self._lock:
             for key in keys:
                 self._trackers.pop(key, None)
-                self._committed.pop(key, None)
                 # Acks of messages fetched before now no longer count.
                 self._generations[key] = self._generations.get(key, 0) + 1
             self._buffer = deque(r for r in self._buffer if (r.topic, r.partition) not in keys)
+        self._committer.forget(keys)
         if self._paused and keys:
-            # librdkafka keeps a pause across revoke and re-assign.
-            try:
-                self._consumer.resume([TopicPartition(t, p) for t, p in keys])
-            except KafkaException as exc:
-                log.debug("resume on revoke failed: %s", exc)
+            self.client.lift(keys)  # librdkafka keeps a pause across revoke and re-assign
 
     def _shutdown(self) -> None:
         try:
             if self.grouped and self._failure is None:
                 self._commit(asynchronous=False)
-            self._consumer.close()
+            self.client.close()
         except Exception as exc:  # closing after a broker failure
             log.warning("closing the Kafka consumer failed: %s", exc)

@@ -7,9 +7,10 @@ import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError
 
 from kafka_jobs.app import App
+from kafka_jobs.connection.client import Client
 from kafka_jobs.deadletter import H_REPLAYED, DeadLetter, is_replay_marker
 from kafka_jobs.errors import KafkaJobsError
 from kafka_jobs.wire import H_REPLAYED_FROM, Headers, header_map
@@ -40,17 +41,17 @@ def read(
     `max_records` stops after about that many records (letters and markers, oldest
     first; checked per fetched batch of up to 500).
     """
-    consumer = Consumer(
+    consumer = Client(
         {
             **app.settings.consumer_settings(f"kafka-jobs-dlq-reader-{uuid.uuid4().hex}"),
             "enable.partition.eof": False,
         }
     )
     try:
-        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if metadata is None or metadata.error is not None or not metadata.partitions:
+        partitions = consumer.partitions_of(topic)
+        if partitions is None:
             raise KafkaJobsError(f"dead-letter topic {topic!r} does not exist")
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
+        consumer.assign({(topic, p): OFFSET_BEGINNING for p in partitions})
         letters: list[DeadLetter] = []
         replayed: set[tuple[int, int]] = set()
         deadline = time.monotonic() + timeout
@@ -59,7 +60,7 @@ def read(
         while time.monotonic() - last_seen < idle and time.monotonic() < deadline:
             if max_records is not None and seen >= max_records:
                 break
-            for record in consumer.consume(500, 0.2):
+            for record in consumer.poll(500, 0.2):
                 error = record.error()
                 if error is not None:
                     if error.code() != KafkaError._PARTITION_EOF:

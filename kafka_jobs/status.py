@@ -13,10 +13,11 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from kafka_jobs.app import App
+from kafka_jobs.connection.client import Client
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,7 @@ def collect(
     `states`: worker states (`read_states`) for the paused flag and the owning process.
     """
     held = _held(group, states or [])
-    probe = Consumer(
+    probe = Client(
         {
             **app.settings.consumer_settings(f"kafka-jobs-status-{uuid.uuid4().hex}"),
             "group.id": group,
@@ -62,15 +63,14 @@ def collect(
         rows: list[PartitionStatus] = []
         for kind, names in (("jobs", topics), ("dead-letter", dead_letters)):
             for topic in names:
-                metadata = probe.list_topics(topic, timeout=10).topics.get(topic)
-                if metadata is None or metadata.error is not None:
+                numbers = probe.partitions_of(topic)
+                if numbers is None:
                     continue
-                partitions = [TopicPartition(topic, p) for p in sorted(metadata.partitions)]
-                committed = (
-                    probe.committed(partitions, timeout=10) if kind == "jobs" else partitions
-                )
+                keys = [(topic, p) for p in numbers]
+                partitions = [TopicPartition(topic, p) for p in numbers]
+                committed = probe.committed(keys) if kind == "jobs" else partitions
                 for tp, done in zip(partitions, committed, strict=True):
-                    low, high = probe.get_watermark_offsets(tp, timeout=10)
+                    low, high = probe.watermarks((topic, tp.partition))
                     position = done.offset if kind == "jobs" and done.offset >= 0 else None
                     lag = (high - position) if position is not None else (high - low)
                     paused, worker = held.get((topic, tp.partition), (None, None))

@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from kafka_jobs.apache import ApacheKafkaCluster
 from kafka_jobs.app import App
 from kafka_jobs.broker import EmbeddedBroker
 from kafka_jobs.connection import admin, probes
+from kafka_jobs.connection.client import read_committed_offset
 from kafka_jobs.events import Event
 from kafka_jobs.settings import Settings
 
@@ -61,11 +61,8 @@ class BrokerInfo:
 
     def committed(self, group: str, topic: str, partition: int = 0) -> int:
         """The offset `group` has committed on a partition (negative when none)."""
-        consumer = Consumer({"bootstrap.servers": self.bootstrap_servers, "group.id": group})
-        try:
-            return int(consumer.committed([TopicPartition(topic, partition)], timeout=10)[0].offset)
-        finally:
-            consumer.close()
+        config = {"bootstrap.servers": self.bootstrap_servers}
+        return read_committed_offset(config, group, (topic, partition))
 
     def env(self) -> dict[str, str]:
         """Environment for a worker subprocess on this broker, with the test timeouts."""

@@ -11,11 +11,12 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewPartitions
 
 from kafka_jobs.connection.admin import create_topic
+from kafka_jobs.connection.client import Client, Mark
 
 
 def _name(kind: str) -> str:
@@ -25,10 +26,10 @@ def _name(kind: str) -> str:
 def returns_commit_metadata(config: Mapping[str, Any]) -> bool:
     """Whether the broker gives back the metadata committed with an offset."""
     topic = create_topic(config, _name("metadata"))
-    consumer = Consumer({**config, "group.id": _name("metadata")})
+    consumer = Client({**config, "group.id": _name("metadata")})
     try:
-        consumer.commit(offsets=[TopicPartition(topic, 0, 0, "probe")], asynchronous=False)
-        stored = consumer.committed([TopicPartition(topic, 0)], timeout=10)
+        consumer.commit([Mark((topic, 0), 0, "probe")], asynchronous=False)
+        stored = consumer.committed([(topic, 0)])
         return bool(stored and stored[0].metadata == "probe")
     finally:
         consumer.close()
@@ -37,13 +38,12 @@ def returns_commit_metadata(config: Mapping[str, Any]) -> bool:
 def supports_consumer_protocol(config: Mapping[str, Any], timeout: float = 10.0) -> bool:
     """Whether a `group.protocol=consumer` (KIP-848) member gets an assignment."""
     topic = create_topic(config, _name("kip848"))
-    consumer = Consumer({**config, "group.id": _name("kip848"), "group.protocol": "consumer"})
+    consumer = Client({**config, "group.id": _name("kip848"), "group.protocol": "consumer"})
     try:
         consumer.subscribe([topic])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            record = consumer.poll(0.2)
-            if record is not None and record.error() is not None:
+            if any(record.error() is not None for record in consumer.poll(1, 0.2)):
                 return False  # e.g. the broker does not know ConsumerGroupHeartbeat
             if consumer.assignment():
                 return True
@@ -56,21 +56,19 @@ def supports_consumer_protocol(config: Mapping[str, Any], timeout: float = 10.0)
 
 def _read_all(config: Mapping[str, Any], topic: str, isolation: str, count: int) -> list[bytes]:
     """Up to `count` values of partition 0 (bounded: ends at the end offset or after 5 s)."""
-    consumer = Consumer(
+    consumer = Client(
         {**config, "group.id": _name("reader"), "isolation.level": isolation,
          "enable.partition.eof": True}
     )  # fmt: skip
-    consumer.assign([TopicPartition(topic, 0, 0)])
+    consumer.assign({(topic, 0): 0})
     values: list[bytes] = []
     try:
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and len(values) < count:
-            record = consumer.poll(0.2)
-            if record is None:
-                continue
-            if record.error() is not None:
-                break  # end of partition
-            values.append(record.value() or b"")
+            for record in consumer.poll(1, 0.2):
+                if record.error() is not None:
+                    return values  # end of partition
+                values.append(record.value() or b"")
     finally:
         consumer.close()
     return values
@@ -100,9 +98,9 @@ def end_offsets_follow_batches(config: Mapping[str, Any], records: int = 20) -> 
     for n in range(records):
         producer.produce(topic, str(n).encode())
     producer.flush(10)
-    consumer = Consumer({**config, "group.id": _name("end")})
+    consumer = Client({**config, "group.id": _name("end")})
     try:
-        end = int(consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1])
+        end = consumer.watermarks((topic, 0))[1]
     finally:
         consumer.close()
     return end == records, end

@@ -15,8 +15,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, cast
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Message
 
+from kafka_jobs.connection.client import Client, Key, Mark, by_partition
+from kafka_jobs.connection.commits import Committer, connect
+from kafka_jobs.connection.pauses import PauseTracker, apply_pause, release, resume_due
 from kafka_jobs.delay import (
     cancel_topic,
     next_hop,
@@ -34,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kafka_jobs.delay")
 
-Key = tuple[str, int]
 _FORGET_CANCELLED_AFTER_MS = 3_600_000
 _MOVE_RETRY_DELAY_MS = 1_000
 
@@ -45,10 +47,9 @@ class CancelledJobs:
     def __init__(self, app: App) -> None:
         topic = cancel_topic(app.settings.delay_topic_prefix)
         config = app.settings.consumer_settings(f"kafka-jobs-cancel-reader-{uuid.uuid4().hex}")
-        self._consumer = Consumer(config)
-        metadata = self._consumer.list_topics(topic, timeout=10).topics.get(topic)
-        partitions = list(metadata.partitions) if metadata and metadata.error is None else [0]
-        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        self._client = Client(config)
+        partitions = self._client.partitions_of(topic) or [0]
+        self._client.assign({(topic, p): OFFSET_BEGINNING for p in partitions})
         self._due: dict[str, int] = {}
         # Before releasing anything, read what was cancelled while no dispatcher ran.
         deadline = time.monotonic() + 10
@@ -56,7 +57,7 @@ class CancelledJobs:
             pass
 
     def _read(self, timeout: float) -> int:
-        records = self._consumer.consume(500, timeout)
+        records = self._client.poll(500, timeout)
         for record in records:
             key, value = record.key(), record.value()
             if record.error() is None and key and value:
@@ -80,7 +81,7 @@ class CancelledJobs:
 
     def close(self) -> None:
         """Release the consumer."""
-        self._consumer.close()
+        self._client.close()
 
 
 class DelayDispatcher:
@@ -98,16 +99,18 @@ class DelayDispatcher:
         self.on_crash = on_crash
         self.prefix = app.settings.delay_topic_prefix
         self.group_id = f"{self.prefix}.dispatcher"
-        self._consumer: Consumer | None = None
-        self._waiting: dict[Key, tuple[int, int]] = {}  # partition -> (resume at ms, offset)
+        self._client: Client | None = None
+        self._committer = Committer(self.group_id)
+        self._waiting = PauseTracker()  # in epoch milliseconds
         self._settled: dict[Key, int] = {}  # partition -> next offset to commit
+        self._owned: set[Key] = set()
         self.thread = threading.Thread(target=self._run, name="kafka-jobs-delay", daemon=True)
 
     @property
-    def consumer(self) -> Consumer:
-        """The dispatcher's consumer (its thread only)."""
-        assert self._consumer is not None, "dispatcher not started"
-        return self._consumer
+    def client(self) -> Client:
+        """The dispatcher's group client (its thread only)."""
+        assert self._client is not None, "dispatcher not started"
+        return self._client
 
     def start(self) -> None:
         """Start the dispatcher thread."""
@@ -124,15 +127,13 @@ class DelayDispatcher:
             # A resumed tier partition is fetched when the current fetch returns: keep
             # that wait short so a due job is not held back by librdkafka's 500 ms default.
             config.setdefault("fetch.wait.max.ms", 100)
-            self._consumer = Consumer(config)
-            self.consumer.subscribe(
-                tier_topics(self.prefix), on_revoke=self._on_revoke, on_lost=self._on_lost
-            )
+            self._client = connect(config, self._committer)
+            self.client.subscribe(tier_topics(self.prefix), self)
             cancelled = CancelledJobs(self.app)
             while not self.stopping.is_set():
-                self._resume_due()
+                resume_due(self.client, self._waiting, now_ms(), self._owned, retry_after=100)
                 cancelled.refresh()
-                records = self.consumer.consume(500, self.settings.poll_timeout)
+                records = self.client.poll(500, self.settings.poll_timeout)
                 if records:
                     self._dispatch(records, cancelled)
             self._commit(asynchronous=False)
@@ -143,12 +144,12 @@ class DelayDispatcher:
         finally:
             if cancelled is not None:
                 cancelled.close()
-            if self._consumer is not None:
-                self._consumer.close()
+            if self._client is not None:
+                self._client.close()
 
     def _dispatch(self, records: Sequence[Message], cancelled: CancelledJobs) -> None:
         moves: list[tuple[Key, int, EnqueuedJob | None]] = []
-        for key, batch in _by_partition(records).items():
+        for key, batch in by_partition(records)[0].items():
             if key in self._waiting:
                 continue  # fetched before the pause took effect; fetched again on resume
             for record in batch:
@@ -216,63 +217,35 @@ class DelayDispatcher:
             self._settled[key] = offset + 1
 
     def _wait(self, key: Key, until_ms: int, offset: int) -> None:
-        self.consumer.pause([TopicPartition(*key)])
-        self._waiting[key] = (until_ms, offset)
-
-    def _resume_due(self) -> None:
-        now = now_ms()
-        for key, (until, offset) in list(self._waiting.items()):
-            if until <= now:
-                del self._waiting[key]
-                partition = TopicPartition(key[0], key[1], offset)
-                try:
-                    self.consumer.seek(partition)  # pausing dropped what was prefetched
-                    self.consumer.resume([partition])
-                except KafkaException as exc:  # e.g. _STATE just after an assignment
-                    log.debug("seek of %s[%d] refused (%s); trying again", *key, exc)
-                    self._waiting[key] = (now + 100, offset)
+        apply_pause(self.client, self._waiting, key, until_ms, offset)
 
     def _commit(self, asynchronous: bool) -> None:
-        if not self._settled:
-            return
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self._settled.items()]
-        try:
-            if asynchronous:
-                self.consumer.commit(offsets=offsets, asynchronous=True)
-            else:
-                self.consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as error:
-            log.warning("delay dispatcher commit failed: %s", error)
-            return
-        self._settled.clear()
+        marks = [Mark(key, offset) for key, offset in self._settled.items()]
+        if marks and self._committer.commit(marks, asynchronous) is not None:
+            self._settled.clear()
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    # --- rebalance (inside poll(), on the dispatcher thread) ---------------------
+
+    def assigned(self, keys: list[Key]) -> None:
+        """Tier partitions are ours: nothing to restore (the records carry their times)."""
+        self._owned.update(keys)
+        self._committer.forget(keys)
+
+    def revoked(self, keys: list[Key]) -> None:
+        """Tier partitions leave: commit what was moved on."""
         self._commit(asynchronous=False)
-        self._forget(partitions)
+        self._forget(keys)
 
-    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._forget(partitions)
+    def lost(self, keys: list[Key]) -> None:
+        """Tier partitions taken away: commit nothing."""
+        self._forget(keys)
 
-    def _forget(self, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            if self._waiting.pop((tp.topic, tp.partition), None) is not None:
-                # A pause survives revoke and re-assign in librdkafka: lift it, or the
-                # tier partition would never be fetched again when it comes back.
-                try:
-                    self.consumer.resume([TopicPartition(tp.topic, tp.partition)])
-                except KafkaException as exc:
-                    log.debug("resume on revoke failed: %s", exc)
-            self._settled.pop((tp.topic, tp.partition), None)
-
-
-def _by_partition(records: Sequence[Message]) -> dict[Key, list[Message]]:
-    batches: dict[Key, list[Message]] = {}
-    for record in records:
-        if record.error() is not None:
-            continue
-        key = cast(Key, (record.topic(), record.partition()))
-        batches.setdefault(key, []).append(record)
-    return batches
+    def _forget(self, keys: list[Key]) -> None:
+        self._owned.difference_update(keys)
+        release(self.client, self._waiting, keys)
+        for key in keys:
+            self._settled.pop(key, None)
+        self._committer.forget(keys)
 
 
 def _where(record: Message) -> str:

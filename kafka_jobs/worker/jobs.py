@@ -207,6 +207,17 @@ class Job:
             return int(self.records[self.processed].offset() or 0)
         return int(self.records[-1].offset() or 0) + 1
 
+    def mark_progress(self) -> None:
+        """Mark the records finished so far in the partition's tracker (listener thread).
+
+        Worker threads append to `done_offsets` in order: a prefix read now is stable.
+        """
+        done = self.done_offsets
+        count = len(done)
+        if count > self.marked:
+            self.state.tracker.mark_done(done[self.marked : count])
+            self.marked = count
+
     def mark_through(self, offset: int) -> None:
         """Mark this job's records up to `offset` as done (worker thread, in offset order).
 

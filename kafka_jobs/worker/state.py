@@ -28,8 +28,9 @@ import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaException
 
+from kafka_jobs.connection.client import Client
 from kafka_jobs.deadletter import format_traceback
 from kafka_jobs.events import Event
 
@@ -200,28 +201,26 @@ class StatePublisher:
 def read_states(app: App, timeout: float = 10.0) -> list[dict[str, Any]]:
     """The latest state of every live worker, from the status topic, by group and start."""
     topic = app.settings.status_topic
-    consumer = Consumer(
+    consumer = Client(
         {
             **app.settings.consumer_settings(f"kafka-jobs-state-{uuid.uuid4().hex}"),
             "enable.partition.eof": True,
         }
     )
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-        if metadata is None or metadata.error is not None:
+        partitions = consumer.partitions_of(topic, timeout)
+        if partitions is None:
             return []
         ends: dict[int, int] = {}
-        for partition in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=timeout
-            )
+        for partition in partitions:
+            low, high = consumer.watermarks((topic, partition), timeout)
             if high > low:
                 ends[partition] = high
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        consumer.assign({(topic, p): OFFSET_BEGINNING for p in ends})
         latest: dict[bytes, dict[str, Any] | None] = {}
         deadline = time.monotonic() + timeout
         while ends and time.monotonic() < deadline:
-            for record in consumer.consume(500, 0.5):
+            for record in consumer.poll(500, 0.5):
                 error = record.error()
                 partition = int(record.partition() or 0)
                 if error is None:

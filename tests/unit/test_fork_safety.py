@@ -32,7 +32,7 @@ def test_a_child_keeps_the_parents_clients_instead_of_destroying_them() -> None:
         wake=lambda: None,
         buffer_size=10,
     )
-    parent_client, parent_consumer = producer._client, fetcher._consumer
+    parent_client, parent_consumer = producer._client, fetcher.client
 
     def in_the_child() -> None:  # runs after the at-fork hooks, before exec
         if not any(c is parent_client for c in producer_module._inherited_clients):

@@ -1,0 +1,83 @@
+"""Fetched records into jobs: one job per partition batch, or one per lane.
+
+Listener thread only. A partition whose lanes collapsed (a lane failed) runs
+sequentially until the collapsed batch is done, so retries and dead letters
+apply to exactly the failing record.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import cast
+
+from confluent_kafka import Message
+
+from kafka_jobs.connection.client import Key
+from kafka_jobs.lanes import split
+from kafka_jobs.options import TopicOptions
+from kafka_jobs.worker.jobs import Job, LaneBatch, PartitionState
+
+log = logging.getLogger("kafka_jobs.listener")
+
+REGULAR = TopicOptions()
+
+
+class JobBuilder:
+    """Builds one group's jobs. Listener thread only."""
+
+    def __init__(
+        self,
+        group: str,
+        topics: Mapping[str, TopicOptions],
+        concurrency: int,
+        group_metadata: Callable[[], object],
+    ) -> None:
+        self.group = group
+        self.topics = topics
+        self.concurrency = concurrency
+        self._group_metadata = group_metadata
+        # Partitions whose lanes collapsed: run sequentially until this offset is done.
+        self.collapsed: dict[Key, int] = {}
+
+    def options(self, topic: str) -> TopicOptions:
+        """How `topic` is consumed (regular when not declared)."""
+        return self.topics.get(topic) or REGULAR
+
+    def build(self, key: Key, state: PartitionState, batch: list[Message]) -> list[Job]:
+        """Register a partition's fetched batch and return the jobs for what is not done yet."""
+        tracker = state.tracker
+        first = cast(int, batch[0].offset())
+        last = tracker.last_registered
+        mark = tracker.committable()
+        if (last is not None and first <= last) or (mark is not None and first < mark):
+            # The position moved backwards (offset reset, an overridden seek).
+            log.warning("%s[%d] went back to offset %d; re-running from there", *key, first)
+            tracker.rewind(first)
+        tracker.register(cast(int, record.offset()) for record in batch)
+        # Records already done (collapse re-runs, commit metadata) are registered
+        # so the committed offset can pass them, but not run again.
+        todo = [r for r in batch if not tracker.is_done(cast(int, r.offset()))]
+        return self._jobs_for(key, state, todo) if todo else []
+
+    def _jobs_for(self, key: Key, state: PartitionState, records: list[Message]) -> list[Job]:
+        options = self.options(key[0])
+        blocking, manual = not options.long_running, options.manual_offsets
+        virtual = options.virtual_partitions
+        collapsed_until = self.collapsed.get(key)
+        if collapsed_until is not None and state.tracker.is_done(collapsed_until):
+            del self.collapsed[key]  # the collapsed batch is behind us: back to lanes
+            collapsed_until = None
+        if virtual is None or collapsed_until is not None:
+            job = Job(self.group, state, records, blocking=blocking, manual=manual)
+            if virtual is None:  # only then can a transaction carry the record's offset
+                job.group_metadata = self._group_metadata()
+            return [job]
+        lanes = split(records, virtual, virtual.max_partitions or self.concurrency)
+        batch = LaneBatch(cast(int, records[-1].offset()))
+        batch.lanes = [
+            Job(self.group, state, lane, blocking=blocking, manual=manual, batch=batch)
+            for lane in lanes
+        ]
+        batch.left = len(batch.lanes)
+        return batch.lanes
