@@ -1,0 +1,330 @@
+"""The kombu channel: queues declared as topics, publishes as records, fetched records to queues.
+
+Mapping (see the README section "switching a Celery project to Kafka"):
+
+* a durable queue is a topic of the same name (created on declare), consumed under
+  one consumer group (``group_id``) shared by every worker, so workers split the
+  partitions between them;
+* a transient queue (``auto_delete`` or ``exclusive``: Celery's remote-control
+  queues, reply queues, event receivers) reads the topic of the exchange it is bound
+  to, from the moment it is bound, without a group: every such queue sees every
+  record published after it, filtered by its binding. This is how broadcast
+  (``celery inspect``, remote control) reaches every worker;
+* a publish goes to the topics of the queues its exchange routes it to in this
+  connection's bindings; to transient queues, and when no binding is known here,
+  it goes to the exchange's topic.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import deque
+from collections.abc import Callable, Iterator
+from queue import Empty
+from typing import TYPE_CHECKING, Any, cast
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+from kombu.transport import virtual
+
+from celery_bridge import acks
+from celery_bridge.acks import Message, Payload, QoS
+from celery_bridge.bindings import binds, routed_queues
+from celery_bridge.dead_letters import REASON_NOT_KOMBU, DeadLetterWriter
+from celery_bridge.fetcher import Fetcher, Record
+from celery_bridge.options import BridgeOptions
+from celery_bridge.records import NotAKombuMessage, from_record, to_record
+from celery_bridge.topics import topic_name
+from kafka_jobs.errors import EnqueueError
+
+if TYPE_CHECKING:
+    from celery_bridge.transport import Transport
+
+# The transport's logger, as before the module was split out: log configuration keeps working.
+log = logging.getLogger("celery_bridge.transport")
+
+# Records held for a transient queue that is bound but not consumed yet.
+_HELD_LIMIT = 1000
+
+#: A message ready for delivery and the queue it goes to.
+Delivery = tuple[Payload, str]
+
+_publishes = itertools.count(1)
+
+
+class Channel(virtual.Channel):
+    """One kombu channel: publishes through the process's producer, consumes through fetchers."""
+
+    Message = Message
+    QoS = QoS
+    do_restore = False
+    # kombu infers `str` from its default ("base64"); None, no body encoding, is one it allows.
+    body_encoding = None  # type: ignore[assignment]
+    # kombu infers its own two names' tuple type; none of its options apply here.
+    from_transport_options = ()  # type: ignore[assignment]
+    # Set by kombu; None once the channel is closed.
+    connection: Transport | None
+
+    def __init__(self, connection: Transport, **kwargs: Any) -> None:
+        # kombu's virtual.Channel.__init__ is unannotated.
+        super().__init__(connection, **kwargs)  # type: ignore[no-untyped-call]
+        self.options: BridgeOptions = connection.options
+        # Kept after close(): acks from pool threads may dead-letter after the channel closed.
+        self._transport = connection
+        self._dead_letters = DeadLetterWriter(self.options, connection.topics, connection.producer)
+        self._tags = itertools.count(1)
+        self._group: Fetcher | None = None
+        self._reader: Fetcher | None = None
+        self._topic_queues: dict[str, str] = {}  # consumed durable queues by topic
+        self._no_ack: set[str] = set()
+        self._bound_readers: dict[str, set[str]] = {}  # transient queue -> exchange topics
+        self._held: dict[str, deque[Delivery]] = {}
+        self._ready: deque[Delivery] = deque()
+        self._turn = 0
+
+    @property
+    def _open(self) -> Transport:
+        # Only called while the channel is open; a closed one fails on None as it always did.
+        return cast("Transport", self.connection)
+
+    # --- declaring --------------------------------------------------------------
+
+    def _new_queue(self, queue: str, **kwargs: Any) -> None:
+        if kwargs.get("auto_delete") or kwargs.get("exclusive"):
+            self._open.transient.add(queue)
+            return
+        self._transport.topics.ensure(
+            topic_name(queue), self.options.topic_partitions, self.options.replication_factor
+        )
+
+    def _has_queue(self, queue: str, **kwargs: Any) -> bool:
+        if queue in self._open.transient:
+            return True
+        try:
+            admin = AdminClient(self.options.admin_settings())
+            timeout = self.options.connect_timeout
+            return topic_name(queue) in admin.list_topics(timeout=timeout).topics
+        except KafkaException:
+            return False
+
+    def queue_bind(
+        self,
+        queue: str,
+        exchange: str | None = None,
+        routing_key: str = "",
+        arguments: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Bind as AMQP does; a transient queue starts reading its exchange's topic now."""
+        # kombu's virtual.Channel.queue_bind is unannotated.
+        super().queue_bind(queue, exchange, routing_key, arguments, **kwargs)  # type: ignore[no-untyped-call]
+        if queue in self._open.transient:
+            topic = self._exchange_topic(exchange or "amq.direct")
+            self._held.setdefault(queue, deque(maxlen=_HELD_LIMIT))
+            topics = self._bound_readers.setdefault(queue, set())
+            if topic not in topics:
+                self._reader_fetcher().attach(topic)
+                topics.add(topic)
+
+    def _size(self, queue: str) -> int:
+        return 0  # not known without reading offsets; see the README's differences
+
+    def _purge(self, queue: str) -> int:
+        log.warning(
+            "purge of %s is not supported on Kafka; reset the group's offsets instead", queue
+        )
+        return 0
+
+    def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
+        # Topics are never deleted: they may hold other workers' unfinished messages.
+        self._held.pop(queue, None)
+        self._bound_readers.pop(queue, None)
+
+    # --- publishing -------------------------------------------------------------
+
+    def _exchange_topic(self, exchange: str) -> str:
+        topic = topic_name(exchange)
+        # Broadcasts and replies matter only to receivers listening now: keep them briefly.
+        retention = {"retention.ms": str(int(self.options.broadcast_retention * 1000))}
+        self._transport.topics.ensure(topic, 1, self.options.replication_factor, retention)
+        return topic
+
+    def destinations(self, exchange: str, routing_key: str) -> set[str]:
+        """The topics a publish to (`exchange`, `routing_key`) writes to."""
+        if not exchange:  # the default exchange: the routing key names the queue
+            return {topic_name(routing_key)}
+        queues = routed_queues(self, exchange, routing_key)
+        transient = self._open.transient
+        topics = {topic_name(q) for q in queues if q not in transient}
+        if len(topics) < len(queues) or not topics:
+            topics.add(self._exchange_topic(exchange))
+        return topics
+
+    def basic_publish(
+        self, message: Payload, exchange: str, routing_key: str, **kwargs: Any
+    ) -> None:
+        """Write one record per destination topic; raise for earlier failed deliveries."""
+        producer = self._transport.producer
+        producer.check()
+        value, key, headers = to_record(message, exchange, routing_key)
+        if len(value) > self.options.max_message_bytes:
+            raise EnqueueError(
+                f"message of {len(value)} bytes exceeds max_message_bytes "
+                f"({self.options.max_message_bytes})"
+            )
+        # Unique per record: the same task id may be published again (retries, fanout).
+        ident = f"{(message.get('headers') or {}).get('id') or 'message'}#{next(_publishes)}"
+        handles = [
+            producer.enqueue(topic, ident, value, key, headers)
+            for topic in self.destinations(exchange, routing_key)
+        ]
+        if self.options.confirm_publish:
+            for handle in handles:
+                handle.wait(self.options.delivery_timeout)
+
+    # --- consuming --------------------------------------------------------------
+
+    def _group_fetcher(self) -> Fetcher:
+        if self._group is None:
+            self._group = self._open.new_fetcher(self.options.group_id)
+        return self._group
+
+    def _reader_fetcher(self) -> Fetcher:
+        if self._reader is None:
+            self._reader = self._open.new_fetcher(None)
+        return self._reader
+
+    def basic_consume(
+        self,
+        queue: str,
+        no_ack: bool,
+        callback: Callable[[acks.Message], object],
+        consumer_tag: str,
+        **kwargs: Any,
+    ) -> None:
+        """Start delivering `queue`'s messages to `callback`."""
+        # kombu's virtual.Channel.basic_consume is unannotated.
+        super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)  # type: ignore[no-untyped-call]
+        if no_ack:
+            self._no_ack.add(queue)
+        if queue in self._open.transient:
+            self._ready.extend(self._held.get(queue, ()))
+            self._held.get(queue, deque()).clear()
+            return
+        self._topic_queues[topic_name(queue)] = queue
+        fetcher = self._group_fetcher()
+        fetcher.ensure_capacity(self.qos.prefetch_count)
+        fetcher.subscribe(self._topic_queues)
+
+    def basic_cancel(self, consumer_tag: str) -> None:
+        """Stop delivering the consumer's queue.
+
+        Records of the queue already fetched are not delivered and not acked: its
+        partitions are revoked by the resubscription below, committed up to the first
+        of them, and they are delivered again to whoever consumes the queue next.
+        """
+        queue = self._tag_to_queue.get(consumer_tag)
+        # kombu's virtual.Channel.basic_cancel is unannotated.
+        super().basic_cancel(consumer_tag)  # type: ignore[no-untyped-call]
+        if queue is None or queue in self._active_queues:
+            return
+        self._no_ack.discard(queue)
+        if self._topic_queues.pop(topic_name(queue), None) is not None and self._group:
+            self._group.subscribe(self._topic_queues)
+
+    def basic_qos(
+        self, prefetch_size: int = 0, prefetch_count: int = 0, apply_global: bool = False
+    ) -> None:
+        """Set the prefetch count (and fetch at least that many ahead)."""
+        # kombu's virtual.Channel.basic_qos is unannotated.
+        super().basic_qos(prefetch_size, prefetch_count, apply_global)  # type: ignore[no-untyped-call]
+        if self._group is not None:
+            self._group.ensure_capacity(prefetch_count)
+
+    def drain_events(
+        self, timeout: float | None = None, callback: Callable[[Payload, str], None] | None = None
+    ) -> None:
+        """Deliver one message to its consumer, or raise `Empty`."""
+        if not self._consumers or not self.qos.can_consume():
+            raise Empty()
+        item = self._next()
+        if item is None:
+            raise Empty()
+        payload, queue = item
+        (callback or self._open.deliver)(payload, queue)
+
+    def _next(self) -> Delivery | None:
+        while self._ready:
+            payload, queue = self._ready.popleft()
+            if queue in self._active_queues:
+                return payload, queue
+        fetchers = [f for f in (self._group, self._reader) if f is not None]
+        self._turn += 1  # alternate, so broadcasts are not starved by a backlog
+        for fetcher in fetchers[self._turn % 2 :] + fetchers[: self._turn % 2]:
+            while (record := fetcher.take()) is not None:
+                for delivery in self._route(fetcher, record):
+                    self._ready.append(delivery)
+                if self._ready:
+                    return self._ready.popleft()
+        return None
+
+    # --- routing fetched records to queues ---------------------------------------
+
+    def _route(self, fetcher: Fetcher, record: Record) -> Iterator[Delivery]:
+        if fetcher.grouped:
+            queue = self._topic_queues.get(record.topic)
+            if queue is None:
+                # Consumer cancelled: the partitions are being revoked. Not acked (nobody
+                # saw it): the commit on revocation stops below it, and the queue's next
+                # consumer gets it. See `basic_cancel`.
+                return
+            try:
+                payload = from_record(record.value, record.headers)
+            except NotAKombuMessage as exc:
+                self.dead_letter(fetcher, record, queue, REASON_NOT_KOMBU, exc)
+                return
+            yield self._delivery(payload, fetcher, record, queue)
+            return
+        try:
+            payload = from_record(record.value, record.headers)
+        except NotAKombuMessage:
+            return  # a broadcast topic written by someone else: not for us
+        info = payload["properties"]["delivery_info"]
+        for queue, topics in self._bound_readers.items():
+            if record.topic in topics and binds(self, queue, info["exchange"], info["routing_key"]):
+                copy = {**payload, "properties": {**payload["properties"]}}
+                delivery = self._delivery(copy, fetcher, record, queue)
+                if queue in self._active_queues:
+                    yield delivery
+                else:
+                    self._held[queue].append(delivery)
+
+    def _delivery(self, payload: Payload, fetcher: Fetcher, record: Record, queue: str) -> Delivery:
+        properties = payload["properties"]
+        properties["delivery_tag"] = f"{self.channel_id}.{next(self._tags)}"
+        properties["delivery_info"]["redelivered"] = record.redelivered  # where Celery looks
+        payload["_kafka"] = (fetcher, record, queue)
+        if queue in self._no_ack:
+            fetcher.ack(record)  # consumed without acks: done once handed over
+        return payload, queue
+
+    # --- dead letters and closing -------------------------------------------------
+
+    def dead_letter(
+        self, fetcher: Fetcher, record: Record, queue: str, reason: str, error: BaseException
+    ) -> None:
+        """Write `record` to the queue's dead-letter topic; its offset is done once written."""
+        self._dead_letters.write(fetcher, record, queue, reason, error)
+
+    def close(self) -> None:
+        """Commit what is acked, leave the group, stop the polling threads."""
+        fetchers = [f for f in (self._group, self._reader) if f is not None]
+        self._group = self._reader = None
+        transport = self.connection
+        # kombu's virtual.Channel.close is unannotated; it detaches the channel from its transport.
+        super().close()  # type: ignore[no-untyped-call]
+        for fetcher in fetchers:
+            fetcher.close()
+            if transport is not None:
+                transport.forget_fetcher(fetcher)

@@ -1,0 +1,97 @@
+"""Dead letters: a record a Celery worker cannot use goes to its queue's dead-letter topic.
+
+Rejected messages (``reject(requeue=False)``), records this transport did not write,
+and bodies that cannot be decoded are written there with the same error headers as
+the worker's dead letters (``kafka-jobs dlq`` reads both); the record's offset is
+acked once the dead letter is written. Without a dead-letter topic (or for a
+broadcast reader, which commits nothing) the record is dropped with a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from confluent_kafka import KafkaError
+from confluent_kafka import Message as KafkaMessage
+
+from celery_bridge.fetcher import Fetcher, Record
+from celery_bridge.options import BridgeOptions
+from celery_bridge.topics import TopicCreator
+from kafka_jobs import deadletter
+from kafka_jobs.producer import JobProducer
+from kafka_jobs.wire import H_TASK
+
+# The transport's logger, as before the module was split out: log configuration keeps working.
+log = logging.getLogger("celery_bridge.transport")
+
+REASON_REJECTED = "rejected"
+REASON_NOT_KOMBU = "not-a-kombu-message"
+REASON_NOT_DECODABLE = "not-decodable"
+
+
+class Rejected(Exception):
+    """The consumer rejected the message without requeue (``reject(requeue=False)``)."""
+
+
+class DeadLetterWriter:
+    """Writes records to the dead-letter topic of their queue, through the shared producer."""
+
+    def __init__(self, options: BridgeOptions, topics: TopicCreator, producer: JobProducer) -> None:
+        self._options = options
+        self._topics = topics
+        self._producer = producer
+
+    def write(
+        self, fetcher: Fetcher, record: Record, queue: str, reason: str, error: BaseException
+    ) -> None:
+        """Write `record` to the queue's dead-letter topic; its offset is done once written."""
+        options = self._options
+        topic = options.dead_letter_topic_of(queue) if fetcher.grouped else None
+        if topic is None:
+            log.error(
+                "dropped %s[%d]@%d of queue %s (%s: %s)",
+                record.topic,
+                record.partition,
+                record.offset,
+                queue,
+                reason,
+                error,
+            )
+            fetcher.ack(record)
+            return
+        self._topics.ensure(topic, options.topic_partitions, options.replication_factor)
+        now = int(time.time() * 1000)
+        headers = deadletter.error_headers(
+            error=error,
+            reason=reason,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            group=options.group_id,
+            attempts=0 if reason == REASON_NOT_KOMBU else 1,
+            first_failed_ms=now,
+            last_failed_ms=now,
+            original=record.headers,
+        )
+        task = dict(record.headers).get("task")
+        if task:  # so `kafka-jobs dlq list` names the Celery task
+            headers.append((H_TASK, task.strip(b'"')))
+
+        def written(err: KafkaError | None, _msg: KafkaMessage) -> None:
+            if err is None:
+                fetcher.ack(record)
+            else:  # left unacked: redelivered after a restart or rebalance
+                log.error("dead letter of %s@%d not written: %s", record.topic, record.offset, err)
+
+        log.warning(
+            "dead-lettered %s[%d]@%d of queue %s to %s (%s: %s)",
+            record.topic,
+            record.partition,
+            record.offset,
+            queue,
+            topic,
+            reason,
+            error,
+        )
+        self._producer.produce(topic, record.value, record.key, headers, written)
