@@ -1,4 +1,4 @@
-"""Worker memory with a million delayed jobs waiting (the claim of `kafka_jobs.delay`).
+"""Worker memory with a million delayed jobs waiting (the claim of `kafka_jobs.delay.tiers`).
 
     python -m bench.delayed_memory [--broker embedded|apache] [--jobs N] [--out bench/RESULTS.md]
 
@@ -44,7 +44,7 @@ from typing import Any
 from bench import common
 from bench.delayed_memory_app import TASK_NAME
 from kafka_jobs.app import App
-from kafka_jobs.delay import TIERS, next_hop
+from kafka_jobs.delay.tiers import TIERS, next_hop
 from kafka_jobs.settings import Settings
 from kafka_jobs.task import Task
 

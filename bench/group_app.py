@@ -25,7 +25,7 @@ import os
 import time
 
 from kafka_jobs import App
-from kafka_jobs.events import Event
+from kafka_jobs.instrumentation.events import Event
 
 TASK_NAME = "bench.group.work"
 TOPIC = os.environ.get("BENCH_GROUP_TOPIC", "bench-group")

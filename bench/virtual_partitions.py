@@ -58,7 +58,7 @@ from bench.throughput import (
     register,
     time_worker,
 )
-from kafka_jobs.lanes import VirtualPartitions
+from kafka_jobs.processing.lanes import VirtualPartitions
 
 SLEEP = 0.020  # seconds each job sleeps
 CONCURRENCY = 32  # worker threads (kafka-jobs) / pool threads (celery)
@@ -258,7 +258,7 @@ def fmt_share(rate: float | None) -> str:
 def consistent_lanes(batch: int) -> tuple[int, int, float]:
     """(smallest, largest lane, mean/largest) for a batch of `batch` consecutive jobs.
 
-    crc32 of the key modulo the lanes, as kafka_jobs/lanes.py's consistent distribution.
+    crc32 of the key modulo the lanes, as kafka_jobs/processing/lanes.py's consistent distribution.
     """
     load = [0] * LANES
     for i in range(batch):

@@ -33,7 +33,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from kafka_jobs.connection.client import Client, Key, Mark, by_partition
 from kafka_jobs.connection.commits import Committer, connect
-from kafka_jobs.worker.offsets import OffsetTracker
+from kafka_jobs.processing.offsets import OffsetTracker
 
 log = logging.getLogger(__name__)
 

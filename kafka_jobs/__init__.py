@@ -27,10 +27,10 @@ from kafka_jobs.errors import (
     UnknownFormatVersion,
     UnknownTask,
 )
-from kafka_jobs.lanes import VirtualPartitions
 from kafka_jobs.options import JobOptions, TopicSettings
+from kafka_jobs.processing.lanes import VirtualPartitions
+from kafka_jobs.processing.retry import RetryPolicy
 from kafka_jobs.producer import EnqueuedJob
-from kafka_jobs.retry import RetryPolicy
 from kafka_jobs.settings import Settings
 from kafka_jobs.task import Task
 from kafka_jobs.transactions import Transaction, transaction

@@ -12,10 +12,10 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from kafka_jobs import loader
-from kafka_jobs.delay import cancel_topic, tier_topics
+from kafka_jobs.delay.tiers import cancel_topic, tier_topics
 from kafka_jobs.errors import ConfigurationError, KafkaJobsError, UnknownTask
-from kafka_jobs.events import EventBus
 from kafka_jobs.hooks import JOB_KINDS, HookEvent, LifecycleHook
+from kafka_jobs.instrumentation.events import EventBus
 from kafka_jobs.options import (
     FailurePolicy,
     JobOptions,

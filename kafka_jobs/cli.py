@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kafka_jobs import logs
 from kafka_jobs.errors import KafkaJobsError
+from kafka_jobs.instrumentation import logs
 
 if TYPE_CHECKING:
     from kafka_jobs.app import App
@@ -163,7 +163,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _worker(options: argparse.Namespace) -> int:
     from kafka_jobs.loader import load_app
-    from kafka_jobs.worker.scheduler import load_scheduler
+    from kafka_jobs.processing.scheduler import load_scheduler
 
     app = load_app(options.app)
     if options.async_concurrency:
@@ -256,7 +256,7 @@ def _dlq_show(options: argparse.Namespace) -> int:
 
 def _dlq_replay(options: argparse.Namespace) -> int:
     from kafka_jobs import dlq
-    from kafka_jobs.progress import Progress
+    from kafka_jobs.instrumentation.progress import Progress
 
     bar: Progress | None = None
 
@@ -282,8 +282,8 @@ def _dlq_replay(options: argparse.Namespace) -> int:
 
 
 def _status(options: argparse.Namespace) -> int:
-    from kafka_jobs import status
-    from kafka_jobs.worker.state import read_states
+    from kafka_jobs.instrumentation import status
+    from kafka_jobs.instrumentation.publisher import read_states
 
     app = _app_for(options)
     group = options.group or app.settings.group_id

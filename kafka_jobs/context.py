@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 from kafka_jobs.errors import KafkaJobsError
 
 if TYPE_CHECKING:
+    from kafka_jobs.processing.jobs import PartitionState
     from kafka_jobs.producer import EnqueuedJob
     from kafka_jobs.settings import Settings
-    from kafka_jobs.worker.jobs import PartitionState
 
 
 MAX_USER_BYTES = 2000

@@ -10,8 +10,8 @@ from typing import Any, Literal, TypedDict
 
 from kafka_jobs import deadletter
 from kafka_jobs.errors import ConfigurationError
-from kafka_jobs.lanes import VirtualPartitions
-from kafka_jobs.retry import RetryPolicy
+from kafka_jobs.processing.lanes import VirtualPartitions
+from kafka_jobs.processing.retry import RetryPolicy
 
 KeySpec = str | Callable[..., Any] | None
 """An argument name, or a callable of the call's arguments, giving the partition key."""

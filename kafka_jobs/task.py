@@ -10,13 +10,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from kafka_jobs import tracing
 from kafka_jobs.context import _enqueued_from_job, current_job_or_none
-from kafka_jobs.delay import cancel_topic, next_hop, tier_topic, with_delay_headers
+from kafka_jobs.delay.tiers import cancel_topic, next_hop, tier_topic, with_delay_headers
 from kafka_jobs.errors import PayloadTooLarge
+from kafka_jobs.instrumentation import tracing
 from kafka_jobs.options import DeadLetterSetting, KeySpec, TopicOptions
+from kafka_jobs.processing.retry import RetryPolicy
 from kafka_jobs.producer import EnqueuedJob
-from kafka_jobs.retry import RetryPolicy
 from kafka_jobs.signing import sign
 from kafka_jobs.transactions import active_transaction
 from kafka_jobs.wire import (
@@ -129,7 +129,7 @@ class Task(Generic[P, R]):
         headers: extra record headers (names starting with ``kj-`` are reserved).
         topic: overrides the task's topic for this job.
         countdown / eta: run no earlier than this many seconds from now / this
-            time (use an aware datetime). See `kafka_jobs.delay`.
+            time (use an aware datetime). See `kafka_jobs.delay.tiers`.
         """
         kwargs = {} if kwargs is None else kwargs
         dill = self.options.serializer == "dill"
@@ -195,7 +195,7 @@ def _with_trace(
     headers: Mapping[str, str | bytes] | None, task: str, topic: str
 ) -> Mapping[str, str | bytes] | None:
     """Carry the W3C trace context to the job (unless given): OpenTelemetry's current
-    span when it is set up (see `kafka_jobs.tracing`), else the running job's."""
+    span when it is set up (see `kafka_jobs.instrumentation.tracing`), else the running job's."""
     if headers is not None and "traceparent" in headers:
         return headers
     if tracing.enabled():

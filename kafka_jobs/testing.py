@@ -32,7 +32,7 @@ from kafka_jobs.app import App
 from kafka_jobs.broker import EmbeddedBroker
 from kafka_jobs.connection import admin, probes
 from kafka_jobs.connection.client import read_committed_offset
-from kafka_jobs.events import Event
+from kafka_jobs.instrumentation.events import Event
 from kafka_jobs.settings import Settings
 
 # Short group timeouts: the embedded broker completes a join after about half

@@ -42,7 +42,7 @@ H_ENQUEUED_AT = "kj-enqueued-at"
 H_CONTENT_TYPE = "content-type"
 H_SIGNATURE = "kj-signature"
 
-# Delayed jobs (see `kafka_jobs.delay`).
+# Delayed jobs (see `kafka_jobs.delay.tiers`).
 H_ETA = "kj-eta"
 H_TARGET = "kj-target-topic"
 H_NOT_BEFORE = "kj-not-before"

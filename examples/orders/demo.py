@@ -14,8 +14,8 @@ from collections import Counter
 from contextlib import ExitStack
 
 from kafka_jobs.broker import EmbeddedBroker
-from kafka_jobs.events import Event
-from kafka_jobs.progress import Progress
+from kafka_jobs.instrumentation.events import Event
+from kafka_jobs.instrumentation.progress import Progress
 
 
 def main() -> int:

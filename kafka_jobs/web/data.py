@@ -1,8 +1,8 @@
 """What the dashboard shows, read from the broker only.
 
 Groups, members and their partitions come from the states workers publish to
-the status topic (`kafka_jobs.worker.state`); committed and end offsets, lag and
-dead-letter depths from the broker (`kafka_jobs.status`). A `Sampler` thread
+the status topic (`kafka_jobs.instrumentation.publisher`); committed and end offsets, lag and
+dead-letter depths from the broker (`kafka_jobs.instrumentation.status`). A `Sampler` thread
 collects an `Overview` every few seconds and keeps the lag history the charts
 draw, so page loads never wait on the broker.
 """
@@ -19,12 +19,12 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
-from kafka_jobs import status
 from kafka_jobs.app import App
-from kafka_jobs.delay import tier_topics
+from kafka_jobs.delay.tiers import tier_topics
+from kafka_jobs.instrumentation import status
+from kafka_jobs.instrumentation.publisher import read_states
+from kafka_jobs.instrumentation.status import PartitionStatus
 from kafka_jobs.patterns import DEAD_LETTER_SUFFIX
-from kafka_jobs.status import PartitionStatus
-from kafka_jobs.worker.state import read_states
 
 log = logging.getLogger("kafka_jobs.web")
 

@@ -1,6 +1,6 @@
 """The worker: listeners, jobs queue, scheduler and worker threads."""
 
-from kafka_jobs.worker.failures import (
+from kafka_jobs.processing.failures import (
     Disposition,
     Failure,
     FailureHandler,
@@ -8,11 +8,11 @@ from kafka_jobs.worker.failures import (
     RetryLater,
     RetryThenDeadLetter,
 )
-from kafka_jobs.worker.jobs import Job, PartitionState
+from kafka_jobs.processing.jobs import Job, PartitionState
+from kafka_jobs.processing.queue import JobsQueue
+from kafka_jobs.processing.scheduler import FifoScheduler, Scheduler
 from kafka_jobs.worker.listener import SubscriptionGroup
-from kafka_jobs.worker.queue import JobsQueue
 from kafka_jobs.worker.runner import Worker
-from kafka_jobs.worker.scheduler import FifoScheduler, Scheduler
 
 __all__ = [
     "Disposition",

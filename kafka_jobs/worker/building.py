@@ -14,9 +14,9 @@ from typing import cast
 from confluent_kafka import Message
 
 from kafka_jobs.connection.client import Key
-from kafka_jobs.lanes import split
 from kafka_jobs.options import TopicOptions
-from kafka_jobs.worker.jobs import Job, LaneBatch, PartitionState
+from kafka_jobs.processing.jobs import Job, LaneBatch, PartitionState
+from kafka_jobs.processing.lanes import split
 
 log = logging.getLogger("kafka_jobs.listener")
 

@@ -12,9 +12,9 @@ import time
 from collections.abc import Sequence
 
 from kafka_jobs.hooks import JOB_KINDS, LifecycleHook
-from kafka_jobs.worker.jobs import Job, PartitionState
-from kafka_jobs.worker.queue import JobsQueue
-from kafka_jobs.worker.scheduler import SerializedScheduler
+from kafka_jobs.processing.jobs import Job, PartitionState
+from kafka_jobs.processing.queue import JobsQueue
+from kafka_jobs.processing.scheduler import SerializedScheduler
 from kafka_jobs.worker.subscription import SubscriptionGroup
 
 

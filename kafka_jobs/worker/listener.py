@@ -22,17 +22,17 @@ from kafka_jobs.connection.client import Client, Key, by_partition
 from kafka_jobs.connection.commits import Committer, connect
 from kafka_jobs.connection.pauses import PauseTracker, apply_pause, release, resume_due
 from kafka_jobs.connection.stats import STATS_INTERVAL_MS, GroupStats, settle_then_close
-from kafka_jobs.events import EventBus
 from kafka_jobs.hooks import LifecycleHook
+from kafka_jobs.instrumentation.events import EventBus
 from kafka_jobs.options import TopicOptions
+from kafka_jobs.processing.jobs import Job, PartitionState
+from kafka_jobs.processing.queue import JobsQueue
+from kafka_jobs.processing.scheduler import SerializedScheduler
 from kafka_jobs.settings import Settings
 from kafka_jobs.worker.building import JobBuilder
-from kafka_jobs.worker.jobs import Job, PartitionState
 from kafka_jobs.worker.lifecycle import HookRunner
 from kafka_jobs.worker.marks import finished_above, mark_for
 from kafka_jobs.worker.pollguard import PollIntervalGuard
-from kafka_jobs.worker.queue import JobsQueue
-from kafka_jobs.worker.scheduler import SerializedScheduler
 from kafka_jobs.worker.subscription import (
     PartitionReport,
     PatternFollower,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from kafka_jobs.connection.client import Mark
 from kafka_jobs.options import TopicOptions
-from kafka_jobs.worker import offset_metadata
-from kafka_jobs.worker.jobs import PartitionState
+from kafka_jobs.processing import offset_metadata
+from kafka_jobs.processing.jobs import PartitionState
 
 
 def mark_for(

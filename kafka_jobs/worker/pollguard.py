@@ -23,7 +23,7 @@ import math
 from collections import deque
 from collections.abc import Iterable
 
-from kafka_jobs.events import EventBus
+from kafka_jobs.instrumentation.events import EventBus
 
 log = logging.getLogger("kafka_jobs.pollguard")
 

@@ -11,25 +11,25 @@ from collections.abc import Iterable, Mapping
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from kafka_jobs.delay.dispatcher import DelayDispatcher
 from kafka_jobs.errors import ConfigurationError
-from kafka_jobs.metrics import Metrics
+from kafka_jobs.instrumentation.metrics import Metrics
+from kafka_jobs.instrumentation.publisher import StatePublisher
+from kafka_jobs.instrumentation.summary import SummaryLine
 from kafka_jobs.patterns import TopicPattern
-from kafka_jobs.summary import SummaryLine
-from kafka_jobs.worker.dispatcher import DelayDispatcher
-from kafka_jobs.worker.executor import Executor
-from kafka_jobs.worker.failures import FailureHandler, RetryThenDeadLetter
-from kafka_jobs.worker.listener import Listener, PartitionReport, SubscriptionGroup
-from kafka_jobs.worker.pool import ThreadPool
-from kafka_jobs.worker.ports import Processing
-from kafka_jobs.worker.processes import ProcessPool, app_spec_for
-from kafka_jobs.worker.queue import JobsQueue
-from kafka_jobs.worker.scheduler import (
+from kafka_jobs.processing.executor import Executor
+from kafka_jobs.processing.failures import FailureHandler, RetryThenDeadLetter
+from kafka_jobs.processing.pool import ThreadPool
+from kafka_jobs.processing.ports import Processing
+from kafka_jobs.processing.processes import ProcessPool, app_spec_for
+from kafka_jobs.processing.queue import JobsQueue
+from kafka_jobs.processing.scheduler import (
     FifoScheduler,
     Scheduler,
     SerializedScheduler,
     load_scheduler,
 )
-from kafka_jobs.worker.state import StatePublisher
+from kafka_jobs.worker.listener import Listener, PartitionReport, SubscriptionGroup
 
 if TYPE_CHECKING:
     from kafka_jobs.app import App
@@ -230,7 +230,7 @@ class Worker:
             self._reporters.append(state.start())
 
     def metrics(self) -> Metrics:
-        """The worker's counters and gauges (`kafka_jobs.metrics`), attached on first use.
+        """The worker's counters and gauges (`instrumentation.metrics`), attached on first use.
 
         Until then no event is built for them: a worker nobody watches runs faster.
         """

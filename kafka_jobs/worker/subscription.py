@@ -19,8 +19,8 @@ from kafka_jobs.connection.commits import Committer
 from kafka_jobs.connection.pauses import PauseTracker
 from kafka_jobs.options import TopicOptions
 from kafka_jobs.patterns import TopicPattern
+from kafka_jobs.processing.jobs import Job, PartitionState
 from kafka_jobs.settings import Settings
-from kafka_jobs.worker.jobs import Job, PartitionState
 
 log = logging.getLogger("kafka_jobs.listener")
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from kafka_jobs import App, current_job
-from kafka_jobs.events import Event
+from kafka_jobs.instrumentation.events import Event
 from tests.chaos.ledger import LedgerWriter
 
 app = App(default_topic=os.environ.get("CHAOS_TOPIC", "chaos"))

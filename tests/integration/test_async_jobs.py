@@ -9,7 +9,7 @@ import threading
 from collections import Counter, defaultdict
 
 from kafka_jobs import current_job, dlq
-from kafka_jobs.lanes import VirtualPartitions
+from kafka_jobs.processing.lanes import VirtualPartitions
 from kafka_jobs.testing import wait_until
 
 

@@ -7,7 +7,7 @@ import threading
 from confluent_kafka import Producer
 
 from kafka_jobs import NotDecodable, UnknownFormatVersion, UnknownTask
-from kafka_jobs.events import Event
+from kafka_jobs.instrumentation.events import Event
 from kafka_jobs.testing import BrokerInfo, wait_until
 
 

@@ -20,7 +20,7 @@ from confluent_kafka.admin import NewPartitions
 
 from kafka_jobs import current_job
 from kafka_jobs.connection import probes
-from kafka_jobs.metrics import Metrics
+from kafka_jobs.instrumentation.metrics import Metrics
 from kafka_jobs.testing import BrokerInfo, wait_until
 from tests.integration.ledger import ROOT
 

@@ -7,7 +7,7 @@ import sys
 import threading
 
 from kafka_jobs import current_job, dlq
-from kafka_jobs.events import Event
+from kafka_jobs.instrumentation.events import Event
 from kafka_jobs.testing import BrokerInfo, wait_until
 from tests.integration.ledger import ROOT
 

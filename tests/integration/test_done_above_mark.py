@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from kafka_jobs.processing import offset_metadata
 from kafka_jobs.testing import BrokerInfo, broker_returns_commit_metadata, wait_until
-from kafka_jobs.worker import offset_metadata
 from tests.integration.ledger import read_ledger, start_worker, stop
 
 FAST = 40

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from kafka_jobs.events import Event
+from kafka_jobs.instrumentation.events import Event
 from kafka_jobs.testing import BrokerInfo, wait_until
 from kafka_jobs.worker import Disposition, Failure, LogFailures
 

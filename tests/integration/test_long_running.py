@@ -6,7 +6,7 @@ import threading
 import time
 
 from kafka_jobs import current_job
-from kafka_jobs.events import Event
+from kafka_jobs.instrumentation.events import Event
 from kafka_jobs.testing import wait_until
 from tests.integration.conftest import key_off_partition
 

@@ -8,7 +8,7 @@ import urllib.request
 from pathlib import Path
 
 from kafka_jobs.broker import free_port
-from kafka_jobs.metrics import Metrics
+from kafka_jobs.instrumentation.metrics import Metrics
 from kafka_jobs.testing import BrokerInfo, wait_until
 from tests.integration.conftest import enqueue_ledger_jobs
 from tests.integration.ledger import read_ledger, start_worker, stop

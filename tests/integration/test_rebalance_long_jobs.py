@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from kafka_jobs import App, current_job
-from kafka_jobs.events import Event
+from kafka_jobs.instrumentation.events import Event
 from kafka_jobs.testing import unique_name, wait_until
 
 JOB_SECONDS = 20

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from kafka_jobs import current_job
-from kafka_jobs.events import Event
+from kafka_jobs.instrumentation.events import Event
 from kafka_jobs.testing import wait_until
 from tests.integration.conftest import key_off_partition
 

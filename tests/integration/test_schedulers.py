@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from examples.schedulers import FairShareScheduler, PriorityScheduler
-from kafka_jobs.lanes import VirtualPartitions
+from kafka_jobs.processing.lanes import VirtualPartitions
 from kafka_jobs.testing import wait_until
 from kafka_jobs.worker import Job, JobsQueue, Scheduler
 

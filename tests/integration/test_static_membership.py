@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kafka_jobs.events import Event
+from kafka_jobs.instrumentation.events import Event
 from kafka_jobs.testing import unique_name, wait_until
 
 REBALANCES = ("partitions.revoked", "partitions.lost", "partitions.assigned")

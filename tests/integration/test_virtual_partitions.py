@@ -11,8 +11,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from kafka_jobs import dlq
-from kafka_jobs.events import Event
-from kafka_jobs.lanes import VirtualPartitions
+from kafka_jobs.instrumentation.events import Event
+from kafka_jobs.processing.lanes import VirtualPartitions
 from kafka_jobs.testing import BrokerInfo, wait_until
 from tests.integration.ledger import (
     assert_order_per_worker_run,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kafka_jobs.delay import (
+from kafka_jobs.delay.tiers import (
     DUE_SLACK_MS,
     TIERS,
     next_hop,

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from kafka_jobs.events import Event, EventBus
+from kafka_jobs.instrumentation.events import Event, EventBus
 
 
 def test_subscriber_receives_name_and_payload() -> None:

@@ -8,11 +8,11 @@ from confluent_kafka import Message
 
 from kafka_jobs.deadletter import JOB_FAILED
 from kafka_jobs.errors import DeliveryError, NotDecodable
-from kafka_jobs.events import Event, EventBus
+from kafka_jobs.instrumentation.events import Event, EventBus
 from kafka_jobs.options import FailurePolicy
-from kafka_jobs.retry import RetryPolicy
+from kafka_jobs.processing.failures import Failure, RetryLater, RetryThenDeadLetter
+from kafka_jobs.processing.retry import RetryPolicy
 from kafka_jobs.wire import H_DLQ_REASON, Headers
-from kafka_jobs.worker.failures import Failure, RetryLater, RetryThenDeadLetter
 
 
 @dataclass

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kafka_jobs.lanes import VirtualPartitions, lane_key, split
+from kafka_jobs.processing.lanes import VirtualPartitions, lane_key, split
 from kafka_jobs.wire import H_KEY
 
 Headers = list[tuple[str, bytes | str | None]] | None
@@ -224,7 +224,7 @@ def test_consistent_same_key_same_lane_across_batches() -> None:
 
 _CROSS_PROCESS = """
 import sys
-from kafka_jobs.lanes import VirtualPartitions, split
+from kafka_jobs.processing.lanes import VirtualPartitions, split
 from tests.unit.test_lanes import keyed
 keys = [f"key-{i}".encode() for i in range(64)]
 lanes = split(keyed(keys), VirtualPartitions(), 6)

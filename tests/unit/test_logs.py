@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from kafka_jobs import logs
+from kafka_jobs.instrumentation import logs
 
 
 def _emit(kind: str, **extra: object) -> str:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from kafka_jobs.worker.offset_metadata import MAX_CHARS, PREFIX, decode, encode
+from kafka_jobs.processing.offset_metadata import MAX_CHARS, PREFIX, decode, encode
 
 committed_offsets = st.integers(min_value=0, max_value=2**62)
 

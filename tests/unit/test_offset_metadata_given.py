@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kafka_jobs.worker import offset_metadata
-from kafka_jobs.worker.jobs import PartitionState
+from kafka_jobs.processing import offset_metadata
+from kafka_jobs.processing.jobs import PartitionState
 
 
 def test_bitmap_and_job_text_share_the_commit() -> None:

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from kafka_jobs.worker.offsets import OffsetTracker
+from kafka_jobs.processing.offsets import OffsetTracker
 
 
 def expected_committable(registered: list[int], done: set[int]) -> int | None:

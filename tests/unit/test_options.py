@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kafka_jobs.lanes import VirtualPartitions
 from kafka_jobs.options import (
     FailurePolicy,
     RetryOptions,
@@ -18,7 +17,8 @@ from kafka_jobs.options import (
     resolve,
     retry_policy,
 )
-from kafka_jobs.retry import RetryPolicy
+from kafka_jobs.processing.lanes import VirtualPartitions
+from kafka_jobs.processing.retry import RetryPolicy
 
 JOB_RETRY = RetryPolicy(retries=5)
 TOPIC_RETRY = RetryPolicy(retries=2)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kafka_jobs.events import Event, EventBus
+from kafka_jobs.instrumentation.events import Event, EventBus
 from kafka_jobs.worker.pollguard import SAFETY, PollIntervalGuard
 
 LIMIT_MS = 10_000

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from kafka_jobs.worker.jobs import Job, PartitionState
-from kafka_jobs.worker.queue import JobsQueue
+from kafka_jobs.processing.jobs import Job, PartitionState
+from kafka_jobs.processing.queue import JobsQueue
 
 JOIN = 10.0  # generous bound on joins: only reached when something is broken
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kafka_jobs.retry import RetryPolicy
+from kafka_jobs.processing.retry import RetryPolicy
 
 
 class Transient(Exception):

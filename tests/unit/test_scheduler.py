@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from kafka_jobs.worker.jobs import Job, PartitionState
-from kafka_jobs.worker.queue import JobsQueue
-from kafka_jobs.worker.scheduler import FifoScheduler, Scheduler, SerializedScheduler
+from kafka_jobs.processing.jobs import Job, PartitionState
+from kafka_jobs.processing.queue import JobsQueue
+from kafka_jobs.processing.scheduler import FifoScheduler, Scheduler, SerializedScheduler
 
 JOIN = 10.0
 

@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("flask")
 
-from kafka_jobs.status import PartitionStatus
+from kafka_jobs.instrumentation.status import PartitionStatus
 from kafka_jobs.web.data import GroupView, LagHistory, Overview
 from kafka_jobs.web.server import is_loopback
 from kafka_jobs.web.views import _show_value, sparkline

@@ -12,17 +12,17 @@ from typing import Any, cast
 
 from confluent_kafka import Message
 
-from kafka_jobs import tracing
 from kafka_jobs.context import JobContext, _set_current
 from kafka_jobs.deadletter import JOB_FAILED
 from kafka_jobs.errors import KafkaJobsError, NotDecodable, RecordRejected, RecordTooLarge
+from kafka_jobs.instrumentation import tracing
+from kafka_jobs.processing.aio import AsyncRunner
+from kafka_jobs.processing.failures import Disposition, Failure, FailureHandler, RetryLater
+from kafka_jobs.processing.jobs import Job
+from kafka_jobs.processing.ports import Processing
+from kafka_jobs.processing.processes import ProcessPool
 from kafka_jobs.task import Task
 from kafka_jobs.wire import Envelope, decode, now_ms, read_task_name
-from kafka_jobs.worker.aio import AsyncRunner
-from kafka_jobs.worker.failures import Disposition, Failure, FailureHandler, RetryLater
-from kafka_jobs.worker.jobs import Job
-from kafka_jobs.worker.ports import Processing
-from kafka_jobs.worker.processes import ProcessPool
 
 log = logging.getLogger("kafka_jobs.worker")
 

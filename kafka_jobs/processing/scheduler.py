@@ -16,8 +16,8 @@ import threading
 from collections.abc import Sequence
 
 from kafka_jobs.errors import ConfigurationError
-from kafka_jobs.worker.jobs import Job
-from kafka_jobs.worker.queue import JobsQueue
+from kafka_jobs.processing.jobs import Job
+from kafka_jobs.processing.queue import JobsQueue
 
 log = logging.getLogger("kafka_jobs.scheduler")
 

@@ -32,11 +32,11 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaException
 
 from kafka_jobs.connection.client import Client
 from kafka_jobs.deadletter import format_traceback
-from kafka_jobs.events import Event
+from kafka_jobs.instrumentation.events import Event
 
 if TYPE_CHECKING:
     from kafka_jobs.app import App
-    from kafka_jobs.metrics import Metrics
+    from kafka_jobs.instrumentation.metrics import Metrics
     from kafka_jobs.worker.runner import Worker
 
 log = logging.getLogger("kafka_jobs.worker")

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from kafka_jobs.events import EventBus
+    from kafka_jobs.instrumentation.events import EventBus
     from kafka_jobs.options import FailurePolicy
+    from kafka_jobs.processing.jobs import Job
     from kafka_jobs.settings import Settings
     from kafka_jobs.task import Task
     from kafka_jobs.wire import Headers
-    from kafka_jobs.worker.jobs import Job
 
 
 class TaskRegistry(Protocol):

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Message
 
-from kafka_jobs.worker.offsets import OffsetTracker
+from kafka_jobs.processing.offsets import OffsetTracker
 
 if TYPE_CHECKING:
-    from kafka_jobs.worker.failures import Failure
+    from kafka_jobs.processing.failures import Failure
 
 
 class PartitionState:

@@ -1,6 +1,6 @@
 """The delay dispatcher: moves delayed jobs down the tier topics and, when due, to their topics.
 
-See `kafka_jobs.delay` for the design. One thread, one consumer; only that
+See `kafka_jobs.delay.tiers` for the design. One thread, one consumer; only that
 thread touches it. Every worker sharing a delay-topic prefix joins the group
 `<prefix>.dispatcher`, whatever its own group, so each delayed record is
 moved by one of them.
@@ -20,7 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, Message
 from kafka_jobs.connection.client import Client, Key, Mark, by_partition
 from kafka_jobs.connection.commits import Committer, connect
 from kafka_jobs.connection.pauses import PauseTracker, apply_pause, release, resume_due
-from kafka_jobs.delay import (
+from kafka_jobs.delay.tiers import (
     cancel_topic,
     next_hop,
     tier_topic,

@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from kafka_jobs.metrics import Metrics
+    from kafka_jobs.instrumentation.metrics import Metrics
     from kafka_jobs.worker.runner import Worker
 
 log = logging.getLogger("kafka_jobs.summary")

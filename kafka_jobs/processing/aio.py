@@ -11,7 +11,7 @@ from typing import Any
 
 from kafka_jobs.context import JobContext, _set_current
 from kafka_jobs.errors import KafkaJobsError
-from kafka_jobs.tracing import JobSpan
+from kafka_jobs.instrumentation.tracing import JobSpan
 
 log = logging.getLogger("kafka_jobs.worker")
 

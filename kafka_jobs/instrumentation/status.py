@@ -4,7 +4,7 @@ Lag is end offset minus committed offset, as the broker reports them. Some
 brokers misreport end offsets (the embedded Tansu after multi-record batches);
 the figures are then only as good as the broker's. Whether a partition is paused,
 and which worker process owns it, come from the states running workers publish
-(`kafka_jobs.worker.state`).
+(`kafka_jobs.instrumentation.publisher`).
 """
 
 from __future__ import annotations

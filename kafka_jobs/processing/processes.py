@@ -31,8 +31,8 @@ import dill
 from kafka_jobs.errors import ConfigurationError, KafkaJobsError
 
 if TYPE_CHECKING:
+    from kafka_jobs.processing.ports import TaskRegistry
     from kafka_jobs.settings import Settings
-    from kafka_jobs.worker.ports import TaskRegistry
 
 log = logging.getLogger("kafka_jobs.worker")
 

@@ -14,8 +14,8 @@ from kafka_jobs.wire import read_job_id
 
 if TYPE_CHECKING:
     from kafka_jobs.app import App
-    from kafka_jobs.events import EventBus
-    from kafka_jobs.worker.ports import FailurePolicies, RecordWriter
+    from kafka_jobs.instrumentation.events import EventBus
+    from kafka_jobs.processing.ports import FailurePolicies, RecordWriter
 
 log = logging.getLogger("kafka_jobs.worker")
 

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from kafka_jobs.events import Event
+from kafka_jobs.instrumentation.events import Event
 
 if TYPE_CHECKING:
     from kafka_jobs.app import App

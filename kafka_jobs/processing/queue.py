@@ -8,7 +8,7 @@ import weakref
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 
-from kafka_jobs.worker.jobs import Job
+from kafka_jobs.processing.jobs import Job
 
 
 class JobsQueue:

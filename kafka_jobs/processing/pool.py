@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 
-from kafka_jobs.events import EventBus
-from kafka_jobs.worker.ports import JobRunner
-from kafka_jobs.worker.queue import JobsQueue
-from kafka_jobs.worker.scheduler import SerializedScheduler
+from kafka_jobs.instrumentation.events import EventBus
+from kafka_jobs.processing.ports import JobRunner
+from kafka_jobs.processing.queue import JobsQueue
+from kafka_jobs.processing.scheduler import SerializedScheduler
 
 log = logging.getLogger("kafka_jobs.worker")
 
