@@ -10,7 +10,8 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
+
+from kafka_jobs.connection.admin import TopicCreationFailed, create_missing
 
 log = logging.getLogger(__name__)
 
@@ -64,22 +65,15 @@ class TopicCreator:
         with self._lock:
             if topic in self._known:
                 return
-            admin = self._client()
             try:
-                existing = admin.list_topics(timeout=_TIMEOUT).topics
+                if create_missing(
+                    self._client(), [topic], partitions, replication_factor, _TIMEOUT, config
+                ):
+                    log.info("created topic %s (%d partitions)", topic, partitions)
             except KafkaException as exc:
                 raise TopicsUnavailable(f"cannot list topics: {exc}") from exc
-            if topic not in existing:
-                future = admin.create_topics(
-                    [NewTopic(topic, partitions, replication_factor, config=config or {})],
-                    request_timeout=_TIMEOUT,
-                )[topic]
-                try:
-                    future.result(_TIMEOUT)
-                    log.info("created topic %s (%d partitions)", topic, partitions)
-                except Exception as exc:
-                    if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                        raise TopicsUnavailable(f"cannot create topic {topic!r}: {exc}") from exc
+            except TopicCreationFailed as exc:
+                raise TopicsUnavailable(str(exc)) from exc
             self._known.add(topic)
 
     def delete(self, topic: str) -> None:

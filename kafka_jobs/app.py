@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, Unpack, overload
 
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
 from kafka_jobs import loader
+from kafka_jobs.connection.admin import TopicCreationFailed, create_missing
 from kafka_jobs.delay.tiers import cancel_topic, tier_topics
 from kafka_jobs.errors import ConfigurationError, KafkaJobsError, UnknownTask
 from kafka_jobs.hooks import JOB_KINDS, HookEvent, LifecycleHook
@@ -212,21 +212,10 @@ class App:
         if invalid:
             raise ConfigurationError(f"invalid topic name(s): {invalid}")
         admin = AdminClient(self.settings.admin_settings())
-        existing = set(admin.list_topics(timeout=timeout).topics)
-        missing = [t for t in wanted if t not in existing]
-        if not missing:
-            return []
-        futures = admin.create_topics(
-            [NewTopic(t, partitions, replication_factor, config=config or {}) for t in missing],
-            request_timeout=timeout,
-        )
-        for topic, future in futures.items():
-            try:
-                future.result(timeout)
-            except Exception as exc:
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise KafkaJobsError(f"cannot create topic {topic!r}: {exc}") from exc
-        return missing
+        try:
+            return create_missing(admin, wanted, partitions, replication_factor, timeout, config)
+        except TopicCreationFailed as exc:
+            raise KafkaJobsError(str(exc)) from exc
 
     def assignments(self) -> dict[str, list[int]]:
         """Topic -> partitions this process's running workers own right now.
