@@ -94,7 +94,7 @@ class BridgeOptions:
         return conf
 
     def producer_settings(self) -> dict[str, Any]:
-        """librdkafka settings of the publishing producer (batched: linger of a few ms)."""
+        """Librdkafka settings of the publishing producer (batched: linger of a few ms)."""
         conf = {
             "linger.ms": 5,
             "enable.idempotence": True,

@@ -335,8 +335,10 @@ class ApacheKafkaCluster:
         self.wait_ready(timeout)
 
     def stop(self, timeout: float = 60.0) -> None:
-        """Stop every node this object started (all at once: a quorum cannot outlive half of
-        itself politely), then remove the data unless it was given."""
+        """Stop every node this object started, then remove the data unless it was given.
+
+        All at once: a quorum cannot outlive half of itself politely.
+        """
         for process in self.processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)

@@ -109,8 +109,10 @@ class App:
     def on(
         self, event: HookEvent, *, topic: str | None = None, every: float | None = None
     ) -> Callable[[Callable[[str, int], None]], Callable[[str, int], None]]:
-        """Register `fn(topic, partition)` to run on "revoked", "shutdown", "idle" or
-        "periodic" (with `every` seconds), for one topic or all. See `kafka_jobs.hooks`.
+        """Register `fn(topic, partition)` as a lifecycle hook, for one topic or all.
+
+        Events: "revoked", "shutdown", "idle" or "periodic" (with `every` seconds).
+        See `kafka_jobs.hooks`.
         """
         if event not in JOB_KINDS:
             raise ConfigurationError(

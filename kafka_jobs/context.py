@@ -103,8 +103,10 @@ class JobContext:
 
     @property
     def children(self) -> list[EnqueuedJob]:
-        """Jobs this job enqueued so far; its offset counts as done only once they are
-        acknowledged (the worker waits for them)."""
+        """Jobs this job enqueued so far.
+
+        Its offset counts as done only once they are acknowledged (the worker waits).
+        """
         return self._children
 
     def revoked(self) -> bool:

@@ -241,8 +241,10 @@ def refuse_auto_commit(conf: dict[str, Any]) -> None:
 
 
 def client_configs_from_env(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    """librdkafka settings from `KAFKA_JOBS_KAFKA_*`, `KAFKA_JOBS_PRODUCER_*` and
-    `KAFKA_JOBS_CONSUMER_*`, as `kafka_config`, `producer_config` and `consumer_config`.
+    """Client settings from the environment, per role.
+
+    `KAFKA_JOBS_KAFKA_*`, `KAFKA_JOBS_PRODUCER_*` and `KAFKA_JOBS_CONSUMER_*` become
+    `kafka_config`, `producer_config` and `consumer_config` (librdkafka names).
 
     Shared by the worker and the Celery bridge, so one environment configures both.
     """

@@ -86,6 +86,7 @@ class Task(Generic[P, R]):
         return self.options.name
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the task here, now, like the plain function (no Kafka involved)."""
         return self.fn(*args, **kwargs)
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> EnqueuedJob:
@@ -194,8 +195,11 @@ class Task(Generic[P, R]):
 def _with_trace(
     headers: Mapping[str, str | bytes] | None, task: str, topic: str
 ) -> Mapping[str, str | bytes] | None:
-    """Carry the W3C trace context to the job (unless given): OpenTelemetry's current
-    span when it is set up (see `kafka_jobs.instrumentation.tracing`), else the running job's."""
+    """Carry the W3C trace context to the job, unless the caller gave one.
+
+    OpenTelemetry's current span when it is set up (see
+    `kafka_jobs.instrumentation.tracing`), else the running job's.
+    """
     if headers is not None and "traceparent" in headers:
         return headers
     if tracing.enabled():

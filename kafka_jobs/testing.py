@@ -171,6 +171,7 @@ class AppFactory:
         self.allowed: set[str] = set()
 
     def __call__(self, **overrides: Any) -> App:
+        """A new App on the session's broker with the test timeouts; `overrides` win."""
         consumer_config = {**TEST_CONSUMER_CONFIG, **overrides.pop("consumer_config", {})}
         overrides.setdefault("group_protocol", TEST_GROUP_PROTOCOL)
         settings = Settings(

@@ -53,8 +53,10 @@ def create_missing(
 def create_topic(
     config: Mapping[str, Any], name: str, partitions: int = 1, timeout: float = 15.0
 ) -> str:
-    """Create a topic (the broker's default replication factor) and wait until its
-    metadata shows every partition; returns its name."""
+    """Create a topic and wait until its metadata shows every partition; returns its name.
+
+    The replication factor is the broker's default.
+    """
     admin = AdminClient(dict(config))
     for future in admin.create_topics([NewTopic(name, partitions, -1)]).values():
         future.result(timeout)

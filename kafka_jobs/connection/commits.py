@@ -62,7 +62,7 @@ class Committer:
         return list(marks)
 
     def handle_result(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
-        """librdkafka's commit outcome (inside poll(), or a synchronous commit's result)."""
+        """Librdkafka's commit outcome (inside poll(), or a synchronous commit's result)."""
         if error is not None and error.code() == KafkaError._NO_OFFSET:
             return
         accepted = []

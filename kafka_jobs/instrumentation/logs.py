@@ -45,6 +45,7 @@ class KeyValueFormatter(_StructuredFormatter):
     """`ts=... level=... logger=... msg="..." topic=... offset=...`: one line, grep-able."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as `key=value` pairs."""
         return " ".join(f"{key}={_kv_value(value)}" for key, value in self.fields(record).items())
 
 
@@ -52,6 +53,7 @@ class JsonFormatter(_StructuredFormatter):
     """One JSON object per line, for log shippers."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one JSON object."""
         return json.dumps(self.fields(record), default=str)
 
 

@@ -32,7 +32,9 @@ _MAX_LETTERS = 10_000
 _MAX_VALUE_CHARS = 64_000
 
 
-def create_app(
+# The routes are closures over the app and the token check: each is short, but
+# mccabe counts them all into the factory.
+def create_app(  # noqa: C901
     app: App,
     *,
     token: str | None = None,
