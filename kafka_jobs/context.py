@@ -172,11 +172,12 @@ def current_job_or_none() -> JobContext | None:
     return _current.get()
 
 
-def _set_current(context: JobContext | None) -> None:
+def set_current(context: JobContext | None) -> None:
+    """Make `context` the running job's on this thread or task (pools call it around a job)."""
     _current.set(context)
 
 
-def _enqueued_from_job(handle: EnqueuedJob) -> None:
+def note_enqueued(handle: EnqueuedJob) -> None:
     """Note a job enqueued by the running job: it must be acknowledged before the parent is done."""
     context = _current.get()
     if context is not None:

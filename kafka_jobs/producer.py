@@ -86,7 +86,14 @@ class EnqueuedJob:
             self._cancel_topic, "", str(self.eta_ms).encode(), self.id.encode(), []
         )
 
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+    def delayed(self, due_ms: int, cancel_topic: str) -> EnqueuedJob:
+        """Record that the job waits in the delay tiers until `due_ms` (for `cancel()`)."""
+        self.eta_ms = due_ms
+        self._cancel_topic = cancel_topic
+        return self
+
+    def on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        """The producer's delivery report for this job's record."""
         if err is not None:
             if err.code() == KafkaError._MSG_TIMED_OUT:
                 self._producer._note_timeout()
@@ -205,7 +212,7 @@ class JobProducer:
         handle = EnqueuedJob(job_id, topic, self, os.getpid())
         self._in_flight[job_id] = handle
         try:
-            self.produce(topic, value, key, headers, handle._on_delivery)
+            self.produce(topic, value, key, headers, handle.on_delivery)
         except BaseException:
             self._in_flight.pop(job_id, None)
             raise

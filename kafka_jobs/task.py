@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from kafka_jobs.context import _enqueued_from_job, current_job_or_none
+from kafka_jobs.context import current_job_or_none, note_enqueued
 from kafka_jobs.delay.tiers import cancel_topic, next_hop, tier_topic, with_delay_headers
 from kafka_jobs.errors import PayloadTooLarge
 from kafka_jobs.instrumentation import tracing
@@ -161,7 +161,7 @@ class Task(Generic[P, R]):
         txn = active_transaction()
         if txn is not None and hop is None:  # joins the job's transaction; settled at commit
             handle = EnqueuedJob(job_id, target, self.app.producer, os.getpid())
-            txn.produce(target, value, partition_key, record_headers, handle._on_delivery)
+            txn.produce(target, value, partition_key, record_headers, handle.on_delivery)
         elif hop is None:
             handle = self.app.producer.enqueue(target, job_id, value, partition_key, record_headers)
         else:
@@ -171,9 +171,8 @@ class Task(Generic[P, R]):
             handle = self.app.producer.enqueue(
                 tier_topic(prefix, seconds), job_id, value, partition_key, record_headers
             )
-            handle.eta_ms = due
-            handle._cancel_topic = cancel_topic(prefix)
-        _enqueued_from_job(handle)
+            handle.delayed(due, cancel_topic(prefix))
+        note_enqueued(handle)
         return handle
 
     def _derive_key(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:

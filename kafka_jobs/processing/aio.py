@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from kafka_jobs.context import JobContext, _set_current
+from kafka_jobs.context import JobContext, set_current
 from kafka_jobs.errors import KafkaJobsError
 from kafka_jobs.instrumentation.tracing import JobSpan
 
@@ -67,7 +67,7 @@ class AsyncRunner:
         """
 
         async def run() -> object:
-            _set_current(context)  # the task's own context: invisible to other jobs
+            set_current(context)  # the task's own context: invisible to other jobs
             if span is not None:
                 span.activate()  # likewise the task's own; dropped with it
             try:

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from confluent_kafka import Message
 
-from kafka_jobs.context import JobContext, _set_current
+from kafka_jobs.context import JobContext, set_current
 from kafka_jobs.deadletter import JOB_FAILED
 from kafka_jobs.errors import KafkaJobsError, NotDecodable, RecordRejected, RecordTooLarge
 from kafka_jobs.instrumentation import tracing
@@ -232,7 +232,7 @@ class Executor:
                 call.error = error
                 return self._conclude(job, record, call)
             return self._submit(job, cast(Coroutine[Any, Any, object], coroutine), call)
-        _set_current(context)
+        set_current(context)
         token = call.span.activate() if call.span is not None else None
         result: object = None
         try:
@@ -243,7 +243,7 @@ class Executor:
         except BaseException as error:  # SystemExit from a job is a failure too, not a dead thread
             call.error = error
         finally:
-            _set_current(None)
+            set_current(None)
             if token is not None:
                 tracing.JobSpan.deactivate(token)
         if call.error is None and inspect.isawaitable(result):

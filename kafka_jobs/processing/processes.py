@@ -233,7 +233,7 @@ def _child_main(conn: Connection, app_spec: str) -> None:
 
 def _run_in_child(tasks: TaskRegistry, settings: Settings, request: bytes) -> bytes:
     """Run one call from the parent; the reply says how it ended."""
-    from kafka_jobs.context import JobContext, _set_current
+    from kafka_jobs.context import JobContext, set_current
 
     never = threading.Event()
 
@@ -249,7 +249,7 @@ def _run_in_child(tasks: TaskRegistry, settings: Settings, request: bytes) -> by
             mark_through=no_marks,
             settings=settings,
         )
-        _set_current(context)
+        set_current(context)
         result = tasks.task(task_name).fn(*args, **kwargs)
         if inspect.iscoroutine(result):
             asyncio.run(result)
@@ -264,5 +264,5 @@ def _run_in_child(tasks: TaskRegistry, settings: Settings, request: bytes) -> by
             payload = None
         return bytes(dill.dumps(("error", payload, type(error).__qualname__, str(error), text)))
     finally:
-        _set_current(None)
+        set_current(None)
         sys.stdout.flush()
