@@ -27,13 +27,26 @@ from kafka_jobs.errors import (
     UnknownFormatVersion,
     UnknownTask,
 )
+from kafka_jobs.instrumentation.events import Event
 from kafka_jobs.options import JobOptions, TopicSettings
+from kafka_jobs.processing.failures import (
+    Disposition,
+    Failure,
+    FailureHandler,
+    LogFailures,
+    RetryLater,
+    RetryThenDeadLetter,
+)
+from kafka_jobs.processing.jobs import Job
 from kafka_jobs.processing.lanes import VirtualPartitions
+from kafka_jobs.processing.queue import JobsQueue
 from kafka_jobs.processing.retry import RetryPolicy
+from kafka_jobs.processing.scheduler import FifoScheduler, Scheduler
 from kafka_jobs.producer import EnqueuedJob
 from kafka_jobs.settings import Settings
 from kafka_jobs.task import Task
 from kafka_jobs.transactions import Transaction, transaction
+from kafka_jobs.worker.runner import Worker
 
 __version__ = "0.1.0"
 
@@ -43,16 +56,27 @@ __all__ = [
     "ConfigurationError",
     "DeliveryError",
     "DeliveryTimeout",
+    "Disposition",
     "EnqueueError",
     "EnqueuedJob",
+    "Event",
+    "Failure",
+    "FailureHandler",
+    "FifoScheduler",
+    "Job",
     "JobContext",
     "JobOptions",
+    "JobsQueue",
     "KafkaJobsError",
+    "LogFailures",
     "NotDecodable",
     "PayloadTooLarge",
     "RecordRejected",
     "RecordTooLarge",
+    "RetryLater",
     "RetryPolicy",
+    "RetryThenDeadLetter",
+    "Scheduler",
     "Settings",
     "Task",
     "TopicSettings",
@@ -60,6 +84,7 @@ __all__ = [
     "UnknownFormatVersion",
     "UnknownTask",
     "VirtualPartitions",
+    "Worker",
     "current_job",
     "default_app",
     "flush",

@@ -13,8 +13,8 @@ import time
 from collections import Counter
 from contextlib import ExitStack
 
+from kafka_jobs import Event
 from kafka_jobs.broker import EmbeddedBroker
-from kafka_jobs.instrumentation.events import Event
 from kafka_jobs.instrumentation.progress import Progress
 
 

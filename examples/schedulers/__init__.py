@@ -12,7 +12,7 @@ import math
 from collections import defaultdict, deque
 from collections.abc import Sequence
 
-from kafka_jobs.worker import Job, JobsQueue, Scheduler
+from kafka_jobs import Job, JobsQueue, Scheduler
 
 __all__ = [
     "FairShareScheduler",
