@@ -25,7 +25,6 @@ from queue import Empty
 from typing import TYPE_CHECKING, Any, cast
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 from kombu.transport import virtual
 
 from celery_bridge import acks
@@ -36,6 +35,7 @@ from celery_bridge.fetcher import Fetcher, Record
 from celery_bridge.options import BridgeOptions
 from celery_bridge.records import NotAKombuMessage, from_record, to_record
 from celery_bridge.topics import topic_name
+from kafka_jobs.connection.admin import admin_client
 from kafka_jobs.errors import EnqueueError
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ class Channel(virtual.Channel):
         if queue in self._open.transient:
             return True
         try:
-            admin = AdminClient(self.options.admin_settings())
+            admin = admin_client(self.options.admin_settings())
             timeout = self.options.connect_timeout
             return topic_name(queue) in admin.list_topics(timeout=timeout).topics
         except KafkaException:

@@ -27,13 +27,14 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 from confluent_kafka import KafkaError, KafkaException
 
 from kafka_jobs.connection.client import Client, Key, Mark, by_partition
 from kafka_jobs.connection.commits import Committer, connect
 from kafka_jobs.processing.offsets import OffsetTracker
+from kafka_jobs.settings import KafkaConfig
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class Fetcher:
 
     def __init__(
         self,
-        config: dict[str, Any],
+        config: KafkaConfig,
         *,
         grouped: bool,
         wake: Callable[[], None],

@@ -9,7 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from kafka_jobs.settings import apply_group_protocol, client_configs_from_env, refuse_auto_commit
+from kafka_jobs.settings import (
+    ClientConfig,
+    KafkaConfig,
+    apply_group_protocol,
+    client_configs_from_env,
+    refuse_auto_commit,
+)
 
 DEFAULT_PORT = 9092
 
@@ -63,10 +69,10 @@ class BridgeOptions:
     group_protocol: str = field(
         default_factory=lambda: os.environ.get("KAFKA_JOBS_GROUP_PROTOCOL") or "classic"
     )
-    kafka_config: Mapping[str, Any] = field(default_factory=dict)
-    producer_config: Mapping[str, Any] = field(default_factory=dict)
-    consumer_config: Mapping[str, Any] = field(default_factory=dict)
-    admin_config: Mapping[str, Any] = field(default_factory=dict)
+    kafka_config: KafkaConfig = field(default_factory=dict)
+    producer_config: KafkaConfig = field(default_factory=dict)
+    consumer_config: KafkaConfig = field(default_factory=dict)
+    admin_config: KafkaConfig = field(default_factory=dict)
 
     @classmethod
     def from_transport_options(
@@ -74,6 +80,7 @@ class BridgeOptions:
     ) -> BridgeOptions:
         """Options from kombu's transport options; unknown keys (kombu's own) are ignored."""
         known = {f.name for f in fields(cls)}
+        # kombu hands the user's options over unchecked: each field's own type, by name.
         values: dict[str, Any] = {k: v for k, v in options.items() if k in known}
         # The worker's environment configures the bridge too; transport options win.
         for name, from_env in client_configs_from_env(os.environ).items():
@@ -87,15 +94,15 @@ class BridgeOptions:
             raise ValueError("topic_partitions and buffer_size must be at least 1")
         return made
 
-    def _base(self, specific: Mapping[str, Any]) -> dict[str, Any]:
-        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+    def _base(self, specific: KafkaConfig) -> ClientConfig:
+        conf: ClientConfig = {"bootstrap.servers": self.bootstrap_servers}
         conf.update(self.kafka_config)
         conf.update(specific)
         return conf
 
-    def producer_settings(self) -> dict[str, Any]:
+    def producer_settings(self) -> ClientConfig:
         """Librdkafka settings of the publishing producer (batched: linger of a few ms)."""
-        conf = {
+        conf: ClientConfig = {
             "linger.ms": 5,
             "enable.idempotence": True,
             "message.timeout.ms": int(self.delivery_timeout * 1000),
@@ -103,9 +110,9 @@ class BridgeOptions:
         conf.update(self.producer_config)
         return self._base(conf)
 
-    def consumer_settings(self, group_id: str | None) -> dict[str, Any]:
+    def consumer_settings(self, group_id: str | None) -> ClientConfig:
         """Settings of a queue consumer (`group_id`) or a broadcast reader (None)."""
-        conf: dict[str, Any] = {
+        conf: ClientConfig = {
             "auto.offset.reset": "earliest" if group_id else "latest",
             "partition.assignment.strategy": "cooperative-sticky",
         }
@@ -120,7 +127,7 @@ class BridgeOptions:
         conf["group.id"] = group_id or f"celery-bridge-reader-{uuid.uuid4().hex}"
         return conf
 
-    def admin_settings(self) -> dict[str, Any]:
+    def admin_settings(self) -> ClientConfig:
         """Settings of the admin client that creates topics."""
         return self._base(self.admin_config)
 

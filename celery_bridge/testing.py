@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from pytest_celery import CeleryTestBroker  # type: ignore[import-untyped]
@@ -31,9 +30,9 @@ from kafka_jobs.testing import TEST_CONSUMER_CONFIG, BrokerInfo
 __all__ = ["KafkaBrokerHandle", "KafkaTestBroker", "test_transport_options"]
 
 
-def test_transport_options(**overrides: Any) -> dict[str, Any]:
+def test_transport_options(**overrides: object) -> dict[str, object]:
     """Transport options for tests: quick group joins, a unique group id."""
-    options: dict[str, Any] = {
+    options: dict[str, object] = {
         "group_id": f"celery-test-{uuid.uuid4().hex[:10]}",
         "consumer_config": dict(TEST_CONSUMER_CONFIG),
     }
@@ -63,7 +62,7 @@ class KafkaBrokerHandle:
         return f"{celery_bridge.SCHEME}://{self.broker.bootstrap_servers}"
 
     @property
-    def celeryconfig(self) -> dict[str, Any]:
+    def celeryconfig(self) -> dict[str, str]:
         """The node configuration pytest-celery reads."""
         return {"url": self.url, "host_url": self.url}
 
@@ -100,7 +99,7 @@ class KafkaTestBroker(CeleryTestBroker):  # type: ignore[misc]
     """A pytest-celery broker node on Kafka, through the ``kafkajobs://`` transport."""
 
     @classmethod
-    def default_config(cls) -> dict[str, Any]:
+    def default_config(cls) -> dict[str, str]:
         """The URL when no broker is given (a local Kafka)."""
         url = f"{celery_bridge.SCHEME}://localhost:9092"
         return {"url": url, "host_url": url}
@@ -114,7 +113,7 @@ def celery_kafka_broker(kafka_broker: BrokerInfo) -> Iterator[KafkaTestBroker]:
 
 
 @pytest.fixture(scope="session")
-def celery_kafka_config(celery_kafka_broker: KafkaTestBroker) -> dict[str, Any]:
+def celery_kafka_config(celery_kafka_broker: KafkaTestBroker) -> dict[str, object]:
     """Celery settings for this broker: URL, test transport options, a unique queue."""
     return {
         "broker_url": celery_kafka_broker.config()["url"],

@@ -6,12 +6,12 @@ import logging
 import os
 import re
 import threading
-from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from kafka_jobs.connection.admin import TopicCreationFailed, create_missing
+from kafka_jobs.connection.admin import TopicCreationFailed, admin_client, create_missing
+from kafka_jobs.settings import KafkaConfig
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class TopicsUnavailable(ConnectionError):
 class TopicCreator:
     """Creates missing topics, remembering which exist (per process: admin clients do not fork)."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: KafkaConfig) -> None:
         self._config = config
         self._lock = threading.Lock()
         self._known: set[str] = set()
@@ -47,7 +47,7 @@ class TopicCreator:
         if self._admin is None or self._pid != os.getpid():
             if self._admin is not None:  # the parent's, in a forked child: never destroy it
                 _inherited.append(self._admin)
-            self._admin = AdminClient(self._config)
+            self._admin = admin_client(self._config)
             self._pid = os.getpid()
             self._known = set()
         return self._admin

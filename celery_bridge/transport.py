@@ -20,7 +20,6 @@ from queue import Empty
 from typing import Any, Protocol, cast
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 from kombu.connection import Connection
 from kombu.transport import virtual
 
@@ -35,8 +34,10 @@ from celery_bridge.dead_letters import (
 from celery_bridge.fetcher import Fetcher, FetcherFailed
 from celery_bridge.options import BridgeOptions, hosts_of
 from celery_bridge.topics import TopicCreator, TopicsUnavailable
+from kafka_jobs.connection.admin import admin_client
 from kafka_jobs.errors import DeliveryError
 from kafka_jobs.producer import JobProducer
+from kafka_jobs.settings import KafkaConfig
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class _Cycle(Protocol):
         """Drain one channel that has something for `callback`, or raise `Empty`."""
 
 
-def _config_key(config: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+def _config_key(config: KafkaConfig) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, str(v)) for k, v in config.items()))
 
 
@@ -119,7 +120,7 @@ class Transport(virtual.Transport):
     def establish_connection(self) -> Transport:
         """Check that a broker answers, then hand out the first channel."""
         try:
-            admin = AdminClient(self.options.admin_settings())
+            admin = admin_client(self.options.admin_settings())
             admin.list_topics(timeout=self.options.connect_timeout)
         except KafkaException as exc:
             raise BrokerUnreachable(

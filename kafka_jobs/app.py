@@ -8,10 +8,8 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, Unpack, overload
 
-from confluent_kafka.admin import AdminClient
-
 from kafka_jobs import loader
-from kafka_jobs.connection.admin import TopicCreationFailed, create_missing
+from kafka_jobs.connection.admin import TopicCreationFailed, admin_client, create_missing
 from kafka_jobs.delay.tiers import cancel_topic, tier_topics
 from kafka_jobs.errors import ConfigurationError, KafkaJobsError, UnknownTask
 from kafka_jobs.hooks import JOB_KINDS, HookEvent, LifecycleHook
@@ -213,7 +211,7 @@ class App:
         invalid = [t for t in wanted if not is_valid_topic_name(t)]
         if invalid:
             raise ConfigurationError(f"invalid topic name(s): {invalid}")
-        admin = AdminClient(self.settings.admin_settings())
+        admin = admin_client(self.settings.admin_settings())
         try:
             return create_missing(admin, wanted, partitions, replication_factor, timeout, config)
         except TopicCreationFailed as exc:

@@ -9,11 +9,11 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from kafka_jobs.errors import DeliveryError, DeliveryTimeout, EnqueueError
+from kafka_jobs.settings import ClientConfig
 from kafka_jobs.wire import Headers
 
 log = logging.getLogger("kafka_jobs.producer")
@@ -124,7 +124,7 @@ class JobProducer:
     A forked child gets a fresh client on first use (librdkafka does not survive fork).
     """
 
-    def __init__(self, config: dict[str, Any], delivery_timeout: float) -> None:
+    def __init__(self, config: ClientConfig, delivery_timeout: float) -> None:
         self._config = config
         self._delivery_timeout = delivery_timeout
         self._exit_hook_registered = False

@@ -11,15 +11,27 @@ where `<NAME>` is the librdkafka key upper-cased with dots as underscores
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from kafka_jobs.errors import ConfigurationError
 
-KafkaConfig = Mapping[str, Any]
+ConfigValue = str | int | float | bool | Callable[..., object] | logging.Logger
+"""The value of one librdkafka client setting, as confluent_kafka's clients take it.
+
+Scalars, callbacks (`error_cb`, `stats_cb`, `throttle_cb`, `oauth_cb`, `on_commit`,
+`on_delivery`, ...) and the Python client's own `logger`.
+"""
+
+ClientConfig = dict[str, ConfigValue]
+"""A librdkafka client configuration, as the clients' constructors take it."""
+
+KafkaConfig = Mapping[str, ConfigValue]
+"""Client settings given by users (`Settings.kafka_config` and the like)."""
 
 POOLS = ("threads", "processes")
 """Where a worker runs sync jobs (`Settings.pool`)."""
@@ -31,7 +43,23 @@ GROUP_PROTOCOLS = ("classic", "consumer")
 _CLASSIC_ONLY = ("session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy")
 
 
-def apply_group_protocol(conf: dict[str, Any], protocol: str) -> dict[str, Any]:
+def int_setting(conf: KafkaConfig, key: str, default: int) -> int:
+    """`conf[key]` as a number (librdkafka takes numbers as text too), else `default`."""
+    value = conf.get(key, default)
+    if isinstance(value, str | int | float):
+        return int(value)
+    raise TypeError(f"{key} must be a number, not {value!r}")
+
+
+def callback_setting(conf: KafkaConfig, key: str) -> Callable[..., object] | None:
+    """The callback `conf[key]` (such as `stats_cb`), or None when not set."""
+    value = conf.get(key)
+    if value is None or callable(value):
+        return value
+    raise TypeError(f"{key} must be callable, not {value!r}")
+
+
+def apply_group_protocol(conf: ClientConfig, protocol: str) -> ClientConfig:
     """`conf` for `protocol` (a `group.protocol` already in `conf` wins).
 
     With `consumer`, the classic protocol's client-side settings are dropped: the
@@ -143,9 +171,9 @@ class Settings:
         """A copy with `changes` applied."""
         return dataclasses.replace(self, **changes)
 
-    def producer_settings(self) -> dict[str, Any]:
+    def producer_settings(self) -> ClientConfig:
         """The librdkafka configuration of the job producer."""
-        conf: dict[str, Any] = {
+        conf: ClientConfig = {
             "bootstrap.servers": self.bootstrap_servers,
             # Batching is what makes enqueue fast; a few ms of linger is invisible to users.
             "linger.ms": 5,
@@ -156,9 +184,9 @@ class Settings:
         conf.update(self.producer_config)
         return conf
 
-    def consumer_settings(self, group_id: str | None = None) -> dict[str, Any]:
+    def consumer_settings(self, group_id: str | None = None) -> ClientConfig:
         """The librdkafka configuration of a worker's consumer."""
-        conf: dict[str, Any] = {
+        conf: ClientConfig = {
             "bootstrap.servers": self.bootstrap_servers,
             "group.id": group_id or self.group_id,
             "auto.offset.reset": "earliest",
@@ -170,9 +198,9 @@ class Settings:
         refuse_auto_commit(conf)
         return conf
 
-    def admin_settings(self) -> dict[str, Any]:
+    def admin_settings(self) -> ClientConfig:
         """The librdkafka configuration of an admin client."""
-        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        conf: ClientConfig = {"bootstrap.servers": self.bootstrap_servers}
         conf.update(self.kafka_config)
         return conf
 
@@ -180,7 +208,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from environment variables, then `overrides` on top."""
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = {}  # each field's own type: Settings(**values) takes them
         for name, variable in ENV_VARIABLES.items():
             raw = env.get(variable)
             if raw is None or raw == "":
@@ -226,7 +254,7 @@ _CLIENT_PREFIXES = {
 }
 
 
-def refuse_auto_commit(conf: dict[str, Any]) -> None:
+def refuse_auto_commit(conf: ClientConfig) -> None:
     """Turn librdkafka's own offset commits off in `conf`; refuse a setting that turns them on.
 
     kafka-jobs (and the Celery bridge) commit offsets only below unfinished work.
@@ -258,7 +286,7 @@ def client_configs_from_env(environ: Mapping[str, str]) -> dict[str, dict[str, s
     }
 
 
-def _parse(name: str, variable: str, raw: str) -> Any:
+def _parse(name: str, variable: str, raw: str) -> int | float | bool | str:
     kind = Settings.__dataclass_fields__[name].type
     try:
         if kind == "int":

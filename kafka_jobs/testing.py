@@ -33,11 +33,11 @@ from kafka_jobs.broker import EmbeddedBroker
 from kafka_jobs.connection import admin, probes
 from kafka_jobs.connection.client import read_committed_offset
 from kafka_jobs.instrumentation.events import Event
-from kafka_jobs.settings import Settings
+from kafka_jobs.settings import ClientConfig, Settings
 
 # Short group timeouts: the embedded broker completes a join after about half
 # of session.timeout.ms, and a killed member is noticed after all of it.
-TEST_CONSUMER_CONFIG: dict[str, Any] = {
+TEST_CONSUMER_CONFIG: ClientConfig = {
     "session.timeout.ms": 6000,
     "heartbeat.interval.ms": 1000,
 }

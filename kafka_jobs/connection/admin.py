@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import cast
 
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
+
+from kafka_jobs.settings import KafkaConfig
+
+
+def admin_client(config: KafkaConfig) -> AdminClient:
+    """An admin client configured by `config` (callbacks such as `error_cb` and `oauth_cb` too)."""
+    # confluent_kafka's stub types AdminClient's conf as scalars only, yet the client
+    # takes the same callbacks as Consumer and Producer (oauth_cb for SASL/OAUTHBEARER).
+    return AdminClient(cast(dict[str, str | int | float | bool], dict(config)))
 
 
 class TopicCreationFailed(Exception):
@@ -50,14 +59,12 @@ def create_missing(
     return missing
 
 
-def create_topic(
-    config: Mapping[str, Any], name: str, partitions: int = 1, timeout: float = 15.0
-) -> str:
+def create_topic(config: KafkaConfig, name: str, partitions: int = 1, timeout: float = 15.0) -> str:
     """Create a topic and wait until its metadata shows every partition; returns its name.
 
     The replication factor is the broker's default.
     """
-    admin = AdminClient(dict(config))
+    admin = admin_client(config)
     for future in admin.create_topics([NewTopic(name, partitions, -1)]).values():
         future.result(timeout)
     deadline = time.monotonic() + timeout

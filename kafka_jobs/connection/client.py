@@ -12,9 +12,11 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from kafka_jobs.settings import ClientConfig, KafkaConfig
 
 log = logging.getLogger("kafka_jobs.connection")
 
@@ -70,12 +72,12 @@ class Client:
 
     def __init__(
         self,
-        config: Mapping[str, Any],
+        config: KafkaConfig,
         *,
         on_commit: CommitCallback | None = None,
         on_stats: Callable[[str], None] | None = None,
     ) -> None:
-        settings = dict(config)
+        settings: ClientConfig = dict(config)
         settings.setdefault("group.id", f"kafka-jobs-reader-{uuid.uuid4().hex}")
         if on_commit is not None:
             settings["on_commit"] = on_commit
@@ -205,7 +207,7 @@ class Client:
         self._consumer.close()
 
 
-def read_committed_offset(config: Mapping[str, Any], group: str, key: Key) -> int:
+def read_committed_offset(config: KafkaConfig, group: str, key: Key) -> int:
     """The offset `group` committed on one partition (negative when none)."""
     client = Client({**config, "group.id": group})
     try:

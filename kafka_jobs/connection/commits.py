@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from kafka_jobs.connection.client import Client, Key, Mark
+from kafka_jobs.settings import KafkaConfig
 
 log = logging.getLogger("kafka_jobs.connection")
 
@@ -114,7 +115,7 @@ class Committer:
 
 
 def connect(
-    config: dict[str, object],
+    config: KafkaConfig,
     committer: Committer,
     on_stats: Callable[[str], None] | None = None,
 ) -> Client:

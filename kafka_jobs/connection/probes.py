@@ -8,22 +8,20 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
-from typing import Any
 
 from confluent_kafka import KafkaException, Producer
-from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewPartitions
 
-from kafka_jobs.connection.admin import create_topic
+from kafka_jobs.connection.admin import admin_client, create_topic
 from kafka_jobs.connection.client import Client, Mark
+from kafka_jobs.settings import KafkaConfig
 
 
 def _name(kind: str) -> str:
     return f"kafka-jobs-probe-{kind}-{uuid.uuid4().hex[:10]}"
 
 
-def returns_commit_metadata(config: Mapping[str, Any]) -> bool:
+def returns_commit_metadata(config: KafkaConfig) -> bool:
     """Whether the broker gives back the metadata committed with an offset."""
     topic = create_topic(config, _name("metadata"))
     consumer = Client({**config, "group.id": _name("metadata")})
@@ -35,7 +33,7 @@ def returns_commit_metadata(config: Mapping[str, Any]) -> bool:
         consumer.close()
 
 
-def supports_consumer_protocol(config: Mapping[str, Any], timeout: float = 10.0) -> bool:
+def supports_consumer_protocol(config: KafkaConfig, timeout: float = 10.0) -> bool:
     """Whether a `group.protocol=consumer` (KIP-848) member gets an assignment."""
     topic = create_topic(config, _name("kip848"))
     consumer = Client({**config, "group.id": _name("kip848"), "group.protocol": "consumer"})
@@ -54,7 +52,7 @@ def supports_consumer_protocol(config: Mapping[str, Any], timeout: float = 10.0)
         consumer.close()
 
 
-def _read_all(config: Mapping[str, Any], topic: str, isolation: str, count: int) -> list[bytes]:
+def _read_all(config: KafkaConfig, topic: str, isolation: str, count: int) -> list[bytes]:
     """Up to `count` values of partition 0 (bounded: ends at the end offset or after 5 s)."""
     consumer = Client(
         {**config, "group.id": _name("reader"), "isolation.level": isolation,
@@ -74,7 +72,7 @@ def _read_all(config: Mapping[str, Any], topic: str, isolation: str, count: int)
     return values
 
 
-def hides_aborted_records(config: Mapping[str, Any]) -> bool:
+def hides_aborted_records(config: KafkaConfig) -> bool:
     """Whether read_committed readers skip records of an aborted transaction."""
     topic = create_topic(config, _name("abort"))
     producer = Producer({**config, "transactional.id": _name("abort")})
@@ -88,7 +86,7 @@ def hides_aborted_records(config: Mapping[str, Any]) -> bool:
     return _read_all(config, topic, "read_committed", 2) == [b"committed"]
 
 
-def end_offsets_follow_batches(config: Mapping[str, Any], records: int = 20) -> tuple[bool, int]:
+def end_offsets_follow_batches(config: KafkaConfig, records: int = 20) -> tuple[bool, int]:
     """Whether one batched produce of `records` records leaves the end offset at `records`.
 
     Returns (exact, the end offset the broker reported).
@@ -106,10 +104,10 @@ def end_offsets_follow_batches(config: Mapping[str, Any], records: int = 20) -> 
     return end == records, end
 
 
-def creates_partitions(config: Mapping[str, Any]) -> str | None:
+def creates_partitions(config: KafkaConfig) -> str | None:
     """None when the broker grows a topic (CreatePartitions), else its refusal."""
     topic = create_topic(config, _name("grow"))
-    admin = AdminClient(dict(config))
+    admin = admin_client(config)
     try:
         admin.create_partitions([NewPartitions(topic, 2)])[topic].result(15)
     except KafkaException as exc:

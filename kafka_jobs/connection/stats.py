@@ -34,7 +34,7 @@ class GroupStats:
     def __init__(
         self,
         interval_ms: int = STATS_INTERVAL_MS,
-        forward: Callable[[str], None] | None = None,
+        forward: Callable[[str], object] | None = None,
     ) -> None:
         self.lag: dict[Key, int] = {}
         self.join_state = ""

@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from confluent_kafka import TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from kafka_jobs.app import App
+from kafka_jobs.connection.admin import admin_client
 from kafka_jobs.connection.client import Client
 
 
@@ -107,7 +107,7 @@ def _held(group: str, states: list[dict[str, Any]]) -> dict[tuple[str, int], tup
 
 def _owners(app: App, group: str) -> dict[tuple[str, int], str]:
     """Partition -> "client-id@host" from the group description (empty if the broker says none)."""
-    admin = AdminClient(app.settings.admin_settings())
+    admin = admin_client(app.settings.admin_settings())
     try:
         described = admin.describe_consumer_groups([group], request_timeout=10)[group].result(10)
     except Exception:

@@ -17,9 +17,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka.admin import AdminClient
-
 from kafka_jobs.app import App
+from kafka_jobs.connection.admin import admin_client
 from kafka_jobs.delay.tiers import tier_topics
 from kafka_jobs.instrumentation import status
 from kafka_jobs.instrumentation.publisher import read_states
@@ -107,7 +106,7 @@ def collect(app: App) -> Overview:
 def dead_letter_topics(app: App) -> list[str]:
     """Dead-letter topics: those the app's jobs name, and every `*.dlq` topic that exists."""
     named = set(app.dead_letter_topics())
-    admin = AdminClient(app.settings.admin_settings())
+    admin = admin_client(app.settings.admin_settings())
     existing = set(admin.list_topics(timeout=10).topics)
     return sorted((named & existing) | {t for t in existing if t.endswith(DEAD_LETTER_SUFFIX)})
 

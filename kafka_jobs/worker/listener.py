@@ -14,7 +14,6 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
@@ -28,7 +27,7 @@ from kafka_jobs.options import TopicOptions
 from kafka_jobs.processing.jobs import Job, PartitionState
 from kafka_jobs.processing.queue import JobsQueue
 from kafka_jobs.processing.scheduler import SerializedScheduler
-from kafka_jobs.settings import Settings
+from kafka_jobs.settings import ClientConfig, Settings, callback_setting, int_setting
 from kafka_jobs.worker.building import JobBuilder
 from kafka_jobs.worker.lifecycle import HookRunner
 from kafka_jobs.worker.marks import finished_above, mark_for
@@ -59,7 +58,7 @@ class Listener:
         self,
         group: SubscriptionGroup,
         settings: Settings,
-        consumer_config: dict[str, Any],
+        consumer_config: ClientConfig,
         queue: JobsQueue,
         scheduler: SerializedScheduler,
         events: EventBus,
@@ -84,8 +83,8 @@ class Listener:
         self.committer = Committer(group.name, self._committed)
         self.pauses = PauseTracker()
         self.stats = GroupStats(
-            int(consumer_config.get("statistics.interval.ms", STATS_INTERVAL_MS)),
-            consumer_config.get("stats_cb"),
+            int_setting(consumer_config, "statistics.interval.ms", STATS_INTERVAL_MS),
+            callback_setting(consumer_config, "stats_cb"),
         )
         self._in_flight: set[Job] = set()
         # Revoked partitions whose long-running job still runs, in case they come back.
@@ -105,7 +104,7 @@ class Listener:
         self._last_tick = 0.0
         self.guard = PollIntervalGuard(
             group.name,
-            int(consumer_config.get("max.poll.interval.ms", 300_000)),
+            int_setting(consumer_config, "max.poll.interval.ms", 300_000),
             settings.batch_size,
             settings.adaptive_batch,
             events,

@@ -7,9 +7,9 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 from kafka_jobs.delay.dispatcher import DelayDispatcher
 from kafka_jobs.errors import ConfigurationError
@@ -29,12 +29,21 @@ from kafka_jobs.processing.scheduler import (
     SerializedScheduler,
     load_scheduler,
 )
+from kafka_jobs.settings import ClientConfig
 from kafka_jobs.worker.listener import Listener, PartitionReport, SubscriptionGroup
 
 if TYPE_CHECKING:
     from kafka_jobs.app import App
 
 log = logging.getLogger("kafka_jobs.worker")
+
+
+class _Exclusions(TypedDict):
+    """`TopicPattern` fields naming what a worker's pattern must never select."""
+
+    never: frozenset[str]
+    dead_letter_of: Callable[[str], str | None]
+    delay_prefix: str
 
 
 class Worker:
@@ -250,7 +259,7 @@ class Worker:
         """The dead-letter topics of the consumed topics and their tasks, sorted."""
         return self.app.dead_letter_topics(self.topics)
 
-    def _pattern_exclusions(self) -> dict[str, Any]:
+    def _pattern_exclusions(self) -> _Exclusions:
         """What a topic pattern must never select, besides dead letters by name."""
         app = self.app
         return {
@@ -342,7 +351,7 @@ class Worker:
         self.stop()
 
 
-def _member_config(config: dict[str, Any], group: SubscriptionGroup, groups: int) -> dict[str, Any]:
+def _member_config(config: ClientConfig, group: SubscriptionGroup, groups: int) -> ClientConfig:
     """One consumer's config; static membership ids must differ between a process's consumers."""
     instance = config.get("group.instance.id")
     if not instance or groups == 1:
@@ -351,7 +360,7 @@ def _member_config(config: dict[str, Any], group: SubscriptionGroup, groups: int
 
 
 def _with_pattern(
-    groups: list[SubscriptionGroup], pattern: str, exclusions: dict[str, Any]
+    groups: list[SubscriptionGroup], pattern: str, exclusions: _Exclusions
 ) -> list[SubscriptionGroup]:
     """The pattern belongs to the group of the topics not placed elsewhere ("default").
 
