@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Any
+from typing import IO
 
 FIELDS = ("group", "topic", "partition", "offset", "job_id", "task", "attempt")
 """Coordinates a log record may carry (set through `extra=`)."""
@@ -28,8 +28,8 @@ def _fields_of(record: logging.LogRecord) -> dict[str, object]:
 class _StructuredFormatter(logging.Formatter):
     """A record as named fields: time, level, logger, message, coordinates, exception."""
 
-    def fields(self, record: logging.LogRecord) -> dict[str, Any]:
-        fields: dict[str, Any] = {
+    def fields(self, record: logging.LogRecord) -> dict[str, object]:
+        fields: dict[str, object] = {
             "ts": self.formatTime(record),
             "level": record.levelname.lower(),
             "logger": record.name,
@@ -75,7 +75,7 @@ def formatter(kind: str) -> logging.Formatter:
     raise ValueError(f"log format must be one of {', '.join(FORMATS)}, not {kind!r}")
 
 
-def configure(level: str = "info", kind: str = "text", stream: Any = None) -> None:
+def configure(level: str = "info", kind: str = "text", stream: IO[str] | None = None) -> None:
     """Log to stderr (or `stream`) at `level` in format `kind`, replacing earlier handlers."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter(kind))

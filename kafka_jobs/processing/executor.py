@@ -388,7 +388,7 @@ async def _awaiting(awaitable: Awaitable[object]) -> object:
     return await awaitable
 
 
-def _coordinates(context: JobContext) -> dict[str, Any]:
+def _coordinates(context: JobContext) -> dict[str, object]:
     """A record's coordinates in job events."""
     return {
         "topic": context.topic,
@@ -399,7 +399,7 @@ def _coordinates(context: JobContext) -> dict[str, Any]:
     }
 
 
-def _fields(context: JobContext) -> dict[str, Any]:
+def _fields(context: JobContext) -> dict[str, object]:
     """What a child process needs to rebuild `current_job()`."""
     return {
         **_coordinates(context),

@@ -21,10 +21,10 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import dill
 
@@ -109,7 +109,13 @@ class ProcessPool:
         with self._lock:
             return [c.process.pid for c in self._all if c.process.pid is not None]
 
-    def call(self, task: str, args: Any, kwargs: Any, context: Mapping[str, Any]) -> None:
+    def call(
+        self,
+        task: str,
+        args: Sequence[object],
+        kwargs: Mapping[str, object],
+        context: Mapping[str, object],
+    ) -> None:
         """Run `task(*args, **kwargs)` in a child; raise what it raised, or `WorkerProcessDied`."""
         with self._lock:
             if self._closed:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import threading
-from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -31,7 +30,7 @@ class DashboardServer:
         host: str = "127.0.0.1",
         port: int = 8088,
         token: str | None = None,
-        **options: Any,
+        **options: float,  # create_app's sample_interval and live_refresh
     ) -> None:
         self.web = create_app(app, token=token, loopback=is_loopback(host), **options)
         self._server: BaseWSGIServer = make_server(host, port, self.web, threaded=True)

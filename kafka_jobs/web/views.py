@@ -15,10 +15,10 @@ import secrets
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, abort, jsonify, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 
 from kafka_jobs import dlq
 from kafka_jobs.app import App
@@ -205,7 +205,7 @@ def create_app(  # noqa: C901
         )
 
     @web.post("/dead-letters/<topic>/replay")
-    def replay(topic: str) -> Any:
+    def replay(topic: str) -> ResponseReturnValue:
         require_writes()
         require_dead_letter_topic(topic)
         places = _places(request.form.getlist("letter"))
@@ -239,7 +239,7 @@ def create_app(  # noqa: C901
     return web
 
 
-def _live_context(sampler: Sampler) -> dict[str, Any]:
+def _live_context(sampler: Sampler) -> dict[str, object]:
     view = sampler.latest()
     return {"view": view, "history": sampler.history, "now": time.time()}
 
