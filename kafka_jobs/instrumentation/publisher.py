@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict, cast
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaException
 
@@ -49,6 +49,65 @@ MAX_RETRYING = 100
 _TRACEBACK_CHARS = 4000
 
 
+class PartitionEntry(TypedDict):
+    """One owned partition in a worker state."""
+
+    topic: str
+    partition: int
+    paused: bool
+    committed: int | None
+    jobs_running: int
+    lag: int | None
+
+
+class _Coordinates(TypedDict):
+    """Where a failed or retrying job came from (task, job id and attempt as its events gave)."""
+
+    task: str | None
+    job_id: str | None
+    topic: str
+    partition: int
+    offset: int
+    attempt: int | None
+
+
+class FailureEntry(_Coordinates):
+    """A recent job failure in a worker state (`at`: ms since the epoch)."""
+
+    at: int
+    error: str
+    message: str
+    traceback: str
+
+
+class RetryEntry(_Coordinates):
+    """A record waiting for its retry in a worker state (`due`: ms since the epoch)."""
+
+    due: int
+    error: str | None
+
+
+class WorkerState(TypedDict):
+    """The value of a worker's status record (version 1; see the module's docstring)."""
+
+    version: int
+    group: str
+    host: str
+    pid: int
+    started_at: int
+    at: int
+    interval: float
+    concurrency: int
+    pool: str
+    busy: int
+    queued: int
+    totals: dict[str, int]
+    jobs_per_second: float
+    partitions: list[PartitionEntry]
+    recent_failures: list[FailureEntry]
+    retrying: list[RetryEntry]
+
+
 def worker_key(group: str, host: str, pid: int) -> str:
     """The record key of one worker's state."""
     return f"{group}/{host}/{pid}"
@@ -68,8 +127,8 @@ class StatePublisher:
         self.started_at = int(time.time() * 1000)
         self._last = (time.monotonic(), 0)
         self._lock = threading.Lock()
-        self._failures: deque[dict[str, Any]] = deque(maxlen=RECENT_FAILURES)
-        self._retrying: dict[tuple[str, int, int], dict[str, Any]] = {}
+        self._failures: deque[FailureEntry] = deque(maxlen=RECENT_FAILURES)
+        self._retrying: dict[tuple[str, int, int], RetryEntry] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kafka-jobs-state", daemon=True)
         self._unsubscribe = worker.app.events.subscribe(self._observe)
@@ -97,7 +156,7 @@ class StatePublisher:
         if name not in ("job.failed", "job.retrying"):
             return
         where = (str(data["topic"]), int(data["partition"]), int(data["offset"]))
-        coordinates = {
+        coordinates: _Coordinates = {
             "task": data.get("task"),
             "job_id": data.get("job_id"),
             "topic": where[0],
@@ -149,7 +208,7 @@ class StatePublisher:
     def _send(self, value: bytes | None) -> None:
         self.worker.app.producer.produce(self.topic, value, self.key, [])
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> WorkerState:
         """The state as published."""
         worker = self.worker
         totals = self.metrics.totals()
@@ -198,7 +257,7 @@ class StatePublisher:
         }
 
 
-def read_states(app: App, timeout: float = 10.0) -> list[dict[str, Any]]:
+def read_states(app: App, timeout: float = 10.0) -> list[WorkerState]:
     """The latest state of every live worker, from the status topic, by group and start."""
     topic = app.settings.status_topic
     consumer = Client(
@@ -217,7 +276,7 @@ def read_states(app: App, timeout: float = 10.0) -> list[dict[str, Any]]:
             if high > low:
                 ends[partition] = high
         consumer.assign({(topic, p): OFFSET_BEGINNING for p in ends})
-        latest: dict[bytes, dict[str, Any] | None] = {}
+        latest: dict[bytes, WorkerState | None] = {}
         deadline = time.monotonic() + timeout
         while ends and time.monotonic() < deadline:
             for record in consumer.poll(500, 0.5):
@@ -242,11 +301,13 @@ def read_states(app: App, timeout: float = 10.0) -> list[dict[str, Any]]:
     return sorted(live, key=lambda state: (state["group"], state["started_at"]))
 
 
-def _parse(value: bytes | None) -> dict[str, Any] | None:
+def _parse(value: bytes | None) -> WorkerState | None:
     if value is None:
         return None
     try:
-        state = json.loads(value)
+        state: object = json.loads(value)
     except ValueError:
         return None
-    return state if isinstance(state, dict) and state.get("version") == VERSION else None
+    if isinstance(state, dict) and state.get("version") == VERSION:
+        return cast(WorkerState, state)  # written by `snapshot()` of this version
+    return None

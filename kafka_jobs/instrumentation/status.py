@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from confluent_kafka import TopicPartition
 
 from kafka_jobs.app import App
 from kafka_jobs.connection.admin import admin_client
 from kafka_jobs.connection.client import Client
+
+if TYPE_CHECKING:
+    from kafka_jobs.instrumentation.publisher import WorkerState
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +48,7 @@ def collect(
     group: str,
     topics: list[str],
     dead_letters: list[str],
-    states: list[dict[str, Any]] | None = None,
+    states: list[WorkerState] | None = None,
 ) -> list[PartitionStatus]:
     """Read committed and end offsets for `topics` (as `group`) and depths of `dead_letters`.
 
@@ -93,7 +96,7 @@ def collect(
         probe.close()
 
 
-def _held(group: str, states: list[dict[str, Any]]) -> dict[tuple[str, int], tuple[bool, str]]:
+def _held(group: str, states: list[WorkerState]) -> dict[tuple[str, int], tuple[bool, str]]:
     """Partition -> (paused, "host:pid") from the group's live worker states."""
     held: dict[tuple[str, int], tuple[bool, str]] = {}
     for state in states:

@@ -15,13 +15,17 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
 from kafka_jobs.app import App
 from kafka_jobs.connection.admin import admin_client
 from kafka_jobs.delay.tiers import tier_topics
 from kafka_jobs.instrumentation import status
-from kafka_jobs.instrumentation.publisher import read_states
+from kafka_jobs.instrumentation.publisher import (
+    FailureEntry,
+    RetryEntry,
+    WorkerState,
+    read_states,
+)
 from kafka_jobs.instrumentation.status import PartitionStatus
 from kafka_jobs.patterns import DEAD_LETTER_SUFFIX
 
@@ -36,10 +40,10 @@ class GroupView:
     """One consumer group: its live workers, its partitions, what went wrong lately."""
 
     name: str
-    workers: list[dict[str, Any]]
+    workers: list[WorkerState]
     partitions: list[PartitionStatus]
-    failures: list[dict[str, Any]]
-    retrying: list[dict[str, Any]]
+    failures: list[FailureEntry]
+    retrying: list[RetryEntry]
 
     @property
     def lag(self) -> int:
