@@ -72,6 +72,9 @@ _JSON_BYTES = JSON_CONTENT_TYPE.encode()
 _DILL_BYTES = DILL_CONTENT_TYPE.encode()
 _json_decode = json.JSONDecoder().decode
 
+JSON = str | int | float | bool | None | list["JSON"] | dict[str, "JSON"]
+"""A JSON value, as `json.loads` gives it and `json.dumps` takes it."""
+
 Headers = list[tuple[str, str | bytes | None]]
 RawHeaders = Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None
 
@@ -98,7 +101,7 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-def encode_value(args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
+def encode_value(args: Sequence[object], kwargs: Mapping[str, object]) -> bytes:
     """The record value for a call; `TypeError` names the argument JSON cannot encode."""
     try:
         return json.dumps({"args": args, "kwargs": kwargs}, separators=(",", ":")).encode()
@@ -108,7 +111,7 @@ def encode_value(args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
         ) from None
 
 
-def encode_dill_value(args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
+def encode_dill_value(args: Sequence[object], kwargs: Mapping[str, object]) -> bytes:
     """The record value for a call, pickled with dill (closures, lambdas, objects)."""
     import dill
 
@@ -121,7 +124,9 @@ def encode_dill_value(args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
 
 
 def _unencodable_argument(
-    args: Sequence[Any], kwargs: Mapping[str, Any], dumps: Callable[[Any], Any] = json.dumps
+    args: Sequence[object],
+    kwargs: Mapping[str, object],
+    dumps: Callable[[object], object] = json.dumps,
 ) -> str:
     for position, value in enumerate(args):
         if not _encodes(value, dumps):
@@ -132,7 +137,7 @@ def _unencodable_argument(
     return "an argument"
 
 
-def _encodes(value: Any, dumps: Callable[[Any], Any]) -> bool:
+def _encodes(value: object, dumps: Callable[[object], object]) -> bool:
     try:
         dumps(value)
     except Exception:

@@ -15,11 +15,14 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kafka_jobs.instrumentation.events import Event
+from kafka_jobs.wire import JSON
 
 if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
     from kafka_jobs.app import App
     from kafka_jobs.worker.runner import Worker
 
@@ -98,10 +101,10 @@ class Metrics:
         """Lag per owned partition (end offset minus committed), as last reported."""
         return self.worker.lag() if self.worker is not None else {}
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> dict[str, JSON]:
         """Every counter and gauge as plain data."""
         with self._lock:
-            data: dict[str, Any] = {name: dict(counts) for name, counts in self.by_task.items()}
+            data: dict[str, JSON] = {name: dict(counts) for name, counts in self.by_task.items()}
             data["rejected"] = dict(self.rejected)
             data["rebalances"] = self.rebalances
             data["duration"] = {"count": self.duration_count, "sum": self.duration_sum}
@@ -109,7 +112,7 @@ class Metrics:
         data["lag"] = {f"{topic}[{partition}]": n for (topic, partition), n in self.lag().items()}
         return data
 
-    def collect(self) -> Iterator[Any]:
+    def collect(self) -> Iterator[Metric]:
         """prometheus_client custom-collector protocol."""
         from prometheus_client.core import (
             CounterMetricFamily,
