@@ -21,6 +21,11 @@ A dead letter keeps the original key, value and headers and adds these
 ``kj-dlq-trace-id``        trace id from ``traceparent``, when present
 =========================  ==================================================
 
+Both the worker and the Celery bridge write dead letters through `Writer`:
+it builds the record from the failed one and hands it to a producer-like port,
+either waiting for the acknowledgement (`Writer.write`) or leaving it to a
+delivery callback (`Writer.produce`).
+
 Replaying a dead letter writes a marker record into the dead-letter topic
 (no value, header ``kj-dlq-replayed`` = ``partition:offset``), so a second
 replay skips it.
@@ -31,11 +36,17 @@ from __future__ import annotations
 import os
 import socket
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from confluent_kafka import KafkaError, Message
 
 from kafka_jobs import wire
-from kafka_jobs.wire import Headers, header_map
+from kafka_jobs.wire import Headers, RawHeaders, header_map
+
+if TYPE_CHECKING:
+    from kafka_jobs.processing.ports import RecordWriter
 
 # The names live in wire.py with every other header; short names for this module's users.
 PREFIX = wire.DLQ_PREFIX
@@ -83,10 +94,11 @@ def error_headers(
     attempts: int,
     first_failed_ms: int,
     last_failed_ms: int,
-    original: Sequence[tuple[str, str | bytes | None]] | None,
+    original: RawHeaders,
 ) -> Headers:
     """The original headers (minus older dead-letter ones) followed by the error headers."""
-    kept: Headers = [(n, v) for n, v in (original or []) if not n.startswith(PREFIX)]
+    pairs = original.items() if isinstance(original, Mapping) else (original or [])
+    kept: Headers = [(n, v) for n, v in pairs if not n.startswith(PREFIX)]
     kind = type(error)
     added: list[tuple[str, str]] = [
         (H_REASON, reason),
@@ -114,6 +126,118 @@ def _trace_id(traceparent: bytes | None) -> str | None:
         return None
     parts = traceparent.decode(errors="replace").split("-")
     return parts[1] if len(parts) == 4 else None
+
+
+@dataclass(frozen=True, slots=True)
+class FailedRecord:
+    """A record to dead-letter: where it was read, what it held, and why it failed.
+
+    topic, partition, offset: where the record was read.
+    key, value, headers: what it held (kept in the dead letter).
+    reason: `JOB_FAILED` or why it could not run.
+    error: the exception that failed it.
+    attempts: runs made (0 for a record that could not run).
+    first_failed_ms, last_failed_ms: its first and last failure, ms since the epoch.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: RawHeaders
+    reason: str
+    error: BaseException
+    attempts: int
+    first_failed_ms: int
+    last_failed_ms: int
+
+
+OnDelivery = Callable[[KafkaError | None, Message], None]
+"""A producer's delivery report: the error (None once acknowledged) and the record."""
+
+
+class RecordProducer(Protocol):
+    """Hands records to a producer without waiting (`JobProducer` is one)."""
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Headers,
+        on_delivery: OnDelivery | None = None,
+    ) -> None:
+        """Start writing one record; `on_delivery` gets the broker's report."""
+
+
+class Writer:
+    """Builds dead letters for one consumer group and writes them.
+
+    The one writer of dead letters: the worker's failure policy waits for each
+    acknowledgement (`write`), the Celery bridge acks its record from the delivery
+    report (`produce`). Both raise what the port raises when the record cannot be
+    handed over (`EnqueueError`).
+
+    group: the consumer group named in the dead letters' headers.
+
+    Thread-safe: it keeps nothing but the group.
+    """
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+
+    def headers(self, failed: FailedRecord, extra: Sequence[tuple[str, bytes]] = ()) -> Headers:
+        """The dead letter's headers: the original ones, the error headers, then `extra`."""
+        headers = error_headers(
+            error=failed.error,
+            reason=failed.reason,
+            topic=failed.topic,
+            partition=failed.partition,
+            offset=failed.offset,
+            group=self.group,
+            attempts=failed.attempts,
+            first_failed_ms=failed.first_failed_ms,
+            last_failed_ms=failed.last_failed_ms,
+            original=failed.headers,
+        )
+        headers.extend(extra)
+        return headers
+
+    def write(
+        self,
+        writer: RecordWriter,
+        topic: str,
+        failed: FailedRecord,
+        *,
+        timeout: float,
+        extra: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        """Write the dead letter of `failed` to `topic` and wait for its acknowledgement.
+
+        Raises:
+            DeliveryError: the broker did not acknowledge it within `timeout` seconds.
+            EnqueueError: the writer could not take it.
+        """
+        headers = self.headers(failed, extra)
+        writer.enqueue(topic, "", failed.value, failed.key, headers).wait(timeout)
+
+    def produce(
+        self,
+        producer: RecordProducer,
+        topic: str,
+        failed: FailedRecord,
+        on_delivery: OnDelivery,
+        *,
+        extra: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        """Hand the dead letter of `failed` to `producer`; `on_delivery` gets the report.
+
+        Raises:
+            EnqueueError: the producer could not take it.
+        """
+        headers = self.headers(failed, extra)
+        producer.produce(topic, failed.value, failed.key, headers, on_delivery)
 
 
 @dataclass(frozen=True, slots=True)
