@@ -35,12 +35,18 @@ class Rejected(Exception):
 
 
 class DeadLetterWriter:
-    """Writes records to the dead-letter topic of their queue, through the shared producer."""
+    """Writes records to the dead-letter topic of their queue, through the shared producer.
+
+    The dead letter itself is built and produced by `kafka_jobs.deadletter.Writer`,
+    as the worker's are; this adds the Celery task name header and acks the record
+    from the delivery report.
+    """
 
     def __init__(self, options: BridgeOptions, topics: TopicCreator, producer: JobProducer) -> None:
         self._options = options
         self._topics = topics
         self._producer = producer
+        self._letters = deadletter.Writer(options.group_id)
 
     def write(
         self, fetcher: Fetcher, record: Record, queue: str, reason: str, error: BaseException
@@ -62,21 +68,22 @@ class DeadLetterWriter:
             return
         self._topics.ensure(topic, options.topic_partitions, options.replication_factor)
         now = int(time.time() * 1000)
-        headers = deadletter.error_headers(
-            error=error,
-            reason=reason,
+        failed = deadletter.FailedRecord(
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
-            group=options.group_id,
+            key=record.key,
+            value=record.value,
+            headers=record.headers,
+            reason=reason,
+            error=error,
             attempts=0 if reason == REASON_NOT_KOMBU else 1,
             first_failed_ms=now,
             last_failed_ms=now,
-            original=record.headers,
         )
         task = dict(record.headers).get("task")
-        if task:  # so `kafka-jobs dlq list` names the Celery task
-            headers.append((H_TASK, task.strip(b'"')))
+        # so `kafka-jobs dlq list` names the Celery task
+        extra = [(H_TASK, task.strip(b'"'))] if task else []
 
         def written(err: KafkaError | None, _msg: KafkaMessage) -> None:
             if err is None:
@@ -94,4 +101,4 @@ class DeadLetterWriter:
             reason,
             error,
         )
-        self._producer.produce(topic, record.value, record.key, headers, written)
+        self._letters.produce(self._producer, topic, failed, written, extra=extra)

@@ -145,6 +145,7 @@ class RetryThenDeadLetter:
         self.writer = writer
         self.events = events
         self.delivery_timeout = delivery_timeout
+        self.dead_letters = deadletter.Writer(group_id)
 
     @classmethod
     def for_app(cls, app: App, group_id: str) -> RetryThenDeadLetter:
@@ -201,20 +202,20 @@ class RetryThenDeadLetter:
 
     def _write(self, failure: Failure, topic: str) -> None:
         record = failure.record
-        headers = deadletter.error_headers(
-            error=failure.error,
-            reason=failure.reason,
+        failed = deadletter.FailedRecord(
             topic=failure.topic,
             partition=failure.partition,
             offset=failure.offset,
-            group=self.group_id,
+            key=record.key(),
+            value=record.value(),
+            headers=record.headers(),
+            reason=failure.reason,
+            error=failure.error,
             attempts=failure.attempt if failure.reason == deadletter.JOB_FAILED else 0,
             first_failed_ms=failure.first_failed_ms,
             last_failed_ms=failure.last_failed_ms,
-            original=record.headers(),  # type: ignore[arg-type]
         )
-        handle = self.writer.enqueue(topic, "", record.value(), record.key(), headers)
-        handle.wait(self.delivery_timeout)
+        self.dead_letters.write(self.writer, topic, failed, timeout=self.delivery_timeout)
 
 
 def _coordinates(failure: Failure) -> dict[str, object]:

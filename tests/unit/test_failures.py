@@ -12,7 +12,7 @@ from kafka_jobs.instrumentation.events import Event, EventBus
 from kafka_jobs.options import FailurePolicy
 from kafka_jobs.processing.failures import Failure, RetryLater, RetryThenDeadLetter
 from kafka_jobs.processing.retry import RetryPolicy
-from kafka_jobs.wire import H_DLQ_REASON, Headers
+from kafka_jobs.wire import H_DLQ_ATTEMPTS, H_DLQ_GROUP, H_DLQ_REASON, Headers, header_map
 
 
 @dataclass
@@ -94,7 +94,11 @@ def test_a_record_that_cannot_run_is_dead_lettered_at_once() -> None:
     writer = Writer()
     handler, _, _ = _handler(retries=5, dead_letter_topic="orders.dlq", writer=writer)
     assert handler.handle(_failure(reason=NotDecodable.reason)) is None
-    assert len(writer.records) == 1
+    [(_, _, _, headers)] = writer.records
+    written = header_map(headers)
+    assert written[H_DLQ_REASON] == NotDecodable.reason.encode()
+    assert written[H_DLQ_ATTEMPTS] == b"0"  # it never ran
+    assert written[H_DLQ_GROUP] == b"group-1"
 
 
 def test_a_failed_dead_letter_write_asks_again_without_running_the_job() -> None:
