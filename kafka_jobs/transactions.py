@@ -25,12 +25,12 @@ import asyncio
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from confluent_kafka import Producer, TopicPartition
+from confluent_kafka import KafkaError, Message, Producer, TopicPartition
 
 from kafka_jobs.context import current_job
 from kafka_jobs.errors import KafkaJobsError
@@ -55,7 +55,7 @@ class Transaction:
         value: bytes | None,
         key: bytes | None = None,
         headers: Headers | None = None,
-        on_delivery: Any = None,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
     ) -> None:
         """Write a record as part of the transaction."""
         self.producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)

@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.progress import Progress as RichProgress
+    from rich.progress import TaskID
 
 
 class Progress:
@@ -35,8 +39,8 @@ class Progress:
         self._started = time.monotonic()
         self._shown = 0.0
         self._bar = self._stream.isatty() if bar is None else bar
-        self._rich: Any = None
-        self._task: Any = None
+        self._rich: RichProgress | None = None
+        self._task: TaskID | None = None
 
     def __enter__(self) -> Progress:
         self._started = self._shown = time.monotonic()
@@ -73,7 +77,8 @@ class Progress:
         self.done += count
         now = time.monotonic()
         if self._rich is not None:
-            self._rich.update(self._task, completed=self.done, rate=f"{self.rate():,.0f}/s")
+            if self._task is not None:
+                self._rich.update(self._task, completed=self.done, rate=f"{self.rate():,.0f}/s")
         elif now - self._shown >= self._interval:
             self._shown = now
             self._line()

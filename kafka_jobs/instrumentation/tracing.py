@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
 
 try:
     from opentelemetry import context as otel_context
@@ -77,7 +76,10 @@ class JobSpan:
     __slots__ = ("_span",)
 
     def __init__(
-        self, task: str, headers: Mapping[str, bytes | None], attributes: Mapping[str, Any]
+        self,
+        task: str,
+        headers: Mapping[str, bytes | None],
+        attributes: Mapping[str, str | bool | int | float],
     ) -> None:
         carrier = {
             name: value.decode("latin-1")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from confluent_kafka import Message
 
 from kafka_jobs.processing.offsets import OffsetTracker
 
 if TYPE_CHECKING:
+    from kafka_jobs.processing.executor import Call
     from kafka_jobs.processing.failures import Failure
 
 
@@ -178,7 +179,7 @@ class Job:
         self.manual = manual
         self.processed = 0
         # An async record of this job running on the event loop (an executor `Call`).
-        self.pending: Any = None
+        self.pending: Call | None = None
         self.durations: list[float] = []  # per record run: for the guard and schedulers
         self.done_offsets: list[int] = []
         self.marked = 0
@@ -247,7 +248,7 @@ class Job:
         """How many records the job holds."""
         return len(self.records)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, str | int | None]:
         """A small summary for logs and events."""
         first = self.records[0].offset() if self.records else None
         return {
