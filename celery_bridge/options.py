@@ -76,7 +76,7 @@ class BridgeOptions:
 
     @classmethod
     def from_transport_options(
-        cls, options: Mapping[str, Any], hosts: list[str] | None = None
+        cls, options: Mapping[str, object], hosts: list[str] | None = None
     ) -> BridgeOptions:
         """Options from kombu's transport options; unknown keys (kombu's own) are ignored."""
         known = {f.name for f in fields(cls)}

@@ -23,7 +23,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kafka_jobs.wire import Headers
+from kafka_jobs.wire import JSON, Headers
 
 VERSION = b"1"
 H_VERSION = "kombu-version"
@@ -47,13 +47,14 @@ class NotAKombuMessage(ValueError):
     """A record on a queue topic that this transport did not write and cannot read."""
 
 
-def _json(value: Any) -> bytes:
+def _json(value: object) -> bytes:
     # Most Celery header values are plain strings, ints or None: skip json.dumps for them
     # (it dominated publish time in profiles). The fast paths produce the same JSON.
     kind = type(value)
     if kind is str:
-        if value.isprintable() and '"' not in value and "\\" not in value:
-            return f'"{value}"'.encode()
+        text = str(value)  # value itself (exactly a str)
+        if text.isprintable() and '"' not in text and "\\" not in text:
+            return f'"{text}"'.encode()
     elif kind is int:
         return str(value).encode()
     elif value is None:
@@ -95,7 +96,7 @@ def to_record(
     return value, partition_key(message), headers
 
 
-def _load(raw: bytes | None) -> Any:
+def _load(raw: bytes | None) -> JSON:
     if raw is None:
         return None
     # Fast paths for what `_json` writes most (a plain string, null), then JSON.
@@ -106,9 +107,10 @@ def _load(raw: bytes | None) -> Any:
     elif raw == b"null":
         return None
     try:
-        return json.loads(raw)
+        loaded: JSON = json.loads(raw)
     except ValueError:  # a header some other producer added: keep it as text
         return raw.decode(errors="replace")
+    return loaded
 
 
 def from_record(
@@ -127,8 +129,8 @@ def from_record(
     routing_key = (found.pop(H_ROUTING_KEY, None) or b"").decode(errors="replace")
     content_type = found.pop(H_CONTENT_TYPE, None)
     content_encoding = found.pop(H_CONTENT_ENCODING, None)
-    properties: dict[str, Any] = {}
-    message_headers: dict[str, Any] = {}
+    properties: dict[str, JSON] = {}
+    message_headers: dict[str, JSON] = {}
     for name, raw in found.items():
         if name.startswith(PROP_PREFIX):
             properties[name[len(PROP_PREFIX) :]] = _load(raw)

@@ -103,7 +103,7 @@ class Transport(virtual.Transport):
         super().__init__(client, **kwargs)  # type: ignore[no-untyped-call]
         hosts = hosts_of(client.hostname, client.port, list(client.alt or []))
         # kombu's Connection sets it to a dict (possibly empty) in its __init__.
-        transport_options = cast(Mapping[str, Any], client.transport_options)
+        transport_options = cast(Mapping[str, object], client.transport_options)
         self.options = BridgeOptions.from_transport_options(transport_options, hosts)
         producer_conf = self.options.producer_settings()
         admin_conf = self.options.admin_settings()
@@ -193,6 +193,6 @@ class Transport(virtual.Transport):
         super().close_connection(connection)  # type: ignore[no-untyped-call]
 
     @property
-    def default_connection_params(self) -> dict[str, Any]:
+    def default_connection_params(self) -> dict[str, int | None]:
         """Defaults kombu fills into the URL."""
         return {"port": self.default_port, "hostname": None}
