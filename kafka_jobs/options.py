@@ -6,14 +6,14 @@ import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from typing import Literal, Protocol, TypedDict
 
 from kafka_jobs import deadletter
 from kafka_jobs.errors import ConfigurationError
 from kafka_jobs.processing.lanes import VirtualPartitions
 from kafka_jobs.processing.retry import RetryPolicy
 
-KeySpec = str | Callable[..., Any] | None
+KeySpec = str | Callable[..., object] | None
 """An argument name, or a callable of the call's arguments, giving the partition key."""
 
 DeadLetterSetting = str | Literal[False] | None
@@ -70,7 +70,14 @@ class JobOptions(TopicSettings, total=False):
     serializer: Literal["json", "dill"]
 
 
-def refuse_unknown(given: Mapping[str, object], accepted: Any, where: str) -> None:
+class _DeclaresKeys(Protocol):
+    """A TypedDict class, as far as `refuse_unknown` reads it."""
+
+    __required_keys__: frozenset[str]
+    __optional_keys__: frozenset[str]
+
+
+def refuse_unknown(given: Mapping[str, object], accepted: _DeclaresKeys, where: str) -> None:
     """Raise `ConfigurationError` for keywords `accepted` (a TypedDict) does not declare.
 
     A misspelt option (`retires=3`) must not be dropped silently.

@@ -8,7 +8,7 @@ import inspect
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Generic, ParamSpec, TypedDict, TypeVar, Unpack
 
 from kafka_jobs.context import current_job_or_none, note_enqueued
 from kafka_jobs.delay.tiers import cancel_topic, next_hop, tier_topic, with_delay_headers
@@ -57,13 +57,23 @@ class TaskOptions:
     topic_flags: TopicOptions | None = None
 
 
-def key_bytes(value: Any) -> bytes | None:
+def key_bytes(value: object) -> bytes | None:
     """A partition key as bytes: bytes as they are, anything else via `str()`."""
     if value is None:
         return None
     if isinstance(value, bytes):
         return value
     return str(value).encode()
+
+
+class _EnqueueOptions(TypedDict, total=False):
+    """The keyword options of `Task.apply_async()`."""
+
+    key: object
+    headers: Mapping[str, str | bytes] | None
+    topic: str | None
+    countdown: float | None
+    eta: datetime.datetime | None
 
 
 class Task(Generic[P, R]):
@@ -104,9 +114,9 @@ class Task(Generic[P, R]):
 
     async def aapply_async(
         self,
-        args: Sequence[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
-        **options: Any,
+        args: Sequence[object] = (),
+        kwargs: Mapping[str, object] | None = None,
+        **options: Unpack[_EnqueueOptions],
     ) -> EnqueuedJob:
         """`apply_async()` for asyncio code; returns once the broker acknowledged the job."""
         handle = self.apply_async(args, kwargs, **options)
@@ -115,10 +125,10 @@ class Task(Generic[P, R]):
 
     def apply_async(
         self,
-        args: Sequence[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
+        args: Sequence[object] = (),
+        kwargs: Mapping[str, object] | None = None,
         *,
-        key: Any = None,
+        key: object = None,
         headers: Mapping[str, str | bytes] | None = None,
         topic: str | None = None,
         countdown: float | None = None,
@@ -175,7 +185,7 @@ class Task(Generic[P, R]):
         note_enqueued(handle)
         return handle
 
-    def _derive_key(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+    def _derive_key(self, args: Sequence[object], kwargs: Mapping[str, object]) -> object:
         spec = self.options.key
         if spec is None:
             return None
@@ -212,7 +222,7 @@ def _with_trace(
     return {**trace, **(headers or {})}
 
 
-def _locate_key(fn: Callable[..., Any], spec: KeySpec) -> tuple[int | None, Any]:
+def _locate_key(fn: Callable[..., object], spec: KeySpec) -> tuple[int | None, object]:
     """Where the key argument sits, so `.delay()` never pays for `inspect` binding."""
     if not isinstance(spec, str):
         return None, None
