@@ -29,7 +29,7 @@ from kafka_jobs.settings import Settings
 from kafka_jobs.task import Task, TaskOptions
 
 if TYPE_CHECKING:
-    from kafka_jobs.worker.runner import Worker
+    from kafka_jobs.worker.runner import Worker, WorkerOptions
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -51,7 +51,7 @@ class App:
         elif overrides:
             settings = settings.replace(**overrides)
         self.settings = settings
-        self.tasks: dict[str, Task[Any, Any]] = {}
+        self.tasks: dict[str, Task[Any, Any]] = {}  # each with its function's own signature
         self.topic_options: dict[str, TopicOptions] = {}
         self.secret = settings.signing_secret.encode() if settings.signing_secret else None
         self._workers: weakref.WeakSet[Worker] = weakref.WeakSet()
@@ -239,7 +239,7 @@ class App:
         """Count a worker of this app in `assignments()` while it lives (weakly held)."""
         self._workers.add(worker)
 
-    def worker(self, **options: Any) -> Worker:
+    def worker(self, **options: Unpack[WorkerOptions]) -> Worker:
         """A worker for this app; see `kafka_jobs.worker.Worker` for the options."""
         from kafka_jobs.worker.runner import Worker
 

@@ -178,7 +178,7 @@ def _worker(options: argparse.Namespace) -> int:
         topics=options.topics,
         topics_pattern=options.topics_pattern,
         shutdown_timeout=options.shutdown_timeout,
-        **({"scheduler_class": load_scheduler(options.scheduler)} if options.scheduler else {}),
+        scheduler_class=load_scheduler(options.scheduler) if options.scheduler else None,
     )
     if options.metrics_port:
         worker.metrics().serve(options.metrics_port)

@@ -167,7 +167,7 @@ class Settings:
             raise ConfigurationError("shutdown_timeout must not be negative (and finite)")
         self.consumer_settings()  # fail now, not when a worker starts
 
-    def replace(self, **changes: Any) -> Settings:
+    def replace(self, **changes: Any) -> Settings:  # each field's own type
         """A copy with `changes` applied."""
         return dataclasses.replace(self, **changes)
 

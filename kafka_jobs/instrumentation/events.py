@@ -36,7 +36,7 @@ class Event:
     """One thing that happened; `payload` keys depend on `name`."""
 
     name: str
-    payload: dict[str, Any]
+    payload: dict[str, Any]  # per event name: subscribers read the fields that event has
 
 
 Subscriber = Callable[[Event], None]

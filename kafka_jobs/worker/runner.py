@@ -38,6 +38,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("kafka_jobs.worker")
 
 
+class WorkerOptions(TypedDict, total=False):
+    """The keyword options of `Worker` (what `App.worker()` passes on)."""
+
+    concurrency: int | None
+    group_id: str | None
+    topics: Iterable[str] | None
+    topics_pattern: str | None
+    subscription_groups: Mapping[str, Iterable[str]] | None
+    shutdown_timeout: float | None
+    scheduler_class: type[Scheduler] | None
+    failure_handler: FailureHandler | None
+    dispatch_delayed: bool
+    pool: str | None
+    app_spec: str | None
+
+
 class _Exclusions(TypedDict):
     """`TopicPattern` fields naming what a worker's pattern must never select."""
 
