@@ -36,6 +36,7 @@ from celery_bridge.options import BridgeOptions
 from celery_bridge.records import NotAKombuMessage, from_record, to_record
 from celery_bridge.topics import topic_name
 from kafka_jobs.connection.admin import admin_client
+from kafka_jobs.connection.purge import skip_to_end
 from kafka_jobs.errors import EnqueueError
 
 if TYPE_CHECKING:
@@ -131,10 +132,18 @@ class Channel(virtual.Channel):
         return 0  # not known without reading offsets; see the README's differences
 
     def _purge(self, queue: str) -> int:
-        log.warning(
-            "purge of %s is not supported on Kafka; reset the group's offsets instead", queue
+        # Kafka keeps records; the group's offsets skip them (see connection.purge).
+        if queue in self._open.transient:
+            return 0
+        options = self.options
+        skipped = skip_to_end(
+            options.consumer_settings(options.group_id),
+            options.admin_settings(),
+            topic_name(queue),
+            options.connect_timeout,
         )
-        return 0
+        log.info("purged %d message(s) of %s (group %s)", skipped, queue, options.group_id)
+        return skipped
 
     def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
         # Topics are never deleted: they may hold other workers' unfinished messages.
