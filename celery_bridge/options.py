@@ -19,6 +19,9 @@ from kafka_jobs.settings import (
 
 DEFAULT_PORT = 9092
 
+GROUP_TIMEOUTS: ClientConfig = {"session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000}
+"""The bridge's default group timeouts (classic protocol; KIP-848 groups take the broker's)."""
+
 # kombu's URL parser does not accept "h1:9092,h2:9092"; its failover list
 # ("kafkajobs://h1:9092;kafkajobs://h2:9092" or "...;h2:9092") carries every host.
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
@@ -94,30 +97,33 @@ class BridgeOptions:
             raise ValueError("topic_partitions and buffer_size must be at least 1")
         return made
 
-    def _base(self, specific: KafkaConfig) -> ClientConfig:
-        conf: ClientConfig = {"bootstrap.servers": self.bootstrap_servers}
+    def _layered(self, defaults: KafkaConfig, specific: KafkaConfig) -> ClientConfig:
+        # built-in defaults < kafka_config < the client kind's own config (as in Settings)
+        conf: ClientConfig = {"bootstrap.servers": self.bootstrap_servers, **defaults}
         conf.update(self.kafka_config)
         conf.update(specific)
         return conf
 
     def producer_settings(self) -> ClientConfig:
         """Librdkafka settings of the publishing producer (batched: linger of a few ms)."""
-        conf: ClientConfig = {
+        defaults: ClientConfig = {
             "linger.ms": 5,
             "enable.idempotence": True,
             "message.timeout.ms": int(self.delivery_timeout * 1000),
         }
-        conf.update(self.producer_config)
-        return self._base(conf)
+        return self._layered(defaults, self.producer_config)
 
     def consumer_settings(self, group_id: str | None) -> ClientConfig:
         """Settings of a queue consumer (`group_id`) or a broadcast reader (None)."""
-        conf: ClientConfig = {
+        defaults: ClientConfig = {
             "auto.offset.reset": "earliest" if group_id else "latest",
             "partition.assignment.strategy": "cooperative-sticky",
+            # Celery's worker start-up expects to consume within seconds (its test
+            # worker pings within 10 s); some brokers form a group only after half
+            # the session timeout, so the bridge uses Kafka's pre-3.0 10 s, not 45 s.
+            **GROUP_TIMEOUTS,
         }
-        conf.update(self.consumer_config)
-        conf = self._base(conf)
+        conf = self._layered(defaults, self.consumer_config)
         if group_id:  # a broadcast reader assigns its partitions itself: no group protocol
             conf = apply_group_protocol(conf, self.group_protocol)
         # Offsets are committed by the transport, and only below unacked messages.
@@ -129,7 +135,7 @@ class BridgeOptions:
 
     def admin_settings(self) -> ClientConfig:
         """Settings of the admin client that creates topics."""
-        return self._base(self.admin_config)
+        return self._layered({}, self.admin_config)
 
     def dead_letter_topic_of(self, queue: str) -> str | None:
         """The dead-letter topic of `queue`, or None when dead letters are dropped."""

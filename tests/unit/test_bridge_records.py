@@ -161,3 +161,19 @@ def test_header_values_are_json_and_come_back_equal(value: object) -> None:
 @given(st.binary(max_size=40))
 def test_any_header_bytes_decode_without_raising(raw: bytes) -> None:
     _load(raw)
+
+
+def test_group_timeouts_default_short_and_every_layer_overrides_the_defaults() -> None:
+    conf = BridgeOptions(bootstrap_servers="b:1").consumer_settings("g")
+    assert conf["session.timeout.ms"] == 10_000 and conf["heartbeat.interval.ms"] == 2_000
+    layered = BridgeOptions(
+        bootstrap_servers="b:1",
+        kafka_config={"session.timeout.ms": 30_000, "partition.assignment.strategy": "range"},
+        consumer_config={"session.timeout.ms": 20_000},
+    ).consumer_settings("g")
+    # built-in defaults < kafka_config < consumer_config
+    assert layered["partition.assignment.strategy"] == "range"
+    assert layered["session.timeout.ms"] == 20_000
+    kip848 = BridgeOptions(bootstrap_servers="b:1", group_protocol="consumer")
+    conf = kip848.consumer_settings("g")  # the broker owns these under KIP-848
+    assert "session.timeout.ms" not in conf and "heartbeat.interval.ms" not in conf
