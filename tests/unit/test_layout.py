@@ -1,4 +1,4 @@
-"""The package's shape: small modules, one place that builds consumers.
+"""The package's shape: small modules, one place that builds consumers; tests mirror it.
 
 Read from the source with `ast` (nothing imported). Import cycles have their own
 guard in test_import_cycles.py.
@@ -10,6 +10,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+UNIT = ROOT / "tests" / "unit"
 PACKAGES = ("kafka_jobs", "celery_bridge")
 MAX_LINES = 500
 
@@ -40,3 +41,23 @@ def test_only_the_connection_client_builds_consumers() -> None:
                 if called == "Consumer":
                     builders.add(name)
     assert builders == {"kafka_jobs.connection.client"}
+
+
+def _package_of(folder: Path) -> str:
+    """`tests/unit/processing` -> `kafka_jobs.processing`; `tests/unit/celery_bridge` -> itself."""
+    parts = folder.relative_to(UNIT).parts
+    return ".".join(parts if parts[0] in PACKAGES else ("kafka_jobs", *parts))
+
+
+def test_unit_test_folders_mirror_packages() -> None:
+    """Unit tests of `kafka_jobs/<package>/` live in `tests/unit/<package>/`, and nowhere else.
+
+    A folder of tests is a package of the library (`celery_bridge/` for the bridge);
+    tests of top-level modules stay in `tests/unit/` itself.
+    """
+    packages = {name for name, path in _modules().items() if path.name == "__init__.py"}
+    folders = {path.parent for path in UNIT.rglob("test_*.py") if path.parent != UNIT}
+    strays = {str(f.relative_to(ROOT)): _package_of(f) for f in folders}
+    assert {folder: name for folder, name in strays.items() if name not in packages} == {}
+    for folder in folders:
+        assert (folder / "__init__.py").is_file(), f"{folder.relative_to(ROOT)} has no __init__.py"

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from kafka_jobs.processing.lanes import VirtualPartitions, lane_key, split
 from kafka_jobs.wire import H_KEY
+from tests import ROOT
 
 Headers = list[tuple[str, bytes | str | None]] | None
 
@@ -225,7 +226,7 @@ def test_consistent_same_key_same_lane_across_batches() -> None:
 _CROSS_PROCESS = """
 import sys
 from kafka_jobs.processing.lanes import VirtualPartitions, split
-from tests.unit.test_lanes import keyed
+from tests.unit.processing.test_lanes import keyed
 keys = [f"key-{i}".encode() for i in range(64)]
 lanes = split(keyed(keys), VirtualPartitions(), 6)
 print([[r.offset() for r in lane] for lane in lanes])
@@ -234,13 +235,12 @@ print([[r.offset() for r in lane] for lane in lanes])
 
 def test_consistent_mapping_is_stable_across_processes() -> None:
     # crc32, not hash(): a differently salted interpreter must agree.
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     outputs = set()
     for seed in ("0", "1", "12345"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
         result = subprocess.run(
             [sys.executable, "-c", _CROSS_PROCESS],
-            cwd=root,
+            cwd=ROOT,
             env=env,
             capture_output=True,
             text=True,
