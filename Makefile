@@ -30,8 +30,9 @@ test-kafka: $(VENV)/.installed  ## the whole test suite on one Apache Kafka node
 	KAFKA_JOBS_TEST_BROKER=apache $(BIN)/python -m pytest $(PYTEST_ARGS); code=$$?; \
 	if [ $$code -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$code
 
-KIP848_TESTS := tests/integration/test_group_protocol.py tests/integration/test_long_running.py \
-	tests/integration/test_virtual_partitions.py tests/integration/test_rebalance_long_jobs.py \
+KIP848_TESTS := tests/integration/test_group_protocol.py tests/integration/worker/test_long_running.py \
+	tests/integration/processing/test_virtual_partitions.py \
+	tests/integration/worker/test_rebalance_long_jobs.py \
 	tests/chaos/test_rebalance_storm.py tests/bridge/test_tasks.py
 
 test-kip848: $(VENV)/.installed  ## group-protocol-sensitive tests with KIP-848 groups on Apache Kafka

@@ -27,10 +27,9 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from kafka_jobs.testing import wait_until  # noqa: E402
 from kafka_jobs.web import DashboardServer  # noqa: E402
+from tests import ROOT  # noqa: E402
 
-ARTIFACTS = Path(
-    os.environ.get("KAFKA_JOBS_TEST_ARTIFACTS", Path(__file__).parents[2] / "artifacts")
-)
+ARTIFACTS = Path(os.environ.get("KAFKA_JOBS_TEST_ARTIFACTS", ROOT / "artifacts"))
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
