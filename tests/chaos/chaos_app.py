@@ -2,19 +2,18 @@
 
 `chaos.doomed` always fails: after its retry it lands in the topic's dead-letter topic.
 
-Environment: CHAOS_TOPIC, CHAOS_LEDGER (SQLite path), CHAOS_SLEEP (seconds per job),
-CHAOS_VIRTUAL / CHAOS_LONG_RUNNING (1 to enable).
+Environment: CHAOS_TOPIC, LEDGER_DIR (where the ledger is, see `tests/ledger.py`),
+CHAOS_SLEEP (seconds per job), CHAOS_VIRTUAL / CHAOS_LONG_RUNNING (1 to enable).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 from kafka_jobs import App, current_job
 from kafka_jobs.instrumentation.events import Event
-from tests.chaos.ledger import LedgerWriter
+from tests import ledger
 
 app = App(default_topic=os.environ.get("CHAOS_TOPIC", "chaos"))
 app.configure_topic(
@@ -25,15 +24,14 @@ app.configure_topic(
     backoff=0.1,
 )
 _SLEEP = float(os.environ.get("CHAOS_SLEEP", "0"))
-_ledger = LedgerWriter(Path(os.environ.get("CHAOS_LEDGER", "chaos.sqlite")))
-_PID = os.getpid()
+_ledger = ledger.Writer()  # in LEDGER_DIR
 
 
 def _on_event(event: Event) -> None:
     if event.name in ("partitions.assigned", "partitions.revoked", "partitions.lost"):
-        _ledger.event(_PID, event.name, event.payload.get("partitions"))
+        _ledger.event(event.name, event.payload.get("partitions"))
     elif event.name == "offsets.committed":
-        _ledger.event(_PID, event.name, event.payload.get("offsets"))
+        _ledger.event(event.name, event.payload.get("offsets"))
 
 
 app.events.subscribe(_on_event)
@@ -45,7 +43,7 @@ def record(seq: int, key: str) -> None:
     if _SLEEP:
         time.sleep(_SLEEP)
     job = current_job()
-    _ledger.execution(seq, key, job.partition, job.offset, _PID)
+    _ledger.execution(seq, key, job.partition, job.offset)
 
 
 @app.job(key="key", name="chaos.doomed")

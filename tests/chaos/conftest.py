@@ -1,6 +1,6 @@
 """Chaos scenarios: worker processes under kill -9, rebalance storms, outages, poison.
 
-Each scenario records every execution to a SQLite ledger (see `ledger.py`) and checks
+Each scenario records every execution to a SQLite ledger (see `tests/ledger.py`) and checks
 it at the end. CI runs them at scale 1 (bounded: a few minutes in all); set
 ``KAFKA_JOBS_CHAOS_SCALE`` (e.g. 5) for longer local soak runs.
 """
@@ -21,9 +21,8 @@ import pytest
 from kafka_jobs import App
 from kafka_jobs.broker import die_with_parent
 from kafka_jobs.testing import BrokerInfo, create_topic, unique_name
-from tests.chaos import ledger
+from tests import ROOT, ledger
 
-ROOT = Path(__file__).resolve().parents[2]
 SCALE = float(os.environ.get("KAFKA_JOBS_CHAOS_SCALE", "1"))
 
 
@@ -35,9 +34,9 @@ class Cluster:
         self.tmp = tmp
         self.topic = create_topic(broker.bootstrap_servers, unique_name("chaos"), partitions)
         self.group = unique_name("chaos-g")
-        self.ledger = tmp / "ledger.sqlite"
-        ledger.connect(self.ledger).close()  # WAL mode set once, before the writers
-        self.env = {**broker.env(), "CHAOS_TOPIC": self.topic, "CHAOS_LEDGER": str(self.ledger)}
+        self.ledger = tmp  # the ledger's directory
+        ledger.create(self.ledger)
+        self.env = {**broker.env(), "CHAOS_TOPIC": self.topic, ledger.ENV: str(self.ledger)}
         self.env["KAFKA_JOBS_DELAY_TOPIC_PREFIX"] = f"{self.topic}.delay"
         self.env.update(env)
         self.workers: list[subprocess.Popen[bytes]] = []
@@ -99,12 +98,8 @@ class Cluster:
         assert code == 0, f"worker {worker.pid} exited {code} on SIGTERM"
         self.stops.append((worker.pid, time.time()))
 
-    def events(self) -> list[tuple[int, float, str, str]]:
-        db = ledger.connect(self.ledger)
-        try:
-            return db.execute("SELECT pid, at, kind, detail FROM events ORDER BY rowid").fetchall()
-        finally:
-            db.close()
+    def events(self) -> list[ledger.Event]:
+        return ledger.events(self.ledger)
 
     def close(self) -> None:
         for worker in self.workers:

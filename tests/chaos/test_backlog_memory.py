@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.chaos import ledger
+from tests import ledger
 from tests.chaos.conftest import SCALE, Cluster
 
 BACKLOG = int(200_000 * SCALE)

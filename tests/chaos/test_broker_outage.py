@@ -12,7 +12,7 @@ from kafka_jobs import App
 from kafka_jobs.broker import EmbeddedBroker
 from kafka_jobs.errors import DeliveryError
 from kafka_jobs.testing import BrokerInfo, create_topic, wait_until
-from tests.chaos import ledger
+from tests import ledger
 from tests.chaos.conftest import SCALE, Cluster
 
 JOBS = int(1_000 * SCALE)

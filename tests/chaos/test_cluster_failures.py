@@ -26,7 +26,7 @@ from kafka_jobs.errors import DeliveryError, KafkaJobsError
 from kafka_jobs.producer import EnqueuedJob
 from kafka_jobs.task import Task
 from kafka_jobs.testing import BrokerInfo, wait_until
-from tests.chaos import ledger
+from tests import ledger
 from tests.chaos.conftest import SCALE, Cluster, progress, settle
 
 pytestmark = pytest.mark.cluster

@@ -13,7 +13,7 @@ from confluent_kafka import Producer
 
 from kafka_jobs import App, dlq
 from kafka_jobs.testing import wait_until
-from tests.chaos import ledger
+from tests import ledger
 from tests.chaos.conftest import SCALE, Cluster, progress
 
 VALID = int(3_000 * SCALE)

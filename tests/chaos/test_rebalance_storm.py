@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import Consumer, ConsumerGroupState, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from tests.chaos import ledger
+from tests import ledger
 from tests.chaos.conftest import SCALE, Cluster, progress, settle
 
 JOBS = int(6_000 * SCALE)

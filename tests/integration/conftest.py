@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kafka_jobs import App, EnqueuedJob, Task
+from kafka_jobs.broker import die_with_parent
 from kafka_jobs.testing import BrokerInfo, unique_name
+from tests import ROOT, ledger
 
 
 @pytest.fixture
@@ -46,7 +51,70 @@ def key_off_partition(partition: int | None, enqueue: Callable[[str], EnqueuedJo
     raise AssertionError(f"no key out of 50 avoided partition {partition}")
 
 
-__all__ = ["BrokerInfo", "enqueue_ledger_jobs", "key_off_partition"]
+def start_worker(
+    broker: BrokerInfo,
+    topic: str,
+    group: str,
+    ledger_dir: Path,
+    *,
+    sleep: float = 0.0,
+    concurrency: int = 4,
+    shutdown_timeout: float = 30.0,
+    delay_prefix: str | None = None,
+    long_running: bool = False,
+    virtual: bool = False,
+    slow_key: str | None = None,
+    slow_seconds: float = 0.0,
+    extra_args: tuple[str, ...] = (),
+) -> subprocess.Popen[bytes]:
+    """A `kafka-jobs worker` process serving `ledger_app`; its ledger is in `ledger_dir`."""
+    ledger.create(ledger_dir)
+    env = broker.env()
+    env[ledger.ENV] = str(ledger_dir)
+    env["KAFKA_JOBS_DELAY_TOPIC_PREFIX"] = delay_prefix or f"{topic}.delay"
+    env["LEDGER_LONG_RUNNING"] = "1" if long_running else "0"
+    env["LEDGER_VIRTUAL"] = "1" if virtual else "0"
+    env.update(LEDGER_TOPIC=topic, LEDGER_SLEEP=str(sleep))
+    if slow_key is not None:
+        env.update(LEDGER_SLOW_KEY=slow_key, LEDGER_SLOW_SECONDS=str(slow_seconds))
+    with open(ledger_dir / "worker.log", "ab") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kafka_jobs",
+                "worker",
+                "-A",
+                "tests.integration.ledger_app",
+                "--group",
+                group,
+                "--concurrency",
+                str(concurrency),
+                "--shutdown-timeout",
+                str(shutdown_timeout),
+                *extra_args,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,  # an aborted test run leaves no worker behind
+        )
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 60.0) -> int:
+    """Terminate a worker we started (by its PID) and return its exit code."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+        raise
+
+
+__all__ = ["BrokerInfo", "enqueue_ledger_jobs", "key_off_partition", "start_worker", "stop"]
 
 
 @pytest.fixture

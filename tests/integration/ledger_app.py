@@ -1,6 +1,7 @@
-"""A worker app for subprocess tests: every execution appends one line to a ledger file.
+"""A worker app for subprocess tests: every execution appends one row to the ledger.
 
-Environment: LEDGER_TOPIC (topic of the job), LEDGER_DIR (where ledgers go),
+The ledger is `tests/ledger.py`'s. Environment: LEDGER_TOPIC (topic of the job),
+LEDGER_DIR (where the ledger is, and the `started-*` markers),
 LEDGER_SLEEP (seconds each job sleeps, default 0), LEDGER_LONG_RUNNING (1: the
 topic is long-running), LEDGER_VIRTUAL (1: virtual partitions), LEDGER_SLOW_KEY
 (jobs of this key sleep LEDGER_SLOW_SECONDS instead).
@@ -12,6 +13,7 @@ import os
 import time
 
 from kafka_jobs import App, current_job
+from tests import ledger
 
 app = App(default_topic=os.environ.get("LEDGER_TOPIC", "ledger"))
 _SLEEP = float(os.environ.get("LEDGER_SLEEP", "0"))
@@ -24,25 +26,16 @@ app.configure_topic(
     retries=1,  # virtual partitions with a dead-letter topic need one (the collapse re-run)
     backoff=0.1,
 )
-_fd: int | None = None
-
-
-def _ledger() -> int:
-    global _fd
-    if _fd is None:
-        path = os.path.join(os.environ["LEDGER_DIR"], f"ledger-{os.getpid()}.txt")
-        _fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    return _fd
+_ledger = ledger.Writer()  # in LEDGER_DIR
 
 
 @app.job(key="key", name="ledger.record")
 def record(seq: int, key: str) -> None:
-    """Sleep if asked, then append `seq key partition offset pid` (one write: kill -9 safe)."""
+    """Sleep if asked, then write one ledger row (its own transaction: kill -9 safe)."""
     job = current_job()
     sleep = _SLOW_SECONDS if key == _SLOW_KEY else _SLEEP
     if sleep:
         started = os.path.join(os.environ["LEDGER_DIR"], f"started-{seq}-{os.getpid()}")
         open(started, "w").close()
         time.sleep(sleep)
-    line = f"{seq} {key} {job.partition} {job.offset} {os.getpid()}\n"
-    os.write(_ledger(), line.encode())
+    _ledger.execution(seq, key, job.partition, job.offset)

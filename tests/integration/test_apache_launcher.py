@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from kafka_jobs.apache import DEFAULT_VERSION
 from kafka_jobs.broker import free_port
 from kafka_jobs.testing import create_topic, unique_name
-from tests.integration.ledger import ROOT
+from tests import ROOT
 
 JAVA = shutil.which("java")
 needs_java = pytest.mark.skipif(JAVA is None or shutil.which("mvn") is None, reason="no java/mvn")

@@ -22,7 +22,7 @@ from kafka_jobs import current_job
 from kafka_jobs.connection import probes
 from kafka_jobs.instrumentation.metrics import Metrics
 from kafka_jobs.testing import BrokerInfo, wait_until
-from tests.integration.ledger import ROOT
+from tests import ROOT
 
 
 def status_rows(broker: BrokerInfo, group: str, topic: str) -> dict[int, dict]:

@@ -12,7 +12,7 @@ from kafka_jobs.broker import free_port
 
 def _status(kafka_broker, topic: str, ledger_dir, *args: str) -> str:
     """`kafka-jobs status -A tests.integration.ledger_app ARGS` output (exit 0 checked)."""
-    from tests.integration.ledger import ROOT
+    from tests import ROOT
 
     env = kafka_broker.env()
     env.update(LEDGER_TOPIC=topic, LEDGER_DIR=str(ledger_dir))
@@ -85,7 +85,7 @@ def test_json_logs_name_the_record_of_a_failure(kafka_broker, new_topic, tmp_pat
     import re
 
     from kafka_jobs.testing import wait_until
-    from tests.integration.ledger import ROOT
+    from tests import ROOT
 
     topic = new_topic()
     env = {**os.environ, **kafka_broker.env(), "POOL_TOPIC": topic}
@@ -150,7 +150,7 @@ def test_status_shows_paused_partitions_and_the_worker_that_holds_them(
     import socket
 
     from kafka_jobs.testing import unique_name, wait_until
-    from tests.integration.ledger import start_worker
+    from tests.integration.conftest import start_worker
 
     topic, group = new_topic(partitions=2), new_group()
     monkeypatch.setenv("KAFKA_JOBS_STATUS_TOPIC", unique_name("status"))

@@ -9,7 +9,7 @@ import threading
 from kafka_jobs import current_job, dlq
 from kafka_jobs.instrumentation.events import Event
 from kafka_jobs.testing import BrokerInfo, wait_until
-from tests.integration.ledger import ROOT
+from tests import ROOT
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 

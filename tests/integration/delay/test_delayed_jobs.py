@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from kafka_jobs.testing import BrokerInfo, wait_until
-from tests.integration.conftest import enqueue_ledger_jobs
-from tests.integration.ledger import read_ledger, start_worker, stop
+from tests import ledger
+from tests.integration.conftest import enqueue_ledger_jobs, start_worker, stop
 
 
 def test_delayed_jobs_run_in_eta_order_not_before_their_time_and_do_not_block(
@@ -55,7 +55,7 @@ def test_kill_9_before_the_eta_then_restart_runs_the_delayed_job_once(
     first = start_worker(kafka_broker, topic, group, tmp_path, delay_prefix=prefix)
     try:
         enqueue_ledger_jobs(record, 1)  # seq 0: proves the worker is up
-        assert wait_until(lambda: len(read_ledger(tmp_path)) == 1, timeout=60)
+        assert wait_until(lambda: len(ledger.executions(tmp_path)) == 1, timeout=60)
         record.apply_async(args=(1000, "delayed"), countdown=5.0).wait(10)
         os.kill(first.pid, signal.SIGKILL)
         first.wait(10)
@@ -64,10 +64,14 @@ def test_kill_9_before_the_eta_then_restart_runs_the_delayed_job_once(
             first.kill()
     second = start_worker(kafka_broker, topic, group, tmp_path, delay_prefix=prefix)
     try:
-        assert wait_until(lambda: any(e.seq == 1000 for e in read_ledger(tmp_path)), timeout=90)
+        assert wait_until(
+            lambda: any(e.seq == 1000 for e in ledger.executions(tmp_path)), timeout=90
+        )
         record.apply_async(args=(1001, "delayed"), countdown=2.0).wait(10)
         # Once a later delayed job ran, any duplicate of the first would have shown.
-        assert wait_until(lambda: any(e.seq == 1001 for e in read_ledger(tmp_path)), timeout=60)
+        assert wait_until(
+            lambda: any(e.seq == 1001 for e in ledger.executions(tmp_path)), timeout=60
+        )
     finally:
         assert stop(second) == 0
-    assert [e.seq for e in read_ledger(tmp_path)].count(1000) == 1
+    assert [e.seq for e in ledger.executions(tmp_path)].count(1000) == 1

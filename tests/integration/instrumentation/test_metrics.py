@@ -10,8 +10,8 @@ from pathlib import Path
 from kafka_jobs.broker import free_port
 from kafka_jobs.instrumentation.metrics import Metrics
 from kafka_jobs.testing import BrokerInfo, wait_until
-from tests.integration.conftest import enqueue_ledger_jobs
-from tests.integration.ledger import read_ledger, start_worker, stop
+from tests import ledger
+from tests.integration.conftest import enqueue_ledger_jobs, start_worker, stop
 
 
 def scrape(port: int) -> str:
@@ -28,13 +28,13 @@ def test_metrics_endpoint_counts_match_the_ledger(
     )
     try:
         enqueue_ledger_jobs(ledger_producer(topic), 300)
-        assert wait_until(lambda: len(read_ledger(tmp_path)) >= 300, timeout=60)
+        assert wait_until(lambda: len(ledger.executions(tmp_path)) >= 300, timeout=60)
         text = scrape(port)
     finally:
         assert stop(worker) == 0
     found = re.search(r'kafka_jobs_jobs_succeeded_total\{task="ledger.record"\} (\S+)', text)
     assert found, text
-    assert float(found.group(1)) == len(read_ledger(tmp_path))
+    assert float(found.group(1)) == len(ledger.executions(tmp_path))
     assert "kafka_jobs_job_duration_seconds_bucket" in text
     assert "kafka_jobs_threads_busy" in text
 

@@ -16,7 +16,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from kafka_jobs.processing import offset_metadata
 from kafka_jobs.testing import BrokerInfo, broker_returns_commit_metadata, wait_until
-from tests.integration.ledger import read_ledger, start_worker, stop
+from tests import ledger
+from tests.integration.conftest import start_worker, stop
 
 FAST = 40
 
@@ -64,7 +65,7 @@ def test_finished_records_above_the_mark_survive_kill_9(
             first.kill()
             first.wait(10)
     mark, done = committed(kafka_broker, group, topic)  # what the next owner will read
-    before = read_ledger(tmp_path)
+    before = ledger.executions(tmp_path)
     assert mark == 0 and 0 not in {e.seq for e in before}, "the slow job finished before the kill"
     assert done <= {e.offset for e in before}, "metadata named a record that never ran"
 
@@ -73,6 +74,6 @@ def test_finished_records_above_the_mark_survive_kill_9(
         assert wait_until(lambda: committed(kafka_broker, group, topic)[0] == FAST + 1, timeout=60)
     finally:
         assert stop(second) == 0
-    again = [e for e in read_ledger(tmp_path) if e.pid == second.pid]
+    again = [e for e in ledger.executions(tmp_path) if e.pid == second.pid]
     assert not {e.offset for e in again} & done, "a record the metadata named ran again"
-    assert {e.seq for e in read_ledger(tmp_path)} == set(range(FAST + 1)), "a record was lost"
+    assert {e.seq for e in ledger.executions(tmp_path)} == set(range(FAST + 1)), "a record was lost"

@@ -14,14 +14,8 @@ from kafka_jobs import dlq
 from kafka_jobs.instrumentation.events import Event
 from kafka_jobs.processing.lanes import VirtualPartitions
 from kafka_jobs.testing import BrokerInfo, wait_until
-from tests.integration.ledger import (
-    assert_order_per_worker_run,
-    distinct_seqs,
-    duplicates,
-    read_ledger,
-    start_worker,
-    stop,
-)
+from tests import ledger
+from tests.integration.conftest import start_worker, stop
 
 
 class Concurrency:
@@ -147,22 +141,22 @@ def test_kill_9_with_virtual_partitions_loses_nothing(
         kafka_broker, topic, group, tmp_path, sleep=0.002, concurrency=8, virtual=True
     )
     try:
-        assert wait_until(lambda: distinct_seqs(tmp_path) >= 600, timeout=60)
+        assert wait_until(lambda: ledger.distinct(tmp_path) >= 600, timeout=60)
         os.kill(first.pid, signal.SIGKILL)
         first.wait(10)
     finally:
         if first.poll() is None:
             first.kill()
-    ran_before = len(read_ledger(tmp_path))
+    ran_before = len(ledger.executions(tmp_path))
     second = start_worker(kafka_broker, topic, group, tmp_path, concurrency=8, virtual=True)
     try:
-        assert wait_until(lambda: distinct_seqs(tmp_path) >= 3000, timeout=120)
+        assert wait_until(lambda: ledger.distinct(tmp_path) >= 3000, timeout=120)
     finally:
         assert stop(second) == 0
-    executions = read_ledger(tmp_path)
+    executions = ledger.executions(tmp_path)
     assert {e.seq for e in executions} == set(range(3000))
-    assert duplicates(executions) <= ran_before
-    assert_order_per_worker_run(executions, by="key")
+    assert ledger.duplicates(executions) <= ran_before
+    ledger.assert_order_per_process(executions, by="key")
 
 
 def test_long_running_lanes_outlive_the_poll_interval_and_are_reported(

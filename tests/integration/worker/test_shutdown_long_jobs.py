@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from kafka_jobs.testing import BrokerInfo, wait_until
-from tests.integration.conftest import enqueue_ledger_jobs
-from tests.integration.ledger import read_ledger, start_worker, stop
+from tests import ledger
+from tests.integration.conftest import enqueue_ledger_jobs, start_worker, stop
 
 
 def test_sigterm_waits_for_a_long_job_that_fits_the_shutdown_timeout(
@@ -22,7 +22,7 @@ def test_sigterm_waits_for_a_long_job_that_fits_the_shutdown_timeout(
     finally:
         code = stop(worker)
     assert code == 0
-    assert [e.seq for e in read_ledger(tmp_path)] == [0]
+    assert [e.seq for e in ledger.executions(tmp_path)] == [0]
     assert kafka_broker.committed(group, topic) == 1
 
 
@@ -39,11 +39,11 @@ def test_sigterm_past_the_shutdown_timeout_leaves_the_job_uncommitted_for_the_ne
     finally:
         code = stop(worker, timeout=30)
     assert code == 1, "a shutdown that abandoned a job is not a clean exit"
-    assert read_ledger(tmp_path) == []
+    assert ledger.executions(tmp_path) == []
     assert kafka_broker.committed(group, topic) < 1
 
     restarted = start_worker(kafka_broker, topic, group, tmp_path)
     try:
-        assert wait_until(lambda: [e.seq for e in read_ledger(tmp_path)] == [0], timeout=60)
+        assert wait_until(lambda: [e.seq for e in ledger.executions(tmp_path)] == [0], timeout=60)
     finally:
         assert stop(restarted) == 0

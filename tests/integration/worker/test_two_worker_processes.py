@@ -5,14 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from kafka_jobs.testing import BrokerInfo, wait_until
-from tests.integration.conftest import enqueue_ledger_jobs
-from tests.integration.ledger import (
-    assert_order_per_worker_run,
-    distinct_seqs,
-    read_ledger,
-    start_worker,
-    stop,
-)
+from tests import ledger
+from tests.integration.conftest import enqueue_ledger_jobs, start_worker, stop
 
 JOBS = 10_000
 
@@ -24,11 +18,11 @@ def test_two_workers_share_partitions_and_lose_nothing(
     workers = [start_worker(kafka_broker, topic, group, tmp_path) for _ in range(2)]
     try:
         enqueue_ledger_jobs(ledger_producer(topic), JOBS)
-        assert wait_until(lambda: distinct_seqs(tmp_path) >= JOBS, timeout=120)
+        assert wait_until(lambda: ledger.distinct(tmp_path) >= JOBS, timeout=120)
     finally:
         codes = [stop(w) for w in workers]
     assert codes == [0, 0]
-    executions = read_ledger(tmp_path)
+    executions = ledger.executions(tmp_path)
     assert {e.seq for e in executions} == set(range(JOBS))
     assert len({e.pid for e in executions}) == 2, "both processes should have run jobs"
-    assert_order_per_worker_run(executions)
+    ledger.assert_order_per_process(executions)
