@@ -69,6 +69,7 @@ class WorkerProcesses:
             "result_backend": f"db+sqlite:///{tmp / 'results.sqlite'}",
             "control_exchange": unique_name("control"),
         }
+        self.extra_env: dict[str, str] = {}
         self.procs: list[subprocess.Popen[bytes]] = []
         self._logs: list[Any] = []
 
@@ -77,6 +78,7 @@ class WorkerProcesses:
         env["PROJ_CONFIG"] = json.dumps(self.config)
         env["PROJ_LEDGER"] = str(self.ledger)
         env["PYTHONPATH"] = str(ROOT)
+        env.update(self.extra_env)
         return env
 
     def app(self) -> Any:

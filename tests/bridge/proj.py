@@ -1,8 +1,9 @@
 """The Celery project of the bridge tests, for in-process and subprocess workers.
 
 A subprocess worker (`celery -A tests.bridge.proj worker`) reads its settings from
-the environment: ``PROJ_CONFIG`` (JSON of Celery settings) and ``PROJ_LEDGER`` (a
-file each `record` run appends ``<seq> <pid>`` to).
+the environment: ``PROJ_CONFIG`` (JSON of Celery settings), ``PROJ_LEDGER`` (a
+file each `record` run appends ``<seq> <pid>`` to) and ``PROJ_BIG_SETTING`` (the
+length of a setting that makes `inspect conf` replies large).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import celery_bridge  # noqa: F401  (registers kafkajobs://)
 
 app = Celery("proj")
 app.conf.update(json.loads(os.environ.get("PROJ_CONFIG", "{}")))
+if os.environ.get("PROJ_BIG_SETTING"):  # a large `inspect conf` reply (too big for an env var)
+    app.conf.proj_big_setting = "x" * int(os.environ["PROJ_BIG_SETTING"])
 
 _attempts: dict[str, int] = {}
 _attempts_lock = threading.Lock()
