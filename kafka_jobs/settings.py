@@ -36,6 +36,9 @@ KafkaConfig = Mapping[str, ConfigValue]
 POOLS = ("threads", "processes")
 """Where a worker runs sync jobs (`Settings.pool`)."""
 
+DEFAULT_DELAY_TOPIC_PREFIX = "kafka-jobs.delay"
+"""`Settings.delay_topic_prefix` by default (the Celery bridge's default too)."""
+
 GROUP_PROTOCOLS = ("classic", "consumer")
 """Consumer group protocols: `consumer` is KIP-848's, where the broker assigns partitions."""
 
@@ -130,7 +133,7 @@ class Settings:
     tick_interval: float = 5.0
     adaptive_batch: bool = False
     signing_secret: str | None = field(default=None, repr=False)
-    delay_topic_prefix: str = "kafka-jobs.delay"
+    delay_topic_prefix: str = DEFAULT_DELAY_TOPIC_PREFIX
     scheduler: str | None = None
     pool: str = "threads"
     async_concurrency: int = 100

@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, cast
+from typing import Any, Protocol, cast
 
 from confluent_kafka import OFFSET_BEGINNING, Message
 
@@ -29,11 +29,9 @@ from kafka_jobs.delay.tiers import (
     without_delay_headers,
 )
 from kafka_jobs.errors import DeliveryError, EnqueueError
-from kafka_jobs.producer import EnqueuedJob
+from kafka_jobs.producer import EnqueuedJob, JobProducer
+from kafka_jobs.settings import ClientConfig
 from kafka_jobs.wire import H_ETA, H_ID, H_NOT_BEFORE, H_TARGET, Headers, header_map, now_ms
-
-if TYPE_CHECKING:
-    from kafka_jobs.app import App
 
 log = logging.getLogger("kafka_jobs.delay")
 
@@ -41,12 +39,39 @@ _FORGET_CANCELLED_AFTER_MS = 3_600_000
 _MOVE_RETRY_DELAY_MS = 1_000
 
 
+class DispatcherSettings(Protocol):
+    """What the dispatcher reads of its configuration (`Settings`, the Celery bridge's options)."""
+
+    @property
+    def delay_topic_prefix(self) -> str:
+        """Prefix of the tier topics, the cancellation topic and the dispatcher group."""
+
+    @property
+    def poll_timeout(self) -> float:
+        """Seconds one poll may block."""
+
+    @property
+    def delivery_timeout(self) -> float:
+        """Seconds a move waits for the broker's acknowledgement."""
+
+    def consumer_settings(self, group_id: str) -> ClientConfig:
+        """The librdkafka configuration of a consumer in group `group_id`."""
+
+
+class EventSink(Protocol):
+    """Where the dispatcher reports events (an `EventBus`)."""
+
+    # Event payloads are free-form, as in EventBus.emit.
+    def emit(self, name: str, **payload: Any) -> None:
+        """Report event `name` with its payload."""
+
+
 class CancelledJobs:
     """Job ids cancelled through `<prefix>.cancelled`, read from its beginning (own consumer)."""
 
-    def __init__(self, app: App) -> None:
-        topic = cancel_topic(app.settings.delay_topic_prefix)
-        config = app.settings.consumer_settings(f"kafka-jobs-cancel-reader-{uuid.uuid4().hex}")
+    def __init__(self, settings: DispatcherSettings) -> None:
+        topic = cancel_topic(settings.delay_topic_prefix)
+        config = settings.consumer_settings(f"kafka-jobs-cancel-reader-{uuid.uuid4().hex}")
         self._client = Client(config)
         partitions = self._client.partitions_of(topic) or [0]
         self._client.assign({(topic, p): OFFSET_BEGINNING for p in partitions})
@@ -85,19 +110,27 @@ class CancelledJobs:
 
 
 class DelayDispatcher:
-    """Moves due records out of the delay tiers. Listener-style: one thread owns the consumer."""
+    """Moves due records out of the delay tiers. Listener-style: one thread owns the consumer.
+
+    `producer` writes the moves; `events` gets ``job.cancelled`` and ``worker.error``.
+    A kafka-jobs worker passes its app's settings, producer and event bus; the Celery
+    bridge its transport options and producer.
+    """
 
     def __init__(
         self,
-        app: App,
+        settings: DispatcherSettings,
+        producer: JobProducer,
+        events: EventSink,
         stopping: threading.Event,
         on_crash: Callable[[BaseException], None],
     ) -> None:
-        self.app = app
-        self.settings = app.settings
+        self.settings = settings
+        self.producer = producer
+        self.events = events
         self.stopping = stopping
         self.on_crash = on_crash
-        self.prefix = app.settings.delay_topic_prefix
+        self.prefix = settings.delay_topic_prefix
         self.group_id = f"{self.prefix}.dispatcher"
         self._client: Client | None = None
         self._committer = Committer(self.group_id)
@@ -129,7 +162,7 @@ class DelayDispatcher:
             config.setdefault("fetch.wait.max.ms", 100)
             self._client = connect(config, self._committer)
             self.client.subscribe(tier_topics(self.prefix), self)
-            cancelled = CancelledJobs(self.app)
+            cancelled = CancelledJobs(self.settings)
             while not self.stopping.is_set():
                 resume_due(self.client, self._waiting, now_ms(), self._owned, retry_after=100)
                 cancelled.refresh()
@@ -139,7 +172,7 @@ class DelayDispatcher:
             self._commit(asynchronous=False)
         except BaseException as error:
             log.exception("delay dispatcher crashed")
-            self.app.events.emit("worker.error", where="delay-dispatcher", error=error)
+            self.events.emit("worker.error", where="delay-dispatcher", error=error)
             self.on_crash(error)
         finally:
             if cancelled is not None:
@@ -178,23 +211,25 @@ class DelayDispatcher:
         job_id = (headers.get(H_ID) or b"").decode(errors="replace")
         if job_id in cancelled:
             log.info("delayed job %s was cancelled", job_id)
-            self.app.events.emit("job.cancelled", job_id=job_id, topic=target)
+            self.events.emit("job.cancelled", job_id=job_id, topic=target)
             return None, None
         now = now_ms()
         if now < not_before:
             return not_before, None
         hop = next_hop(now, eta)
-        producer = self.app.producer
+        producer = self.producer
+        # Records without a job id (Celery messages) are told apart by where they are.
+        ident = job_id or _where(record)
         try:
             if hop is None:
                 handle = producer.enqueue(
-                    target, job_id, record.value(), record.key(), without_delay_headers(raw)
+                    target, ident, record.value(), record.key(), without_delay_headers(raw)
                 )
             else:
                 seconds, next_not_before = hop
                 hop_headers = with_delay_headers(raw, eta, target, next_not_before)
                 topic = tier_topic(self.prefix, seconds)
-                handle = producer.enqueue(topic, job_id, record.value(), record.key(), hop_headers)
+                handle = producer.enqueue(topic, ident, record.value(), record.key(), hop_headers)
         except EnqueueError as error:
             log.error("cannot move delayed job %s: %s", job_id, error)
             return now + _MOVE_RETRY_DELAY_MS, None

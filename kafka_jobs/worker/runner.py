@@ -179,7 +179,9 @@ class Worker:
             for group in self.groups
         ]
         self.dispatcher = (
-            DelayDispatcher(app, self.stopping, self._listener_crashed)
+            DelayDispatcher(
+                app.settings, app.producer, app.events, self.stopping, self._listener_crashed
+            )
             if dispatch_delayed
             else None
         )
