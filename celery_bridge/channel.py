@@ -12,7 +12,8 @@ Mapping (see the README section "switching a Celery project to Kafka"):
   (``celery inspect``, remote control) reaches every worker;
 * a publish goes to the topics of the queues its exchange routes it to in this
   connection's bindings; to transient queues, and when no binding is known here,
-  it goes to the exchange's topic.
+  it goes to the exchange's topic. A task whose eta is further ahead than
+  ``eta_threshold`` goes to a delay tier topic first (see `celery_bridge.eta`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from celery_bridge import acks
 from celery_bridge.acks import Message, Payload, QoS
 from celery_bridge.bindings import binds, routed_queues
 from celery_bridge.dead_letters import REASON_NOT_KOMBU, DeadLetterWriter
+from celery_bridge.dispatching import DELAY_TOPIC_PARTITIONS
+from celery_bridge.eta import delay_hop
 from celery_bridge.fetcher import Fetcher, Record
 from celery_bridge.options import BridgeOptions
 from celery_bridge.records import NotAKombuMessage, from_record, to_record
@@ -38,6 +41,7 @@ from celery_bridge.topics import topic_name
 from kafka_jobs.connection.admin import admin_client
 from kafka_jobs.connection.purge import skip_to_end
 from kafka_jobs.errors import EnqueueError
+from kafka_jobs.wire import now_ms
 
 if TYPE_CHECKING:
     from celery_bridge.transport import Transport
@@ -182,10 +186,21 @@ class Channel(virtual.Channel):
                 f"message of {len(value)} bytes exceeds max_message_bytes "
                 f"({self.options.max_message_bytes})"
             )
+        message_headers = message.get("headers") or {}
         # Unique per record: the same task id may be published again (retries, fanout).
-        ident = f"{(message.get('headers') or {}).get('id') or 'message'}#{next(_publishes)}"
+        ident = f"{message_headers.get('id') or 'message'}#{next(_publishes)}"
+        options = self.options
+        hop = delay_hop(
+            message_headers, now_ms(), options.eta_threshold, options.delay_topic_prefix
+        )
+        if hop is not None:  # waits in a delay tier, then goes to each destination
+            self._transport.topics.ensure(
+                hop.topic, DELAY_TOPIC_PARTITIONS, options.replication_factor
+            )
         handles = [
             producer.enqueue(topic, ident, value, key, headers)
+            if hop is None
+            else producer.enqueue(hop.topic, ident, value, key, hop.headers(headers, topic))
             for topic in self.destinations(exchange, routing_key)
         ]
         if self.options.confirm_publish:
@@ -222,6 +237,7 @@ class Channel(virtual.Channel):
             self._held.get(queue, deque()).clear()
             return
         self._topic_queues[topic_name(queue)] = queue
+        self._open.start_delay_dispatcher()
         fetcher = self._group_fetcher()
         fetcher.ensure_capacity(self.qos.prefetch_count)
         fetcher.subscribe(self._topic_queues)

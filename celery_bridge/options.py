@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import uuid
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from kafka_jobs.settings import (
+    DEFAULT_DELAY_TOPIC_PREFIX,
     ClientConfig,
     KafkaConfig,
     apply_group_protocol,
@@ -49,6 +51,11 @@ class BridgeOptions:
     connect_timeout: seconds a new connection waits for a broker to answer [10.0].
     broadcast_retention: seconds exchange topics (broadcasts, replies) keep records,
         set when the transport creates them [3600].
+    eta_threshold: a task whose eta is more than this many seconds away waits in
+        the delay tier topics, not in the worker's memory (see `celery_bridge.eta`);
+        None publishes every task to its queue as kombu's brokers do [10.0].
+    delay_topic_prefix: prefix of those topics and of their dispatcher group, shared
+        with kafka-jobs workers [KAFKA_JOBS_DELAY_TOPIC_PREFIX, else "kafka-jobs.delay"].
     bootstrap_servers: overrides the hosts of the URL.
     group_protocol: "classic" or "consumer" (KIP-848) [KAFKA_JOBS_GROUP_PROTOCOL,
         else "classic"].
@@ -69,6 +76,12 @@ class BridgeOptions:
     max_message_bytes: int = 1_000_000
     connect_timeout: float = 10.0
     broadcast_retention: float = 3600.0
+    eta_threshold: float | None = 10.0
+    delay_topic_prefix: str = field(
+        default_factory=lambda: (
+            os.environ.get("KAFKA_JOBS_DELAY_TOPIC_PREFIX") or DEFAULT_DELAY_TOPIC_PREFIX
+        )
+    )
     group_protocol: str = field(
         default_factory=lambda: os.environ.get("KAFKA_JOBS_GROUP_PROTOCOL") or "classic"
     )
@@ -95,6 +108,9 @@ class BridgeOptions:
         made = cls(**values)
         if made.topic_partitions < 1 or made.buffer_size < 1:
             raise ValueError("topic_partitions and buffer_size must be at least 1")
+        threshold = made.eta_threshold
+        if threshold is not None and not (math.isfinite(threshold) and threshold >= 0):
+            raise ValueError(f"eta_threshold must be None or a finite number >= 0, not {threshold}")
         return made
 
     def _layered(self, defaults: KafkaConfig, specific: KafkaConfig) -> ClientConfig:

@@ -31,6 +31,7 @@ from celery_bridge.dead_letters import (
     REASON_REJECTED,
     Rejected,
 )
+from celery_bridge.dispatching import DispatcherFailed, ProcessDispatcher, acquire, release
 from celery_bridge.fetcher import Fetcher, FetcherFailed
 from celery_bridge.options import BridgeOptions, hosts_of
 from celery_bridge.topics import TopicCreator, TopicsUnavailable
@@ -93,6 +94,7 @@ class Transport(virtual.Transport):
     connection_errors = (  # type: ignore[assignment]  # kombu infers a 1-tuple
         *virtual.Transport.connection_errors,
         BrokerUnreachable,
+        DispatcherFailed,
         FetcherFailed,
         TopicsUnavailable,
         KafkaException,
@@ -116,6 +118,7 @@ class Transport(virtual.Transport):
         self.transient: set[str] = set()
         self._fetchers: list[Fetcher] = []
         self._ready = threading.Event()
+        self._delays: ProcessDispatcher | None = None
 
     def establish_connection(self) -> Transport:
         """Check that a broker answers, then hand out the first channel."""
@@ -143,6 +146,15 @@ class Transport(virtual.Transport):
         )
         self._fetchers.append(fetcher)
         return fetcher
+
+    def start_delay_dispatcher(self) -> None:
+        """Run the process's delay dispatcher while this connection lives.
+
+        Once per connection (see `celery_bridge.dispatching`); nothing when delayed
+        publishing is off (``eta_threshold`` None).
+        """
+        if self._delays is None and self.options.eta_threshold is not None:
+            self._delays = acquire(self.options, self.producer)
 
     def forget_fetcher(self, fetcher: Fetcher) -> None:
         """`fetcher` was closed with its channel."""
@@ -175,6 +187,8 @@ class Transport(virtual.Transport):
                 pass
             for fetcher in self._fetchers:
                 fetcher.raise_failure()
+            if self._delays is not None and self._delays.error is not None:
+                raise DispatcherFailed(f"delay dispatcher failed: {self._delays.error}")
             # Serve delivery reports: dead letters are acked from theirs, and a worker
             # may publish nothing else for a long time.
             self.producer.poll(0)
@@ -189,6 +203,9 @@ class Transport(virtual.Transport):
             self.producer.flush(self.options.delivery_timeout)
         except DeliveryError as exc:
             log.error("messages published by this process were not delivered: %s", exc)
+        delays, self._delays = self._delays, None
+        if delays is not None:
+            release(delays)
         # kombu's virtual.Transport.close_connection is unannotated.
         super().close_connection(connection)  # type: ignore[no-untyped-call]
 
