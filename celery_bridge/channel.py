@@ -86,7 +86,6 @@ class Channel(virtual.Channel):
         self._bound_readers: dict[str, set[str]] = {}  # transient queue -> exchange topics
         self._held: dict[str, deque[Delivery]] = {}
         self._ready: deque[Delivery] = deque()
-        self._turn = 0
 
     @property
     def _open(self) -> Transport:
@@ -212,11 +211,15 @@ class Channel(virtual.Channel):
     def _group_fetcher(self) -> Fetcher:
         if self._group is None:
             self._group = self._open.new_fetcher(self.options.group_id)
+            if self._reader is not None:
+                self._group.follow(self._reader)
         return self._group
 
     def _reader_fetcher(self) -> Fetcher:
         if self._reader is None:
             self._reader = self._open.new_fetcher(None)
+            if self._group is not None:
+                self._group.follow(self._reader)
         return self._reader
 
     def basic_consume(
@@ -284,9 +287,9 @@ class Channel(virtual.Channel):
             payload, queue = self._ready.popleft()
             if queue in self._active_queues:
                 return payload, queue
-        fetchers = [f for f in (self._group, self._reader) if f is not None]
-        self._turn += 1  # alternate, so broadcasts are not starved by a backlog
-        for fetcher in fetchers[self._turn % 2 :] + fetchers[: self._turn % 2]:
+        # Broadcasts first: a revoke must reach Celery before the task it names (the
+        # group fetcher buffers a batch only once the reader caught up: Fetcher.follow).
+        for fetcher in (f for f in (self._reader, self._group) if f is not None):
             while (record := fetcher.take()) is not None:
                 for delivery in self._route(fetcher, record):
                     self._ready.append(delivery)

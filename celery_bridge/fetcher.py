@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 _BATCH = 500
 _ATTACH_TIMEOUT = 15.0
+# How long a queue batch waits for the broadcasts sent before it (a lagging reader).
+_CATCH_UP_TIMEOUT = 1.0
 
 
 def _names(keys: Iterable[Key]) -> str:
@@ -97,6 +99,10 @@ class Fetcher:
         self._commit_interval = commit_interval
         self._poll_timeout = poll_timeout
         self._lock = threading.Lock()
+        # A reader's next offset per partition; waiters of catch_up() wake on each fetch.
+        self._positions: dict[Key, int] = {}
+        self._advanced = threading.Condition(self._lock)
+        self._broadcasts: Fetcher | None = None
         self._buffer: deque[Record] = deque()
         self._trackers: dict[Key, OffsetTracker] = {}
         self._generations: dict[Key, int] = {}
@@ -125,6 +131,35 @@ class Fetcher:
     def detach(self, topic: str) -> None:
         """Stop reading `topic` (reader)."""
         self._call(lambda: self._detach(topic), wait=False)
+
+    def follow(self, broadcasts: Fetcher) -> None:
+        """Buffer no queue record before `broadcasts` has read what was sent before it.
+
+        A remote-control command sent before a task (``revoke`` by id or by stamped
+        headers, then ``apply_async``) then reaches the worker before that task, as
+        on brokers with one connection for both. Bounded: see `catch_up`.
+        """
+        self._broadcasts = broadcasts
+
+    def catch_up(self, client: Client, timeout: float = _CATCH_UP_TIMEOUT) -> bool:
+        """Wait until this reader fetched every record its partitions hold now.
+
+        `client` (the caller's own, used on its thread) asks the broker for the end
+        offsets. False when `timeout` passed first (the caller goes on regardless).
+        """
+        with self._lock:
+            keys = list(self._positions)
+        if not keys:
+            return True
+        ends = {key: client.watermarks(key, timeout)[1] for key in keys}
+        deadline = time.monotonic() + timeout
+        with self._advanced:
+            while any(self._positions.get(key, end) < end for key, end in ends.items()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._advanced.wait(left)
+        return True
 
     def take(self) -> Record | None:
         """The next buffered record, or None."""
@@ -239,6 +274,8 @@ class Fetcher:
                 log.warning("Kafka consumer error: %s", error)
         if not batches:
             return
+        if self._broadcasts is not None and not self._broadcasts.catch_up(self.client):
+            log.debug("broadcasts not caught up within %ss; delivering anyway", _CATCH_UP_TIMEOUT)
         with self._lock:
             for key, messages in batches.items():
                 tracker = self._trackers.get(key)
@@ -259,7 +296,10 @@ class Fetcher:
                 ]
                 if tracker is not None:
                     tracker.register(record.offset for record in records)
+                elif key in self._positions:
+                    self._positions[key] = records[-1].offset + 1
                 self._buffer.extend(records)
+            self._advanced.notify_all()
         self._wake()
 
     def _flow_control(self) -> None:
@@ -295,9 +335,12 @@ class Fetcher:
         partitions = self.client.partitions_of(topic, timeout=_ATTACH_TIMEOUT)
         if partitions is None:
             raise FetcherFailed(f"topic {topic!r} is not available")
-        self.client.add(
-            {(topic, p): self.client.watermarks((topic, p), _ATTACH_TIMEOUT)[1] for p in partitions}
-        )
+        starts = {
+            (topic, p): self.client.watermarks((topic, p), _ATTACH_TIMEOUT)[1] for p in partitions
+        }
+        self.client.add(starts)
+        with self._lock:
+            self._positions.update(starts)
         self._topics.add(topic)
 
     def _detach(self, topic: str) -> None:
@@ -308,6 +351,10 @@ class Fetcher:
         if mine:
             self.client.remove(mine)
         self._drop(set(mine))
+        with self._lock:
+            for key in mine:
+                self._positions.pop(key, None)
+            self._advanced.notify_all()
 
     # --- rebalance (inside poll(), on the polling thread) ----------------------------
 

@@ -90,3 +90,40 @@ def test_every_inspect_and_control_command_answers_and_acts(
     # shutdown: the worker exits cleanly.
     app.control.shutdown(destination=[worker])
     assert process.wait(60) == 0
+
+
+def test_a_revoke_sent_just_before_its_task_wins_without_waiting_for_a_reply(
+    celery_processes: Callable[[], WorkerProcesses],
+) -> None:
+    # As Celery's own tests do: revoke (no reply awaited), then publish at once. The
+    # worker reads broadcasts and queues with two consumers; the queue side waits for
+    # the broadcast side to catch up, so the revoke is seen first.
+    workers = celery_processes()
+    worker = f"race@{socket.gethostname()}"
+    workers.start("race", "-P", "threads", "-c", "4", "--without-mingle")
+    app = workers.app()
+    assert wait_until(lambda: bool(app.control.ping([worker], timeout=1.0)), 60), workers.log(
+        "race"
+    )
+    revoked: list[str] = []
+    for seq in range(10):
+        task_id = str(uuid.uuid4())
+        app.control.revoke(task_id)
+        app.send_task("proj.record", (seq,), task_id=task_id)
+        revoked.append(task_id)
+    for seq in range(10, 20):
+        stamp = uuid.uuid4().hex
+        app.control.revoke_by_stamped_headers({"monitoring_id": stamp})
+        stamped = Signature("proj.record", args=(seq,), app=app)
+        stamped.stamp(monitoring_id=stamp)
+        revoked.append(stamped.freeze().id)
+        stamped.apply_async()
+
+    def discarded() -> int:
+        log = workers.log("race")
+        return sum(f"Discarding revoked task: proj.record[{i}]" in log for i in revoked)
+
+    assert wait_until(lambda: discarded() == len(revoked), 60), (
+        f"{discarded()} of {len(revoked)} discarded; ran: {sorted(workers.executions())}"
+    )
+    assert not workers.executions(), workers.executions()
