@@ -211,16 +211,16 @@ class Channel(virtual.Channel):
     def _group_fetcher(self) -> Fetcher:
         if self._group is None:
             self._group = self._open.new_fetcher(self.options.group_id)
-            if self._reader is not None:
-                self._group.follow(self._reader)
         return self._group
 
     def _reader_fetcher(self) -> Fetcher:
         if self._reader is None:
             self._reader = self._open.new_fetcher(None)
-            if self._group is not None:
-                self._group.follow(self._reader)
         return self._reader
+
+    def has_broadcasts(self) -> bool:
+        """Whether broadcast records wait here (the transport drains them first)."""
+        return self._reader is not None and (bool(self._ready) or self._reader.buffered() > 0)
 
     def basic_consume(
         self,

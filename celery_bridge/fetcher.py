@@ -102,7 +102,7 @@ class Fetcher:
         # A reader's next offset per partition; waiters of catch_up() wake on each fetch.
         self._positions: dict[Key, int] = {}
         self._advanced = threading.Condition(self._lock)
-        self._broadcasts: Fetcher | None = None
+        self._broadcasts: tuple[Fetcher, ...] = ()  # replaced whole: read by the poll thread
         self._buffer: deque[Record] = deque()
         self._trackers: dict[Key, OffsetTracker] = {}
         self._generations: dict[Key, int] = {}
@@ -139,7 +139,11 @@ class Fetcher:
         headers, then ``apply_async``) then reaches the worker before that task, as
         on brokers with one connection for both. Bounded: see `catch_up`.
         """
-        self._broadcasts = broadcasts
+        self._broadcasts = (*self._broadcasts, broadcasts)
+
+    def unfollow(self, broadcasts: Fetcher) -> None:
+        """Stop waiting for `broadcasts` (closed with its channel)."""
+        self._broadcasts = tuple(f for f in self._broadcasts if f is not broadcasts)
 
     def catch_up(self, client: Client, timeout: float = _CATCH_UP_TIMEOUT) -> bool:
         """Wait until this reader fetched every record its partitions hold now.
@@ -274,8 +278,9 @@ class Fetcher:
                 log.warning("Kafka consumer error: %s", error)
         if not batches:
             return
-        if self._broadcasts is not None and not self._broadcasts.catch_up(self.client):
-            log.debug("broadcasts not caught up within %ss; delivering anyway", _CATCH_UP_TIMEOUT)
+        for broadcasts in self._broadcasts:
+            if not broadcasts.catch_up(self.client):
+                log.debug("broadcasts not caught up in %ss; delivering anyway", _CATCH_UP_TIMEOUT)
         with self._lock:
             for key, messages in batches.items():
                 tracker = self._trackers.get(key)

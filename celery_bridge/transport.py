@@ -144,6 +144,13 @@ class Transport(virtual.Transport):
             poll_timeout=self.options.poll_timeout,
             name="celery-bridge-group" if group_id else "celery-bridge-reader",
         )
+        # Queue batches wait for the connection's broadcast readers (Fetcher.follow):
+        # Celery reads remote control and tasks on separate channels of one connection.
+        for other in self._fetchers:
+            if fetcher.grouped and not other.grouped:
+                fetcher.follow(other)
+            elif other.grouped and not fetcher.grouped:
+                other.follow(fetcher)
         self._fetchers.append(fetcher)
         return fetcher
 
@@ -160,6 +167,8 @@ class Transport(virtual.Transport):
         """`fetcher` was closed with its channel."""
         if fetcher in self._fetchers:
             self._fetchers.remove(fetcher)
+        for other in self._fetchers:
+            other.unfollow(fetcher)
 
     def wake(self) -> None:
         """Something may be deliverable: wake `drain_events`."""
@@ -180,6 +189,8 @@ class Transport(virtual.Transport):
         cycle = cast(_Cycle, self.cycle)
         while True:
             self._ready.clear()
+            if self._drain_broadcasts():
+                return
             try:
                 cycle.get(self.deliver, timeout=timeout)
                 return
@@ -196,6 +207,18 @@ class Transport(virtual.Transport):
             if left <= 0:
                 raise TimeoutError()
             self._ready.wait(min(left, 1.0))
+
+    def _drain_broadcasts(self) -> bool:
+        """Deliver a waiting broadcast (a revoke before the task it names), if any."""
+        # kombu's virtual.Transport keeps its open channels in `channels`.
+        for channel in cast("list[Channel]", self.channels):
+            if channel.has_broadcasts():
+                try:
+                    channel.drain_events(callback=self.deliver)
+                    return True
+                except Empty:
+                    continue
+        return False
 
     def close_connection(self, connection: Transport) -> None:
         """Deliver what was published (dead letters ack their records), then close channels."""
