@@ -18,6 +18,14 @@ Event names (payload keys in parentheses):
 - ``topics.subscribed`` (group, topics): a topic pattern selected a new set of topics
 - ``group.reset`` (group, dropped): a recovery reset of a subscription group's connection
 - ``worker.error`` (where, error): an internal error that was caught and survived
+- ``hook.failed`` (kind, topic, partition, error): a lifecycle hook raised (logged; the
+  partition goes on)
+- ``job.cancelled`` (job_id, topic): the delay dispatcher dropped a cancelled delayed job
+- ``poll_interval.warning`` (group, topic, batch_size, p99, fitting_batch): a batch's p99
+  run time would outlast ``max.poll.interval.ms``
+- ``poll_interval.batch_size`` (group, batch_size, p99): adaptive batching changed the size
+- ``poll_interval.stalling`` (group, seconds_since_poll, limit, holder): blocking jobs have
+  kept the group from polling past the safe share of ``max.poll.interval.ms``
 """
 
 from __future__ import annotations
