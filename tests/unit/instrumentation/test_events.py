@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import threading
 
 import pytest
 
+import kafka_jobs.instrumentation.events as events
 from kafka_jobs.instrumentation.events import Event, EventBus
+from tests import ROOT
 
 
 def test_subscriber_receives_name_and_payload() -> None:
@@ -156,3 +159,16 @@ def test_each_unsubscribe_removes_only_its_own_subscription() -> None:
     first()
     bus.emit("x")
     assert seen == ["x"]
+
+
+def test_every_emitted_event_name_is_documented() -> None:
+
+    emitted = {
+        match.group(1)
+        for package in ("kafka_jobs", "celery_bridge")
+        for path in (ROOT / package).rglob("*.py")
+        for match in re.finditer(r'\.emit\(\s*"([a-z_.]+)"', path.read_text())
+    }
+    assert len(emitted) > 10  # the scan found the emitters
+    documented = set(re.findall(r"``([a-z_.]+)``", events.__doc__ or ""))
+    assert emitted <= documented, sorted(emitted - documented)
