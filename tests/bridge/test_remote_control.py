@@ -45,8 +45,8 @@ def test_every_inspect_and_control_command_answers_and_acts(
         assert reply is not None and worker in reply, (command, workers.log("rc")[-3000:])
     assert inspect.conf()[worker]["proj_big_setting"] == BIG
 
-    def control(command: str, *args: object) -> str:
-        replies = getattr(app.control, command)(*args, destination=[worker], reply=True)
+    def control(command: str, *args: object, **options: object) -> str:
+        replies = getattr(app.control, command)(*args, destination=[worker], reply=True, **options)
         assert replies and worker in replies[0], (command, replies)
         answer = replies[0][worker]
         assert "ok" in answer, (command, answer)
@@ -66,6 +66,16 @@ def test_every_inspect_and_control_command_answers_and_acts(
     stamped_id = stamped.freeze().id
     stamped.apply_async()
     assert workers.wait_log("rc", f"Discarding revoked task: proj.record[{stamped_id}]", 30)
+    # revoke with terminate: a running task is ended (the prefork pool kills its child).
+    running = app.send_task("proj.record", (4, 60.0))
+    assert wait_until(lambda: running.id in {t["id"] for t in inspect.active()[worker]}, 30), (
+        workers.log("rc")[-3000:]
+    )
+    control("revoke", running.id, terminate=True)
+    assert workers.wait_log("rc", f"Terminating {running.id}", 30), workers.log("rc")[-3000:]
+    assert wait_until(lambda: running.id not in {t["id"] for t in inspect.active()[worker]}, 30), (
+        workers.log("rc")[-3000:]
+    )
     # rate and time limits are set on the worker's task.
     assert "successfully" in control("rate_limit", "proj.record", "100/s")
     assert "successfully" in control("time_limit", "proj.record", 10, 20)
@@ -86,7 +96,8 @@ def test_every_inspect_and_control_command_answers_and_acts(
     assert wait_until(lambda: processes() == 3, 30), inspect.stats()[worker]["pool"]
     control("pool_shrink", 1)
     assert wait_until(lambda: processes() == 2, 30), inspect.stats()[worker]["pool"]
-    assert workers.executions()[1] == 0 and workers.executions()[2] == 0  # revoked: never ran
+    # revoked: never ran (or, terminated, never finished)
+    assert not {1, 2, 4} & set(workers.executions()), workers.executions()
     # shutdown: the worker exits cleanly.
     app.control.shutdown(destination=[worker])
     assert process.wait(60) == 0
