@@ -108,6 +108,7 @@ class Fetcher:
         self._generations: dict[Key, int] = {}
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._topics: set[str] = set()
+        self._attached: set[str] = set()  # the callers' view of `_topics`, for attach()
         self._paused = False
         self._stopping = threading.Event()
         self._failure: BaseException | None = None
@@ -126,10 +127,17 @@ class Fetcher:
 
     def attach(self, topic: str) -> None:
         """Read `topic` from its current end (reader); returns once assigned."""
+        with self._lock:
+            if topic in self._attached:  # no round trip to the polling thread
+                return
         self._call(lambda: self._attach(topic), wait=True)
+        with self._lock:
+            self._attached.add(topic)
 
     def detach(self, topic: str) -> None:
         """Stop reading `topic` (reader)."""
+        with self._lock:
+            self._attached.discard(topic)
         self._call(lambda: self._detach(topic), wait=False)
 
     def follow(self, broadcasts: Fetcher) -> None:
@@ -270,7 +278,9 @@ class Fetcher:
     def _fetch(self) -> None:
         # Never fetch past the buffer's capacity (one record when full: partitions pause).
         room = max(1, min(_BATCH, self._capacity - len(self._buffer)))
-        batches, errors = by_partition(self.client.poll(room, self._poll_timeout))
+        # Eager: a remote-control reply or a lone task goes on at once, not after the
+        # poll timeout (librdkafka's batch call waits for a full batch or the timeout).
+        batches, errors = by_partition(self.client.poll_eager(room, self._poll_timeout))
         for error in errors:
             if error.fatal():
                 raise KafkaException(error)

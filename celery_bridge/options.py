@@ -24,6 +24,9 @@ DEFAULT_PORT = 9092
 GROUP_TIMEOUTS: ClientConfig = {"session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000}
 """The bridge's default group timeouts (classic protocol; KIP-848 groups take the broker's)."""
 
+BROADCAST_FETCH_WAIT_MS = 100
+"""`fetch.wait.max.ms` of broadcast readers (remote control, replies, events)."""
+
 # kombu's URL parser does not accept "h1:9092,h2:9092"; its failover list
 # ("kafkajobs://h1:9092;kafkajobs://h2:9092" or "...;h2:9092") carries every host.
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
@@ -139,6 +142,11 @@ class BridgeOptions:
             # the session timeout, so the bridge uses Kafka's pre-3.0 10 s, not 45 s.
             **GROUP_TIMEOUTS,
         }
+        if not group_id:
+            # Broadcasts carry remote control and its replies: a broker that answers a
+            # fetch only when its wait ends (the embedded one) would delay each hop by
+            # up to 500 ms (librdkafka's default). Costs ~10 small fetches/s per reader.
+            defaults["fetch.wait.max.ms"] = BROADCAST_FETCH_WAIT_MS
         conf = self._layered(defaults, self.consumer_config)
         if group_id:  # a broadcast reader assigns its partitions itself: no group protocol
             conf = apply_group_protocol(conf, self.group_protocol)

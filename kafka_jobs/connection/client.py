@@ -125,8 +125,21 @@ class Client:
     # --- fetching ----------------------------------------------------------------
 
     def poll(self, max_records: int, timeout: float) -> list[Message]:
-        """Up to `max_records` records (errors included), waiting at most `timeout` seconds."""
+        """Up to `max_records` records (errors included), waiting at most `timeout` seconds.
+
+        librdkafka's batch call waits for `max_records` or the whole `timeout`: at low
+        load every batch costs `timeout`. `poll_eager` returns at the first record.
+        """
         return self._consumer.consume(max_records, timeout)
+
+    def poll_eager(self, max_records: int, timeout: float) -> list[Message]:
+        """As `poll`, but returns once one record (or event) arrived, with those already fetched."""
+        first = self._consumer.poll(timeout)
+        if first is None:
+            return []
+        if max_records <= 1:
+            return [first]
+        return [first, *self._consumer.consume(max_records - 1, 0)]
 
     def pause(self, keys: Iterable[Key]) -> None:
         """Stop fetching these partitions (prefetched records of them are dropped)."""

@@ -177,3 +177,11 @@ def test_group_timeouts_default_short_and_every_layer_overrides_the_defaults() -
     kip848 = BridgeOptions(bootstrap_servers="b:1", group_protocol="consumer")
     conf = kip848.consumer_settings("g")  # the broker owns these under KIP-848
     assert "session.timeout.ms" not in conf and "heartbeat.interval.ms" not in conf
+
+
+def test_broadcast_readers_fetch_with_a_short_wait_unless_configured() -> None:
+    options = BridgeOptions(bootstrap_servers="b:1")
+    assert options.consumer_settings(None)["fetch.wait.max.ms"] == 100
+    assert "fetch.wait.max.ms" not in options.consumer_settings("g")  # librdkafka's default
+    tuned = BridgeOptions(bootstrap_servers="b:1", consumer_config={"fetch.wait.max.ms": 20})
+    assert tuned.consumer_settings(None)["fetch.wait.max.ms"] == 20
