@@ -42,6 +42,7 @@ _BATCH = 500
 _ATTACH_TIMEOUT = 15.0
 # How long a queue batch waits for the broadcasts sent before it (a lagging reader).
 _CATCH_UP_TIMEOUT = 1.0
+_CATCH_UP_BACKOFF = 10.0
 
 
 def _names(keys: Iterable[Key]) -> str:
@@ -103,6 +104,7 @@ class Fetcher:
         self._positions: dict[Key, int] = {}
         self._advanced = threading.Condition(self._lock)
         self._broadcasts: tuple[Fetcher, ...] = ()  # replaced whole: read by the poll thread
+        self._catch_up_off_until = 0.0
         self._buffer: deque[Record] = deque()
         self._trackers: dict[Key, OffsetTracker] = {}
         self._generations: dict[Key, int] = {}
@@ -278,9 +280,12 @@ class Fetcher:
     def _fetch(self) -> None:
         # Never fetch past the buffer's capacity (one record when full: partitions pause).
         room = max(1, min(_BATCH, self._capacity - len(self._buffer)))
-        # Eager: a remote-control reply or a lone task goes on at once, not after the
-        # poll timeout (librdkafka's batch call waits for a full batch or the timeout).
-        batches, errors = by_partition(self.client.poll_eager(room, self._poll_timeout))
+        # A reader is eager: a remote-control command or reply goes on at once, not
+        # after the poll timeout (librdkafka's batch call waits for a full batch or the
+        # timeout). Queue consumers keep the batch call: with the single-record poll,
+        # catch_up's end-offset queries on the same client timed out on Apache Kafka.
+        poll = self.client.poll if self.grouped else self.client.poll_eager
+        batches, errors = by_partition(poll(room, self._poll_timeout))
         for error in errors:
             if error.fatal():
                 raise KafkaException(error)
@@ -288,9 +293,7 @@ class Fetcher:
                 log.warning("Kafka consumer error: %s", error)
         if not batches:
             return
-        for broadcasts in self._broadcasts:
-            if not broadcasts.catch_up(self.client):
-                log.debug("broadcasts not caught up in %ss; delivering anyway", _CATCH_UP_TIMEOUT)
+        self._wait_for_broadcasts()
         with self._lock:
             for key, messages in batches.items():
                 tracker = self._trackers.get(key)
@@ -316,6 +319,21 @@ class Fetcher:
                 self._buffer.extend(records)
             self._advanced.notify_all()
         self._wake()
+
+    def _wait_for_broadcasts(self) -> None:
+        # Best effort: ordering must never stop the queue. A failed end-offset query
+        # turns the wait off for a while, so a broker that cannot answer costs one
+        # timeout per _CATCH_UP_BACKOFF, not one per batch.
+        if not self._broadcasts or time.monotonic() < self._catch_up_off_until:
+            return
+        for broadcasts in self._broadcasts:
+            try:
+                if not broadcasts.catch_up(self.client):
+                    log.debug("broadcasts not caught up in %ss; going on", _CATCH_UP_TIMEOUT)
+            except KafkaException as exc:
+                log.warning("cannot read the broadcasts' end offsets (%s); going on", exc)
+                self._catch_up_off_until = time.monotonic() + _CATCH_UP_BACKOFF
+                return
 
     def _flow_control(self) -> None:
         size = len(self._buffer)
