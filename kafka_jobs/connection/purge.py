@@ -27,6 +27,14 @@ _COORDINATOR_MOVING = (
 )
 
 
+# The broker's refusals of offsets from outside a group that has members.
+_MEMBERS_PRESENT = (
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.REBALANCE_IN_PROGRESS,
+)
+
+
 class GroupActive(KafkaJobsError):
     """The group has running members: its offsets cannot be moved from outside."""
 
@@ -81,7 +89,17 @@ def skip_to_end(
                 skipped += high - start
                 marks.append(Mark(key, high))
         if marks:
-            client.commit(marks, asynchronous=False)
+            try:
+                client.commit(marks, asynchronous=False)
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if isinstance(error, KafkaError) and error.code() in _MEMBERS_PRESENT:
+                    # A member joined since the check, or the broker lists none.
+                    raise GroupActive(
+                        f"cannot purge {topic}: consumer group {group!r} has running"
+                        f" members ({error.str()}); stop its workers first"
+                    ) from exc
+                raise
         return skipped
     finally:
         client.close()
