@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 
-from kafka_jobs import App, current_job
+from kafka_jobs import App, Event, current_job
 from tests import ledger
 
 app = App(default_topic=os.environ.get("LEDGER_TOPIC", "ledger"))
@@ -27,6 +27,14 @@ app.configure_topic(
     backoff=0.1,
 )
 _ledger = ledger.Writer()  # in LEDGER_DIR
+
+
+def _on_assignment(event: Event) -> None:
+    if event.name in ("partitions.assigned", "partitions.revoked", "partitions.lost"):
+        _ledger.event(event.name, event.payload.get("partitions"))
+
+
+app.events.subscribe(_on_assignment)  # so tests can wait for a settled group
 
 
 @app.job(key="key", name="ledger.record")

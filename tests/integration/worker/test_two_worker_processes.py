@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from kafka_jobs.testing import BrokerInfo, wait_until
@@ -17,6 +18,17 @@ def test_two_workers_share_partitions_and_lose_nothing(
     topic, group = new_topic(partitions=6), new_group()
     workers = [start_worker(kafka_broker, topic, group, tmp_path) for _ in range(2)]
     try:
+        # Both members own partitions before the jobs exist: otherwise the first one
+        # may finish them all before the second has joined (Apache Kafka is that fast).
+        def owners() -> set[int]:
+            return {
+                e.pid
+                for e in ledger.events(tmp_path)
+                if e.kind == "partitions.assigned" and json.loads(e.detail)
+            }
+
+        pids = {w.pid for w in workers}
+        assert wait_until(lambda: owners() >= pids, timeout=60), ledger.events(tmp_path)
         enqueue_ledger_jobs(ledger_producer(topic), JOBS)
         assert wait_until(lambda: ledger.distinct(tmp_path) >= JOBS, timeout=120)
     finally:
