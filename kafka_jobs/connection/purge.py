@@ -35,6 +35,12 @@ _MEMBERS_PRESENT = (
 )
 
 
+def _code(exc: KafkaException) -> int | None:
+    """The librdkafka error code a KafkaException carries, if any."""
+    error = exc.args[0] if exc.args else None
+    return error.code() if isinstance(error, KafkaError) else None
+
+
 class GroupActive(KafkaJobsError):
     """The group has running members: its offsets cannot be moved from outside."""
 
@@ -49,8 +55,7 @@ def active_members(admin_config: KafkaConfig, group: str, timeout: float = 10.0)
             return len(future.result(timeout).members or [])
         except KafkaException as exc:
             # The group's coordinator moves or loads (a fresh cluster's offsets topic).
-            error = exc.args[0] if exc.args else None
-            if not isinstance(error, KafkaError) or error.code() not in _COORDINATOR_MOVING:
+            if _code(exc) not in _COORDINATOR_MOVING:
                 raise
             if time.monotonic() > deadline:
                 raise
@@ -92,12 +97,11 @@ def skip_to_end(
             try:
                 client.commit(marks, asynchronous=False)
             except KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                if isinstance(error, KafkaError) and error.code() in _MEMBERS_PRESENT:
+                if _code(exc) in _MEMBERS_PRESENT:
                     # A member joined since the check, or the broker lists none.
                     raise GroupActive(
                         f"cannot purge {topic}: consumer group {group!r} has running"
-                        f" members ({error.str()}); stop its workers first"
+                        f" members ({exc}); stop its workers first"
                     ) from exc
                 raise
         return skipped
