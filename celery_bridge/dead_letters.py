@@ -10,7 +10,9 @@ broadcast reader, which commits nothing) the record is dropped with a log line.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 
 from confluent_kafka import KafkaError
 from confluent_kafka import Message as KafkaMessage
@@ -28,6 +30,10 @@ log = logging.getLogger("celery_bridge.transport")
 REASON_REJECTED = "rejected"
 REASON_NOT_KOMBU = "not-a-kombu-message"
 REASON_NOT_DECODABLE = "not-decodable"
+# A dead letter the broker did not take is written again after this many seconds
+# (doubling up to the cap) while its partition stays assigned: its offset stays unacked.
+RETRY_FIRST = 1.0
+RETRY_MAX = 30.0
 
 
 class Rejected(Exception):
@@ -85,11 +91,30 @@ class DeadLetterWriter:
         # so `kafka-jobs dlq list` names the Celery task
         extra = [(H_TASK, task.strip(b'"'))] if task else []
 
-        def written(err: KafkaError | None, _msg: KafkaMessage) -> None:
-            if err is None:
-                fetcher.ack(record)
-            else:  # left unacked: redelivered after a restart or rebalance
-                log.error("dead letter of %s@%d not written: %s", record.topic, record.offset, err)
+        def send(wait: float) -> None:
+            def written(err: KafkaError | None, _msg: KafkaMessage) -> None:
+                if err is None:
+                    fetcher.ack(record)
+                    return
+                log.error(
+                    "dead letter of %s[%d]@%d not written (%s): trying again in %.0fs",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    err,
+                    wait,
+                )
+                self._later(wait, lambda: again(min(wait * 2, RETRY_MAX)))
+
+            if fetcher.owns(record):  # else its partition's next owner deals with it
+                self._letters.produce(self._producer, topic, failed, written, extra=extra)
+
+        def again(wait: float) -> None:
+            try:
+                send(wait)
+            except Exception as exc:  # the producer refused it: later again
+                log.error("dead letter of %s@%d: %s", record.topic, record.offset, exc)
+                self._later(wait, lambda: again(min(wait * 2, RETRY_MAX)))
 
         log.warning(
             "dead-lettered %s[%d]@%d of queue %s to %s (%s: %s)",
@@ -101,4 +126,10 @@ class DeadLetterWriter:
             reason,
             error,
         )
-        self._letters.produce(self._producer, topic, failed, written, extra=extra)
+        send(RETRY_FIRST)
+
+    @staticmethod
+    def _later(wait: float, call: Callable[[], None]) -> None:
+        timer = threading.Timer(wait, call)
+        timer.daemon = True
+        timer.start()

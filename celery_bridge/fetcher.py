@@ -189,6 +189,11 @@ class Fetcher:
                 self._buffer.appendleft(record)
         self._wake()
 
+    def owns(self, record: Record) -> bool:
+        """True while `record`'s partition is still assigned as when it was fetched."""
+        with self._lock:
+            return self._generations.get((record.topic, record.partition)) == record.generation
+
     def ack(self, record: Record) -> None:
         """`record` is done: its offset may be committed once all below it are."""
         if not self.grouped:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from kafka_jobs import App, dlq
@@ -40,7 +41,10 @@ def _ends(broker: BrokerInfo, queue: str) -> dict[str, list[tuple[int, int]]]:
 
 
 def test_unusable_records_are_dead_lettered_and_the_worker_goes_on(
-    celery_session_worker: Any, celery_config: dict[str, Any], kafka_broker: BrokerInfo
+    celery_session_worker: Any,
+    celery_config: dict[str, Any],
+    kafka_broker: BrokerInfo,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     queue = celery_config["task_default_queue"]
     producer = Producer({"bootstrap.servers": kafka_broker.bootstrap_servers})
@@ -76,7 +80,11 @@ def test_unusable_records_are_dead_lettered_and_the_worker_goes_on(
         letters[:] = _dead_letters(kafka_broker, f"{queue}.dlq")
         return len(letters) >= 3
 
-    assert wait_until(three_letters, 45, interval=0.5), (letters, _ends(kafka_broker, queue))
+    assert wait_until(three_letters, 45, interval=0.5), (
+        letters,
+        _ends(kafka_broker, queue),
+        [r.getMessage() for r in caplog.records if r.name.startswith("celery_bridge")],
+    )
     reasons = {letter["reason"]: letter for letter in letters}
     assert set(reasons) == {"not-a-kombu-message", "not-decodable", "rejected"}, letters
     assert reasons["not-a-kombu-message"]["value"] == "\x00garbage"
