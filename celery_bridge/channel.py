@@ -39,7 +39,6 @@ from celery_bridge.options import BridgeOptions
 from celery_bridge.records import NotAKombuMessage, from_record, to_record
 from celery_bridge.topics import topic_name
 from kafka_jobs.connection.admin import admin_client
-from kafka_jobs.connection.purge import skip_to_end
 from kafka_jobs.errors import EnqueueError
 from kafka_jobs.wire import now_ms
 
@@ -135,17 +134,12 @@ class Channel(virtual.Channel):
         return 0  # not known without reading offsets; see the README's differences
 
     def _purge(self, queue: str) -> int:
-        # Kafka keeps records; the group's offsets skip them (see connection.purge).
+        # Kafka keeps records: the group skips them (purge marks, see celery_bridge.purges).
         if queue in self._open.transient:
             return 0
-        options = self.options
-        skipped = skip_to_end(
-            options.consumer_settings(options.group_id),
-            options.admin_settings(),
-            topic_name(queue),
-            options.connect_timeout,
-        )
-        log.info("purged %d message(s) of %s (group %s)", skipped, queue, options.group_id)
+        group = self.options.group_id
+        skipped = self._open.purges.purge(group, topic_name(queue))
+        log.info("purged %d message(s) of %s (group %s)", skipped, queue, group)
         return skipped
 
     def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:

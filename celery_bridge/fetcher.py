@@ -43,6 +43,8 @@ _ATTACH_TIMEOUT = 15.0
 # How long a queue batch waits for the broadcasts sent before it (a lagging reader).
 _CATCH_UP_TIMEOUT = 1.0
 _CATCH_UP_BACKOFF = 10.0
+# How long the first batch waits for the purge marks to be read (see `gate`).
+_GATE_TIMEOUT = 10.0
 
 
 def _names(keys: Iterable[Key]) -> str:
@@ -62,6 +64,12 @@ def _keep_after_fork() -> None:
 os.register_at_fork(after_in_child=_keep_after_fork)
 
 
+def _purged(record: Record, end: int, at_ms: int) -> bool:
+    # A record written after the purge is never skipped, even below the mark: the
+    # topic was deleted and created again since.
+    return record.offset < end and record.timestamp_ms <= at_ms
+
+
 class FetcherFailed(ConnectionError):
     """The consumer hit an error it cannot recover from; the connection must be rebuilt."""
 
@@ -78,6 +86,7 @@ class Record:
     headers: list[tuple[str, bytes | None]]
     generation: int
     redelivered: bool = False
+    timestamp_ms: int = -1  # the record's timestamp; -1 when it has none
 
 
 class Fetcher:
@@ -105,6 +114,9 @@ class Fetcher:
         self._advanced = threading.Condition(self._lock)
         self._broadcasts: tuple[Fetcher, ...] = ()  # replaced whole: read by the poll thread
         self._catch_up_off_until = 0.0
+        # Purged partitions: records below the end offset, written before the purge.
+        self._purges: dict[Key, tuple[int, int]] = {}
+        self._gate: Callable[[float], bool] | None = None
         self._buffer: deque[Record] = deque()
         self._trackers: dict[Key, OffsetTracker] = {}
         self._generations: dict[Key, int] = {}
@@ -154,6 +166,30 @@ class Fetcher:
     def unfollow(self, broadcasts: Fetcher) -> None:
         """Stop waiting for `broadcasts` (closed with its channel)."""
         self._broadcasts = tuple(f for f in self._broadcasts if f is not broadcasts)
+
+    def gate(self, ready: Callable[[float], bool]) -> None:
+        """Buffer nothing before `ready(timeout)` returned (once: the purge marks are read)."""
+        self._gate = ready
+
+    def purge(self, key: Key, end: int, at_ms: int) -> None:
+        """Skip `key`'s records below `end` written up to `at_ms`: done, never delivered.
+
+        Records already buffered are dropped now; those fetched later are skipped
+        when fetched. Records already taken (handed to Celery) are not recalled.
+        """
+        with self._lock:
+            if self._purges.get(key, (-1, 0))[0] >= end:
+                return
+            self._purges[key] = (end, at_ms)
+            tracker = self._trackers.get(key)
+            kept: deque[Record] = deque()
+            for record in self._buffer:
+                if (record.topic, record.partition) == key and _purged(record, end, at_ms):
+                    if tracker is not None:
+                        tracker.mark_done((record.offset,))
+                else:
+                    kept.append(record)
+            self._buffer = kept
 
     def catch_up(self, client: Client, timeout: float = _CATCH_UP_TIMEOUT) -> bool:
         """Wait until this reader fetched every record its partitions hold now.
@@ -299,6 +335,10 @@ class Fetcher:
         if not batches:
             return
         self._wait_for_broadcasts()
+        if self._gate is not None:
+            if not self._gate(_GATE_TIMEOUT):
+                log.warning("purge marks not read within %ss; going on", _GATE_TIMEOUT)
+            self._gate = None
         with self._lock:
             for key, messages in batches.items():
                 tracker = self._trackers.get(key)
@@ -314,11 +354,16 @@ class Fetcher:
                         message.value(),
                         message.headers() or [],  # type: ignore[arg-type]  # a list of pairs here
                         generation,
+                        timestamp_ms=message.timestamp()[1],
                     )
                     for message in messages
                 ]
                 if tracker is not None:
                     tracker.register(record.offset for record in records)
+                    purge = self._purges.get(key)
+                    if purge is not None:
+                        tracker.mark_done(r.offset for r in records if _purged(r, *purge))
+                        records = [r for r in records if not _purged(r, *purge)]
                 elif key in self._positions:
                     self._positions[key] = records[-1].offset + 1
                 self._buffer.extend(records)

@@ -57,6 +57,8 @@ class BridgeOptions:
     eta_threshold: a task whose eta is more than this many seconds away waits in
         the delay tier topics, not in the worker's memory (see `celery_bridge.eta`);
         None publishes every task to its queue as kombu's brokers do [10.0].
+    purge_topic: compacted topic of purge marks, followed by every worker
+        (see `celery_bridge.purges`) ["celery-bridge.purges"].
     delay_topic_prefix: prefix of those topics and of their dispatcher group, shared
         with kafka-jobs workers [KAFKA_JOBS_DELAY_TOPIC_PREFIX, else "kafka-jobs.delay"].
     bootstrap_servers: overrides the hosts of the URL.
@@ -80,6 +82,7 @@ class BridgeOptions:
     connect_timeout: float = 10.0
     broadcast_retention: float = 3600.0
     eta_threshold: float | None = 10.0
+    purge_topic: str = "celery-bridge.purges"
     delay_topic_prefix: str = field(
         default_factory=lambda: (
             os.environ.get("KAFKA_JOBS_DELAY_TOPIC_PREFIX") or DEFAULT_DELAY_TOPIC_PREFIX

@@ -34,6 +34,7 @@ from celery_bridge.dead_letters import (
 from celery_bridge.dispatching import DispatcherFailed, ProcessDispatcher, acquire, release
 from celery_bridge.fetcher import Fetcher, FetcherFailed
 from celery_bridge.options import BridgeOptions, hosts_of
+from celery_bridge.purges import PurgeMarks
 from celery_bridge.topics import TopicCreator, TopicsUnavailable
 from kafka_jobs.connection.admin import admin_client
 from kafka_jobs.errors import DeliveryError
@@ -119,6 +120,7 @@ class Transport(virtual.Transport):
         self._fetchers: list[Fetcher] = []
         self._ready = threading.Event()
         self._delays: ProcessDispatcher | None = None
+        self.purges = PurgeMarks(self.options, self.topics, self.producer)
 
     def establish_connection(self) -> Transport:
         """Check that a broker answers, then hand out the first channel."""
@@ -152,6 +154,8 @@ class Transport(virtual.Transport):
             elif other.grouped and not fetcher.grouped:
                 other.follow(fetcher)
         self._fetchers.append(fetcher)
+        if group_id is not None:  # skips what purges of its group discarded
+            self.purges.attach(fetcher, group_id)
         return fetcher
 
     def start_delay_dispatcher(self) -> None:
@@ -229,6 +233,7 @@ class Transport(virtual.Transport):
         delays, self._delays = self._delays, None
         if delays is not None:
             release(delays)
+        self.purges.close()
         # kombu's virtual.Transport.close_connection is unannotated.
         super().close_connection(connection)  # type: ignore[no-untyped-call]
 

@@ -12,6 +12,8 @@ live in their memory and would be committed over the purge).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException
 
@@ -62,14 +64,71 @@ def active_members(admin_config: KafkaConfig, group: str, timeout: float = 10.0)
             time.sleep(0.2)
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """The records of a topic a group has not consumed yet."""
+
+    waiting: int
+    ends: dict[int, int]  # partition -> end offset when counted
+
+
+def backlog(
+    consumer_config: KafkaConfig,
+    topic: str,
+    floor: Mapping[int, int] | None = None,
+    timeout: float = 10.0,
+) -> Backlog:
+    """Records of `topic` above the group's committed offsets and above `floor`.
+
+    The group is `consumer_config["group.id"]`; a partition without a committed
+    offset counts from its first record (queue consumers read from the earliest).
+    `floor` (partition -> offset) raises the start, e.g. to an earlier purge's mark.
+    """
+    client = Client({**consumer_config, "enable.auto.commit": False})
+    try:
+        partitions = client.partitions_of(topic, timeout)
+        if partitions is None:
+            return Backlog(0, {})
+        keys: list[Key] = [(topic, p) for p in partitions]
+        committed = {(tp.topic, tp.partition): tp.offset for tp in client.committed(keys, timeout)}
+        waiting, ends = 0, {}
+        for key in keys:
+            low, high = client.watermarks(key, timeout)
+            start = max(committed.get(key, -1), low, (floor or {}).get(key[1], -1))
+            ends[key[1]] = high
+            waiting += max(0, high - start)
+        return Backlog(waiting, ends)
+    finally:
+        client.close()
+
+
+def commit_ends(
+    consumer_config: KafkaConfig, topic: str, ends: Mapping[int, int], timeout: float = 10.0
+) -> None:
+    """Commit `ends` as the group's offsets of `topic`; `GroupActive` if the broker refuses."""
+    group = str(consumer_config["group.id"])
+    client = Client({**consumer_config, "enable.auto.commit": False})
+    try:
+        client.commit([Mark((topic, p), end) for p, end in ends.items()], asynchronous=False)
+    except KafkaException as exc:
+        if _code(exc) in _MEMBERS_PRESENT:
+            # A member joined since the check, or the broker lists none.
+            raise GroupActive(
+                f"cannot purge {topic}: consumer group {group!r} has running"
+                f" members ({exc}); stop its workers first"
+            ) from exc
+        raise
+    finally:
+        client.close()
+
+
 def skip_to_end(
     consumer_config: KafkaConfig, admin_config: KafkaConfig, topic: str, timeout: float = 10.0
 ) -> int:
     """Move the group's committed offsets on `topic` to its end; the records skipped.
 
-    The group is `consumer_config["group.id"]`. A partition without a committed
-    offset counts from its first record (the queue consumers read from the
-    earliest). Raises `GroupActive` while the group has members.
+    The group is `consumer_config["group.id"]`. Raises `GroupActive` while the group
+    has members.
     """
     group = str(consumer_config["group.id"])
     members = active_members(admin_config, group, timeout)
@@ -79,31 +138,7 @@ def skip_to_end(
             " stop its workers first (Kafka accepts offsets from outside a group only while"
             " it is empty)"
         )
-    client = Client({**consumer_config, "enable.auto.commit": False})
-    try:
-        partitions = client.partitions_of(topic, timeout)
-        if partitions is None:
-            return 0
-        keys: list[Key] = [(topic, p) for p in partitions]
-        committed = {(tp.topic, tp.partition): tp.offset for tp in client.committed(keys, timeout)}
-        skipped, marks = 0, []
-        for key in keys:
-            low, high = client.watermarks(key, timeout)
-            start = max(committed.get(key, -1), low)
-            if high > start:
-                skipped += high - start
-                marks.append(Mark(key, high))
-        if marks:
-            try:
-                client.commit(marks, asynchronous=False)
-            except KafkaException as exc:
-                if _code(exc) in _MEMBERS_PRESENT:
-                    # A member joined since the check, or the broker lists none.
-                    raise GroupActive(
-                        f"cannot purge {topic}: consumer group {group!r} has running"
-                        f" members ({exc}); stop its workers first"
-                    ) from exc
-                raise
-        return skipped
-    finally:
-        client.close()
+    found = backlog(consumer_config, topic, timeout=timeout)
+    if found.waiting:
+        commit_ends(consumer_config, topic, found.ends, timeout)
+    return found.waiting

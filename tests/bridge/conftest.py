@@ -126,6 +126,11 @@ class WorkerProcesses:
             return Counter()
         return Counter(int(line.split()[0]) for line in self.ledger.read_text().splitlines())
 
+    def started(self) -> set[int]:
+        """Seqs of `proj.record` runs that slept, once their sleep began."""
+        path = self.ledger.with_name(self.ledger.name + ".started")
+        return {int(line) for line in path.read_text().split()} if path.exists() else set()
+
     def stop_all(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:

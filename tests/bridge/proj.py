@@ -75,11 +75,19 @@ def reject_once(key: str) -> int:
 
 @app.task(name="proj.record", acks_late=True, ignore_result=True)
 def record(seq: int, sleep: float = 0.0) -> None:
-    """Sleep, then append ``<seq> <pid>`` to the ledger file."""
+    """Sleep, then append ``<seq> <pid>`` to the ledger file.
+
+    A run that sleeps first appends ``<seq>`` to the ledger's ``.started`` file.
+    """
+    if sleep:
+        _append(os.environ["PROJ_LEDGER"] + ".started", f"{seq}\n")
     time.sleep(sleep)
-    line = f"{seq} {os.getpid()}\n".encode()
-    fd = os.open(os.environ["PROJ_LEDGER"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    _append(os.environ["PROJ_LEDGER"], f"{seq} {os.getpid()}\n")
+
+
+def _append(path: str, line: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line)  # one write per line: appends from threads never interleave
+        os.write(fd, line.encode())  # one write per line: appends from threads never interleave
     finally:
         os.close(fd)
