@@ -1,7 +1,7 @@
-"""Celery on three brokers: `.delay()` rate and worker throughput, in one run.
+"""Celery on three brokers: `.delay()` rate, worker throughput and inspect, in one run.
 
     python -m bench.celery_brokers [--broker embedded|apache] [--jobs N] [--runs R]
-        [--concurrency C] [--out bench/RESULTS.md]
+        [--concurrency C] [--inspect-calls K] [--out bench/RESULTS.md]
 
 Brokers (the same Celery app, `bench/celery_app.py`, and the same no-op task):
 
@@ -46,9 +46,21 @@ worker
     Bounded by ``--timeout`` and stopped after 10 s without progress; a run that
     did not complete is marked and its rate is over the tasks that ran.
 
+After the last run, on the same Kafka broker and redis-server:
+
+inspect
+    remote control round trips, kafkajobs:// against redis://, with
+    `bench.celery_inspect`'s ``measure()``: one ``celery -A bench.celery_inspect worker
+    -P threads -c 2`` per broker with remote control on and Celery's defaults otherwise
+    (kafkajobs://: nothing but the URL), then ``--inspect-calls`` calls (default 20; 0
+    skips the step) of each of ``ping``, ``stats``, ``conf``, ``active_queues`` and
+    ``registered`` to that worker by name, each call timed. The calls are bounded by
+    ``--timeout``, each by 5 s, the worker's first ping reply by 90 s.
+
 Medians of ``--runs`` runs are reported, with the ratios kafkajobs / Redis worker
 throughput (target >= 1.0), kafkajobs / confluentkafka:// `.delay()` rate (target
->= 20) and kafkajobs / raw confluent-kafka.
+>= 20) and kafkajobs / raw confluent-kafka; and the median and 90th percentile of
+each inspect command, with the ratio kafkajobs:// / redis://.
 """
 
 from __future__ import annotations
@@ -63,13 +75,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import kombu.pools
 
-from bench import celery_app, common
+from bench import celery_app, celery_inspect, common
 from bench.common import Figure, Results, describe, fmt_rate
 from bench.throughput import (
     CELERY_STALL_SECONDS,
@@ -89,6 +101,7 @@ BROKERS = (MEMORY, KAFKAJOBS, CONFLUENT, REDIS)
 SIDES = (RAW, *BROKERS)
 DELAY, DELAY_CALLS, WORKER = "delay", "delay-calls", "worker"
 MEASUREMENTS = (DELAY, DELAY_CALLS, WORKER)
+INSPECT_SIDES = (KAFKAJOBS, REDIS)  # the brokers of the inspect step
 
 
 def title(side: str, args: argparse.Namespace) -> str:
@@ -366,6 +379,53 @@ def run_raw(tag: str, bootstrap: str, args: argparse.Namespace, results: Results
     results.measure(tag, WORKER, RAW, lambda: worker_raw(bootstrap, args.raw_jobs, args.timeout))
 
 
+@dataclass
+class InspectRun:
+    """The inspect step: the round trips (ms) of each command, by broker, or its error."""
+
+    times: dict[str, celery_inspect.Times] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # incl. the worker's start
+
+    def measured(self) -> bool:
+        return bool(self.times or self.errors)
+
+
+def run_inspect(
+    urls: dict[str, str], args: argparse.Namespace, results: Results, workdir: Path
+) -> InspectRun:
+    """`bench.celery_inspect.measure()` on each broker of INSPECT_SIDES in `--brokers`."""
+    run = InspectRun()
+    if args.inspect_calls <= 0:
+        return run
+    for side in INSPECT_SIDES:
+        if side not in args.brokers:
+            continue
+        common.progress(
+            f"inspect {side}: one worker with remote control on,"
+            f" {args.inspect_calls} calls of each of {', '.join(celery_inspect.COMMANDS)}"
+        )
+        started = time.monotonic()
+        try:
+            run.times[side] = celery_inspect.measure(
+                urls[side], args.inspect_calls, workdir, side, budget=args.timeout
+            )
+        except Exception as exc:
+            run.errors[side] = repr(exc)
+            common.progress(f"inspect {side} failed: {exc!r}")
+        run.seconds[side] = time.monotonic() - started
+        log = workdir / f"worker-{side}.log"  # measure()'s log for this tag
+        counts, first = scan_log(log)
+        if any(counts.values()):
+            results.notes.append(
+                f"inspect {side} worker log ({log}): "
+                + ", ".join(f"{v} {k}" for k, v in counts.items())
+                + " line(s); first: "
+                + " | ".join(first)
+            )
+    return run
+
+
 def brokers(bootstrap: str, redis_url: str, args: argparse.Namespace) -> list[Broker]:
 
     options: dict[str, Any] = {
@@ -435,6 +495,26 @@ def table_rows(results: Results, sides: list[str], args: argparse.Namespace) -> 
             ]
         )
     return rows
+
+
+def inspect_rows(run: InspectRun) -> list[list[str]]:
+    """`bench.celery_inspect`'s table: median and p90 per command and broker, the ratio."""
+    return celery_inspect.table_rows(run.times.get(KAFKAJOBS), run.times.get(REDIS))
+
+
+def inspect_lines(run: InspectRun) -> list[str]:
+    """The inspect ratios (medians), the step's time and its errors."""
+    if not run.measured():
+        return []
+    ratios = ", ".join(f"{row[0]} {row[-1]}" for row in inspect_rows(run))
+    lines = [f"kafkajobs:// inspect round trip / redis:// inspect round trip (medians): {ratios}"]
+    if run.seconds:
+        lines.append(
+            "inspect step, worker start included: "
+            + ", ".join(f"{side} {seconds:.1f} s" for side, seconds in run.seconds.items())
+        )
+    lines += [f"inspect {side} FAILED: {error}" for side, error in run.errors.items()]
+    return lines
 
 
 def ratio_lines(results: Results, args: argparse.Namespace) -> list[str]:
@@ -522,6 +602,18 @@ def notes(args: argparse.Namespace, results: Results) -> list[str]:
         " without progress; the worker logs (level WARNING) are scanned for WARNING, ERROR"
         " and Traceback lines.",
     ]
+    if args.inspect_calls > 0:
+        out.append(
+            "inspect: after the last run, on the same Kafka broker and redis-server,"
+            " `bench.celery_inspect.measure()` starts one `celery -A bench.celery_inspect"
+            " worker -P threads -c 2 --without-mingle --without-gossip` per broker with"
+            " remote control on and Celery's defaults otherwise (kafkajobs://: nothing but"
+            f" the URL, not the options of the throughput runs), waits for its ping reply,"
+            f" then times {args.inspect_calls} rounds of"
+            f" {', '.join(celery_inspect.COMMANDS)} sent to it by name"
+            " (`app.control.inspect([worker], timeout=5)`: Celery returns at that worker's"
+            " reply); p90 is the 90th percentile of those calls."
+        )
     if results.notes:
         out += [f"worker log: {finding}" for finding in results.notes]
     else:
@@ -538,14 +630,16 @@ def section(
     args: argparse.Namespace,
     results: Results,
     sides: list[str],
+    inspect: InspectRun,
 ) -> str:
     out = [
         "## Celery on three brokers: kafkajobs:// vs confluentkafka:// vs Redis"
         " (bench/celery_brokers.py)",
         "",
         "`.delay()` rate and `celery worker --pool threads` throughput of no-op tasks with the"
-        " same Celery app (`bench/celery_app.py`) on each broker; see the docstring of"
-        " `bench/celery_brokers.py` for each measurement.",
+        " same Celery app (`bench/celery_app.py`) on each broker, and `inspect` round trips"
+        " (kafkajobs:// and redis://); see the docstring of `bench/celery_brokers.py` for"
+        " each measurement.",
         "",
         *common.report_head(invocation.command, invocation.date, load_average),
         f"- celery_bridge source: {bridge}",
@@ -554,6 +648,7 @@ def section(
         f"- tasks per run: {args.jobs} (celery brokers), {args.raw_jobs} (raw confluent-kafka);"
         f" {args.runs} runs, interleaved ({', '.join(sides)} in each run);"
         f" worker concurrency {args.concurrency} threads",
+        f"- inspect: {inspect_setup(args, inspect)}",
         "",
         f"### Medians of {args.runs} runs",
         "",
@@ -563,6 +658,17 @@ def section(
         "",
         *(f"- {line}" for line in ratio_lines(results, args)),
         "",
+    ]
+    if inspect.measured():
+        out += [
+            f"### Inspect round trips ({args.inspect_calls} calls per command and broker)",
+            "",
+            common.markdown_table(celery_inspect.HEADER, inspect_rows(inspect)),
+            "",
+            *(f"- {line}" for line in inspect_lines(inspect)),
+            "",
+        ]
+    out += [
         "### Per run",
         "",
     ]
@@ -585,6 +691,17 @@ def section(
     return "\n".join(out)
 
 
+def inspect_setup(args: argparse.Namespace, inspect: InspectRun) -> str:
+    if args.inspect_calls <= 0:
+        return "skipped (--inspect-calls 0)"
+    if not inspect.measured():
+        return "skipped (neither kafkajobs nor redis in --brokers)"
+    return (
+        f"{args.inspect_calls} calls of each command per broker"
+        f" ({', '.join(s for s in INSPECT_SIDES if s in args.brokers)}), after the last run"
+    )
+
+
 # --- main ---------------------------------------------------------------------------------
 
 
@@ -601,9 +718,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             f" {DEFAULT_BUFFER_SIZE:,})",
         ),
         ("--raw-jobs", 50_000, "records per raw confluent-kafka produce / consume run"),
-        ("--timeout", 180.0, "seconds allowed per step (one .delay() loop, one worker run)"),
+        (
+            "--timeout",
+            180.0,
+            "seconds allowed per step (one .delay() loop, one worker run, one broker's"
+            " inspect calls)",
+        ),
         ("--redis-url", "", "use this Redis instead of starting redis-server"),
         ("--logs", "", "directory for the worker logs (default: a new one under /tmp, kept)"),
+        (
+            "--inspect-calls",
+            20,
+            "calls of each inspect command per broker (kafkajobs, redis), after the last"
+            " run; 0: no inspect step",
+        ),
     )
     parser.add_argument(
         "--brokers",
@@ -649,12 +777,24 @@ def main(argv: list[str] | None = None) -> int:
                     for measurement in MEASUREMENTS:
                         if len(results.figures[measurement][broker.side]) <= r:
                             results.add(measurement, broker.side, Figure(error=repr(exc)))
+        inspect = run_inspect(
+            {KAFKAJOBS: kafka_url("kafkajobs", kafka.bootstrap), REDIS: redis_handle.url},
+            args,
+            results,
+            workdir,
+        )
     load_average = invocation.load_average()
     print()
     print(common.text_table(HEADER, table_rows(results, sides, args)))
     print()
     for line in ratio_lines(results, args):
         print(line)
+    if inspect.measured():
+        print()
+        print(common.text_table(celery_inspect.HEADER, inspect_rows(inspect)))
+        print()
+        for line in inspect_lines(inspect):
+            print(line)
     for finding in results.notes:
         print(f"worker log: {finding}")
     text = section(
@@ -666,9 +806,10 @@ def main(argv: list[str] | None = None) -> int:
         args,
         results,
         sides,
+        inspect,
     )
     common.append_section(args.out, text)
-    failed = any(
+    failed = KAFKAJOBS in inspect.errors or any(
         f.error is not None or f.note is not None
         for m in MEASUREMENTS
         for f in results.figures[m][KAFKAJOBS]
