@@ -68,14 +68,14 @@ def test_every_inspect_and_control_command_answers_and_acts(
     assert workers.wait_log("rc", f"Discarding revoked task: proj.record[{stamped_id}]", 30)
     # revoke with terminate: a running task is ended (the prefork pool kills its child).
     running = app.send_task("proj.record", (4, 60.0))
-    assert wait_until(lambda: running.id in {t["id"] for t in inspect.active()[worker]}, 30), (
-        workers.log("rc")[-3000:]
-    )
+
+    def active() -> set[str]:  # polled: one reply late under load is not a failure here
+        return {t["id"] for t in (inspect.active() or {}).get(worker, [])}
+
+    assert wait_until(lambda: running.id in active(), 30), workers.log("rc")[-3000:]
     control("revoke", running.id, terminate=True)
     assert workers.wait_log("rc", f"Terminating {running.id}", 30), workers.log("rc")[-3000:]
-    assert wait_until(lambda: running.id not in {t["id"] for t in inspect.active()[worker]}, 30), (
-        workers.log("rc")[-3000:]
-    )
+    assert wait_until(lambda: running.id not in active(), 30), workers.log("rc")[-3000:]
     # rate and time limits are set on the worker's task.
     assert "successfully" in control("rate_limit", "proj.record", "100/s")
     assert "successfully" in control("time_limit", "proj.record", 10, 20)
@@ -90,7 +90,8 @@ def test_every_inspect_and_control_command_answers_and_acts(
 
     # the prefork pool grows and shrinks.
     def processes() -> int:
-        return len(inspect.stats()[worker]["pool"]["processes"])
+        stats = (inspect.stats() or {}).get(worker)
+        return -1 if stats is None else len(stats["pool"]["processes"])
 
     control("pool_grow", 1)
     assert wait_until(lambda: processes() == 3, 30), inspect.stats()[worker]["pool"]
