@@ -14,7 +14,8 @@ from typing import IO, TYPE_CHECKING, Any
 from kombu.transport import virtual
 
 from celery_bridge.dead_letters import REASON_NOT_DECODABLE, REASON_REJECTED, Rejected
-from celery_bridge.fetcher import Fetcher, Record
+from celery_bridge.fetched import Record
+from celery_bridge.fetcher import Fetcher
 
 if TYPE_CHECKING:
     from celery_bridge.channel import Channel

@@ -34,7 +34,8 @@ from celery_bridge.bindings import binds, routed_queues
 from celery_bridge.dead_letters import REASON_NOT_KOMBU, DeadLetterWriter
 from celery_bridge.dispatching import DELAY_TOPIC_PARTITIONS
 from celery_bridge.eta import delay_hop
-from celery_bridge.fetcher import Fetcher, Record
+from celery_bridge.fetched import Record
+from celery_bridge.fetcher import Fetcher
 from celery_bridge.options import BridgeOptions
 from celery_bridge.records import NotAKombuMessage, from_record, to_record
 from celery_bridge.topics import topic_name

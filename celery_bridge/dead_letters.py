@@ -17,7 +17,8 @@ from collections.abc import Callable
 from confluent_kafka import KafkaError
 from confluent_kafka import Message as KafkaMessage
 
-from celery_bridge.fetcher import Fetcher, Record
+from celery_bridge.fetched import Record
+from celery_bridge.fetcher import Fetcher
 from celery_bridge.options import BridgeOptions
 from celery_bridge.topics import TopicCreator
 from kafka_jobs import deadletter

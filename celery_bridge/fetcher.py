@@ -26,11 +26,11 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import cast
 
 from confluent_kafka import KafkaError, KafkaException
 
+from celery_bridge.fetched import FetcherFailed, Record, purged
 from kafka_jobs.connection.client import Client, Key, Mark, by_partition
 from kafka_jobs.connection.commits import Committer, connect
 from kafka_jobs.processing.offsets import OffsetTracker
@@ -62,31 +62,6 @@ def _keep_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_keep_after_fork)
-
-
-def _purged(record: Record, end: int, at_ms: int) -> bool:
-    # A record written after the purge is never skipped, even below the mark: the
-    # topic was deleted and created again since.
-    return record.offset < end and record.timestamp_ms <= at_ms
-
-
-class FetcherFailed(ConnectionError):
-    """The consumer hit an error it cannot recover from; the connection must be rebuilt."""
-
-
-@dataclass(slots=True)
-class Record:
-    """One fetched record and the assignment generation it was fetched under."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes | None]]
-    generation: int
-    redelivered: bool = False
-    timestamp_ms: int = -1  # the record's timestamp; -1 when it has none
 
 
 class Fetcher:
@@ -186,7 +161,7 @@ class Fetcher:
             tracker = self._trackers.get(key)
             kept: deque[Record] = deque()
             for record in self._buffer:
-                if (record.topic, record.partition) == key and _purged(record, end, at_ms):
+                if (record.topic, record.partition) == key and purged(record, end, at_ms):
                     if tracker is not None:
                         tracker.mark_done((record.offset,))
                 else:
@@ -216,10 +191,9 @@ class Fetcher:
     def fetched_to(self, client: Client, timeout: float) -> bool:
         """Wait until this queue consumer fetched every record its partitions hold now.
 
-        `client` (the caller's own, in the same group, used on the caller's thread)
-        asks the broker for the end offsets, and for the committed offsets of
-        partitions nothing was fetched from yet. False when `timeout` passed first,
-        or at once while the partitions are paused (a full buffer fetches no more).
+        `client` (the caller's, same group, on the caller's thread) reads the end offsets
+        and, where nothing was fetched yet, the committed ones. False on timeout, or at
+        once while paused (a full buffer fetches no more).
         """
         with self._lock:
             keys = list(self._trackers)
@@ -230,9 +204,7 @@ class Fetcher:
             return False
         ends = {key: client.watermarks(key, timeout) for key in keys}
         if unknown:
-            starts = {
-                (tp.topic, tp.partition): tp.offset for tp in client.committed(unknown, timeout)
-            }
+            starts = {(t.topic, t.partition): t.offset for t in client.committed(unknown, timeout)}
             with self._lock:
                 for key in unknown:
                     if key in self._trackers and key not in self._next:
@@ -407,8 +379,8 @@ class Fetcher:
                     self._next[key] = records[-1].offset + 1
                     purge = self._purges.get(key)
                     if purge is not None:
-                        tracker.mark_done(r.offset for r in records if _purged(r, *purge))
-                        records = [r for r in records if not _purged(r, *purge)]
+                        tracker.mark_done(r.offset for r in records if purged(r, *purge))
+                        records = [r for r in records if not purged(r, *purge)]
                 elif key in self._positions:
                     self._positions[key] = records[-1].offset + 1
                 self._buffer.extend(records)

@@ -33,7 +33,8 @@ from celery_bridge.dead_letters import (
     Rejected,
 )
 from celery_bridge.dispatching import DispatcherFailed, ProcessDispatcher, acquire, release
-from celery_bridge.fetcher import Fetcher, FetcherFailed
+from celery_bridge.fetched import FetcherFailed
+from celery_bridge.fetcher import Fetcher
 from celery_bridge.options import BridgeOptions, hosts_of
 from celery_bridge.purges import PurgeMarks
 from celery_bridge.records import sent_ns

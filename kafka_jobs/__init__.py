@@ -11,7 +11,7 @@
 Run the jobs with `kafka-jobs worker -A yourmodule`.
 """
 
-from kafka_jobs.app import App, default_app, flush, kafka_job
+from kafka_jobs.app import App, default_app, flush, kafka_job, result
 from kafka_jobs.context import JobContext, current_job
 from kafka_jobs.errors import (
     BadSignature,
@@ -19,11 +19,14 @@ from kafka_jobs.errors import (
     DeliveryError,
     DeliveryTimeout,
     EnqueueError,
+    JobFailed,
     KafkaJobsError,
     NotDecodable,
     PayloadTooLarge,
     RecordRejected,
     RecordTooLarge,
+    ResultNotKept,
+    ResultUnavailable,
     UnknownFormatVersion,
     UnknownTask,
 )
@@ -43,6 +46,7 @@ from kafka_jobs.processing.queue import JobsQueue
 from kafka_jobs.processing.retry import RetryPolicy
 from kafka_jobs.processing.scheduler import FifoScheduler, Scheduler
 from kafka_jobs.producer import EnqueuedJob
+from kafka_jobs.results import JobResult, ResultNotSerializable
 from kafka_jobs.settings import Settings
 from kafka_jobs.task import Task
 from kafka_jobs.transactions import Transaction, transaction
@@ -65,7 +69,9 @@ __all__ = [
     "FifoScheduler",
     "Job",
     "JobContext",
+    "JobFailed",
     "JobOptions",
+    "JobResult",
     "JobsQueue",
     "KafkaJobsError",
     "LogFailures",
@@ -73,6 +79,9 @@ __all__ = [
     "PayloadTooLarge",
     "RecordRejected",
     "RecordTooLarge",
+    "ResultNotKept",
+    "ResultNotSerializable",
+    "ResultUnavailable",
     "RetryLater",
     "RetryPolicy",
     "RetryThenDeadLetter",
@@ -89,5 +98,6 @@ __all__ = [
     "default_app",
     "flush",
     "kafka_job",
+    "result",
     "transaction",
 ]

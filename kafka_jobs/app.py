@@ -25,6 +25,8 @@ from kafka_jobs.options import (
     retry_policy,
 )
 from kafka_jobs.producer import JobProducer
+from kafka_jobs.results.handle import JobResult, reader_of
+from kafka_jobs.results.reader import release_reader
 from kafka_jobs.settings import Settings
 from kafka_jobs.task import Task, TaskOptions
 
@@ -90,6 +92,7 @@ class App:
                 retry=retry_policy(options),
                 dead_letter_topic=options.get("dead_letter_topic"),
                 serializer=serializer,
+                keep_result=options.get("keep_result"),
                 topic_flags=TopicOptions.from_settings(options)
                 if {"long_running", "manual_offsets", "subscription_group", "virtual_partitions"}
                 & options.keys()
@@ -192,7 +195,9 @@ class App:
         self.producer.flush(timeout)
 
     def close(self, timeout: float | None = None) -> None:
-        """Flush pending jobs (raising on failures) and release the producer's connections."""
+        """Flush pending jobs (raising on failures); release the producer and results reader."""
+        settings = self.settings
+        release_reader(settings.consumer_settings(), settings.results_topic)
         self.producer.close(timeout)
 
     def create_topics(
@@ -292,3 +297,12 @@ def kafka_job(
 def flush(timeout: float | None = None) -> None:
     """Flush the default app's producer; raise `DeliveryError` if any job failed to deliver."""
     default_app().flush(timeout)
+
+
+def result(job_id: str, app: App | None = None, *, since_ms: int | None = None) -> JobResult:
+    """The result handle of `job_id` (e.g. a web request polling a job started elsewhere).
+
+    app: whose cluster and results topic (default: the default app).
+    since_ms: when the job was enqueued, if known (reads less); else the whole topic.
+    """
+    return JobResult(job_id, reader_of((app or default_app()).settings), since_ms)

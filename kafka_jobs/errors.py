@@ -71,3 +71,25 @@ class RecordTooLarge(RecordRejected):
     """The record's value exceeds the worker's payload limit."""
 
     reason = "payload-too-large"
+
+
+class JobFailed(KafkaJobsError):
+    """A job failed on a worker and its exception class cannot be rebuilt here.
+
+    `remote_type` is the exception's ``module.QualName``, `remote_message` its
+    message and `remote_traceback` the worker's formatted traceback.
+    """
+
+    def __init__(self, remote_type: str, remote_message: str, remote_traceback: str) -> None:
+        super().__init__(f"{remote_type}: {remote_message}")
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+
+
+class ResultUnavailable(KafkaJobsError):
+    """No outcome of the job was found in time (unknown id, expired, or still running)."""
+
+
+class ResultNotKept(KafkaJobsError, ValueError):
+    """The job's result is not written (its task does not set ``keep_result``)."""

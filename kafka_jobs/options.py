@@ -62,12 +62,15 @@ class JobOptions(TopicSettings, total=False):
     key: argument name (or callable of the call's arguments) giving the partition key.
     name: registered name (default `module.qualname`).
     serializer: "json" (default) or "dill" (signed; needs a signing secret).
+    keep_result: write each job's outcome to the results topic, so that its handle's
+        `get()` returns the value (default: the app's `keep_result`, False).
     """
 
     topic: str
     key: KeySpec
     name: str
     serializer: Literal["json", "dill"]
+    keep_result: bool
 
 
 class _DeclaresKeys(Protocol):

@@ -9,16 +9,34 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from typing import Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from kafka_jobs.errors import DeliveryError, DeliveryTimeout, EnqueueError
+from kafka_jobs.errors import DeliveryError, DeliveryTimeout, EnqueueError, ResultNotKept
 from kafka_jobs.settings import ClientConfig
 from kafka_jobs.wire import Headers
 
 log = logging.getLogger("kafka_jobs.producer")
 
 _MAX_KEPT_FAILURES = 10_000
+
+
+class ResultSource(Protocol):
+    """Where a handle reads its job's outcome (`kafka_jobs.results.JobResult`)."""
+
+    @property
+    def state(self) -> str:
+        """The job's state now."""
+
+    def ready(self) -> bool:
+        """True once the job has a final outcome."""
+
+    def get(self, timeout: float | None = None) -> object:
+        """The job's value, or its exception raised."""
+
+    async def aget(self, timeout: float | None = None) -> object:
+        """`get` for coroutines."""
 
 
 class EnqueuedJob:
@@ -34,6 +52,7 @@ class EnqueuedJob:
         "_pending",
         "_pid",
         "_producer",
+        "_result",
         "eta_ms",
         "id",
         "offset",
@@ -52,6 +71,7 @@ class EnqueuedJob:
         self._producer = producer
         self.eta_ms: int | None = None
         self._cancel_topic: str | None = None
+        self._result: ResultSource | None = None
 
     @property
     def delivered(self) -> bool:
@@ -85,6 +105,35 @@ class EnqueuedJob:
         return self._producer.enqueue(
             self._cancel_topic, "", str(self.eta_ms).encode(), self.id.encode(), []
         )
+
+    def keep_result(self, result: ResultSource) -> EnqueuedJob:
+        """The job's outcome can be read through `result` (its task keeps results)."""
+        self._result = result
+        return self
+
+    def _results(self) -> ResultSource:
+        if self._result is None:
+            raise ResultNotKept(
+                f"job {self.id}: its task does not keep results (use keep_result=True)"
+            )
+        return self._result
+
+    def get(self, timeout: float | None = None) -> object:
+        """The job's return value, waiting up to `timeout` seconds (see `JobResult.get`)."""
+        return self._results().get(timeout)
+
+    async def aget(self, timeout: float | None = None) -> object:
+        """`get` for coroutines."""
+        return await self._results().aget(timeout)
+
+    @property
+    def state(self) -> str:
+        """pending, retrying, succeeded, failed or dead-lettered (see `JobResult.state`)."""
+        return self._results().state
+
+    def ready(self) -> bool:
+        """True once the job has a final outcome."""
+        return self._results().ready()
 
     def delayed(self, due_ms: int, cancel_topic: str) -> EnqueuedJob:
         """Record that the job waits in the delay tiers until `due_ms` (for `cancel()`)."""
@@ -171,14 +220,20 @@ class JobProducer:
         key: bytes | None,
         headers: Headers,
         on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+        partition: int | None = None,
     ) -> None:
-        """Hand a record to the client; waits (bounded) only while its local queue is full."""
+        """Hand a record to the client; waits (bounded) only while its local queue is full.
+
+        partition: where it goes; None lets the partitioner choose (by key).
+        """
+        # confluent-kafka's "no partition chosen" (RD_KAFKA_PARTITION_UA)
+        where = -1 if partition is None else partition
         client = self.client
         deadline = 0.0
         replaced = False
         while True:
             try:
-                client.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                client.produce(topic, value, key, where, headers=headers, on_delivery=on_delivery)
                 break
             except BufferError:
                 # The local queue is full: serve deliveries to make room, but not forever.
@@ -203,16 +258,22 @@ class JobProducer:
         self._serve(lambda c: c.poll(0))
 
     def enqueue(
-        self, topic: str, job_id: str, value: bytes | None, key: bytes | None, headers: Headers
+        self,
+        topic: str,
+        job_id: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Headers,
+        partition: int | None = None,
     ) -> EnqueuedJob:
-        """Produce one job record and return its handle."""
+        """Produce one job record (to `partition`, if given) and return its handle."""
         # A client due for replacement is replaced first: that fails what it held, and
         # must not count this job among them (it goes to the new client).
         self._replace_if_due()
         handle = EnqueuedJob(job_id, topic, self, os.getpid())
         self._in_flight[job_id] = handle
         try:
-            self.produce(topic, value, key, headers, handle.on_delivery)
+            self.produce(topic, value, key, headers, handle.on_delivery, partition)
         except BaseException:
             self._in_flight.pop(job_id, None)
             raise

@@ -113,6 +113,11 @@ class Settings:
     status_topic: compacted topic where running workers publish their state
         (read by `kafka-jobs status` and the dashboard).
     status_interval: seconds between those publications by `Worker.run()`; 0: never.
+    keep_result: default of every job's `keep_result` (write its outcome to
+        `results_topic`, for `handle.get()`).
+    results_topic: compacted topic of job outcomes, created by workers.
+    results_partitions: partitions of the results topic when a worker creates it.
+    result_ttl: seconds outcomes are kept (the topic's retention when created).
     group_protocol: "classic" (default) or "consumer" (KIP-848: the broker assigns
         partitions and owns session timeouts; Apache Kafka 4.0+).
     kafka_config: librdkafka settings for every client (SASL/SSL go here).
@@ -141,6 +146,10 @@ class Settings:
     summary_interval: float = 30.0
     status_topic: str = "kafka-jobs.status"
     status_interval: float = 5.0
+    keep_result: bool = False
+    results_topic: str = "kafka-jobs.results"
+    results_partitions: int = 6
+    result_ttl: float = 86_400.0
     group_protocol: str = "classic"
     kafka_config: KafkaConfig = field(default_factory=dict)
     producer_config: KafkaConfig = field(default_factory=dict)
@@ -149,7 +158,13 @@ class Settings:
     def __post_init__(self) -> None:
         if self.pool not in POOLS:
             raise ConfigurationError(f"pool must be one of {', '.join(POOLS)}, not {self.pool!r}")
-        for name in ("concurrency", "batch_size", "max_payload_bytes", "async_concurrency"):
+        for name in (
+            "concurrency",
+            "batch_size",
+            "max_payload_bytes",
+            "async_concurrency",
+            "results_partitions",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be at least 1")
         for name in (
@@ -158,6 +173,7 @@ class Settings:
             "delivery_timeout",
             "tick_interval",
             "pattern_refresh_interval",
+            "result_ttl",
         ):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
@@ -247,6 +263,10 @@ ENV_VARIABLES: dict[str, str] = {
     "summary_interval": "KAFKA_JOBS_SUMMARY_INTERVAL",
     "status_topic": "KAFKA_JOBS_STATUS_TOPIC",
     "status_interval": "KAFKA_JOBS_STATUS_INTERVAL",
+    "keep_result": "KAFKA_JOBS_KEEP_RESULT",
+    "results_topic": "KAFKA_JOBS_RESULTS_TOPIC",
+    "results_partitions": "KAFKA_JOBS_RESULTS_PARTITIONS",
+    "result_ttl": "KAFKA_JOBS_RESULT_TTL",
     "group_protocol": "KAFKA_JOBS_GROUP_PROTOCOL",
 }
 

@@ -17,6 +17,7 @@ from kafka_jobs.instrumentation import tracing
 from kafka_jobs.options import DeadLetterSetting, KeySpec, TopicOptions
 from kafka_jobs.processing.retry import RetryPolicy
 from kafka_jobs.producer import EnqueuedJob
+from kafka_jobs.results.handle import for_enqueued
 from kafka_jobs.signing import sign
 from kafka_jobs.transactions import active_transaction
 from kafka_jobs.wire import (
@@ -44,6 +45,7 @@ class TaskOptions:
     name: registered name, by default `module.qualname`.
     retry / dead_letter_topic: failure policy (None: the topic's, then the defaults).
     serializer: "json", or "dill" for signed payloads.
+    keep_result: write outcomes to the results topic (None: the app's default).
     topic_flags: long_running / manual_offsets / subscription_group asked for by
         this task, applied to its whole topic (see `App.consumption`).
     """
@@ -55,6 +57,7 @@ class TaskOptions:
     dead_letter_topic: DeadLetterSetting = None
     serializer: str = "json"
     topic_flags: TopicOptions | None = None
+    keep_result: bool | None = None
 
 
 def key_bytes(value: object) -> bytes | None:
@@ -94,6 +97,12 @@ class Task(Generic[P, R]):
     def name(self) -> str:
         """The registered task name."""
         return self.options.name
+
+    @property
+    def keeps_result(self) -> bool:
+        """True when workers write this task's outcomes to the results topic."""
+        keep = self.options.keep_result
+        return self.app.settings.keep_result if keep is None else keep
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the task here, now, like the plain function (no Kafka involved)."""
@@ -182,6 +191,8 @@ class Task(Generic[P, R]):
                 tier_topic(prefix, seconds), job_id, value, partition_key, record_headers
             )
             handle.delayed(due, cancel_topic(prefix))
+        if self.keeps_result:
+            handle.keep_result(for_enqueued(job_id, self.app.settings))
         note_enqueued(handle)
         return handle
 

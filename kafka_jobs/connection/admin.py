@@ -74,3 +74,11 @@ def create_topic(config: KafkaConfig, name: str, partitions: int = 1, timeout: f
             return name
         time.sleep(0.05)
     raise TimeoutError(f"topic {name} did not appear within {timeout}s")
+
+
+def partition_count(config: KafkaConfig, topic: str, timeout: float = 10.0) -> int:
+    """How many partitions `topic` has (0 when it does not exist)."""
+    metadata = admin_client(config).list_topics(topic, timeout=timeout).topics.get(topic)
+    if metadata is None or metadata.error is not None:
+        return 0
+    return len(metadata.partitions)

@@ -210,6 +210,13 @@ class Client:
         """Every topic the cluster lists."""
         return list(self._consumer.list_topics(timeout=timeout).topics)
 
+    def offset_at(self, key: Key, timestamp_ms: int, timeout: float = 10.0) -> int:
+        """The first offset of a partition written at or after `timestamp_ms` (-1: none yet)."""
+        found = self._consumer.offsets_for_times(
+            [TopicPartition(key[0], key[1], timestamp_ms)], timeout=timeout
+        )
+        return int(found[0].offset) if found else -1
+
     def watermarks(self, key: Key, timeout: float = 10.0) -> tuple[int, int]:
         """(low, high) offsets of a partition, as the broker reports them."""
         low, high = self._consumer.get_watermark_offsets(TopicPartition(*key), timeout=timeout)

@@ -20,9 +20,11 @@ from kafka_jobs.processing.aio import AsyncRunner
 from kafka_jobs.processing.failures import Disposition, Failure, FailureHandler, RetryLater
 from kafka_jobs.processing.jobs import Job
 from kafka_jobs.processing.ports import Processing
-from kafka_jobs.processing.processes import ProcessPool
+from kafka_jobs.processing.processes import UNSENDABLE, ProcessPool
+from kafka_jobs.results.outcome import Outcome, RemoteError, State
+from kafka_jobs.results.writer import ResultNotSerializable
 from kafka_jobs.task import Task
-from kafka_jobs.wire import Envelope, decode, now_ms, read_task_name
+from kafka_jobs.wire import JSON, Envelope, decode, now_ms, read_task_name
 
 log = logging.getLogger("kafka_jobs.worker")
 
@@ -51,9 +53,11 @@ class Call:
         "error",
         "first_failed_ms",
         "generation",
+        "keep",
         "runs",
         "span",
         "started",
+        "value",
     )
 
     def __init__(
@@ -67,6 +71,8 @@ class Call:
         self.started = time.perf_counter()
         self.error: BaseException | None = None
         self.span: tracing.JobSpan | None = None
+        self.keep = False  # the outcome goes to the results topic
+        self.value: object = None
 
 
 class Executor:
@@ -101,6 +107,7 @@ class Executor:
         self._delivery_timeout = processing.settings.delivery_timeout
         self._async: AsyncRunner | None = None
         self._async_lock = threading.Lock()
+        self._results = processing.results
 
     @property
     def async_runner(self) -> AsyncRunner:
@@ -211,6 +218,7 @@ class Executor:
         )
         call = Call(envelope, context, runs, first_failed_ms)
         call.generation = job.state.generation  # before any wait: see `_submit`
+        call.keep = self._results is not None and task.keeps_result
         if self._events.active:
             self._events.emit("job.started", **_coordinates(context), attempt=context.attempt)
         if tracing.enabled():
@@ -237,7 +245,9 @@ class Executor:
         result: object = None
         try:
             if self.processes is not None:
-                self.processes.call(task.name, envelope.args, envelope.kwargs, _fields(context))
+                result = self.processes.call(
+                    task.name, envelope.args, envelope.kwargs, _fields(context)
+                )
             else:
                 result = task.fn(*envelope.args, **envelope.kwargs)
         except BaseException as error:  # SystemExit from a job is a failure too, not a dead thread
@@ -250,6 +260,7 @@ class Executor:
             # An async function not seen as one (behind a sync decorator, an async
             # __call__): its work is in what it returned.
             return self._submit(job, _awaiting(result), call)
+        call.value = result
         return self._conclude(job, record, call)
 
     def _submit(
@@ -275,6 +286,8 @@ class Executor:
 
         def ended(future: concurrent.futures.Future[object]) -> None:
             call.error = future.exception() if not future.cancelled() else CancelledJob()
+            if call.error is None:
+                call.value = future.result()
             resume(job)
 
         runner.start(coroutine, call.context, ended, call.span)
@@ -294,41 +307,14 @@ class Executor:
                 self._await_children(context)
             except BaseException as child_error:
                 error = child_error
+        if error is None and call.keep:
+            error = self._keep(call, "succeeded", None)
         if call.span is not None:
             call.span.end(error)
-        envelope = call.envelope
+        if error is not None:
+            return self._failed(job, record, call, error)
         offset = context.offset
         failures = job.state.failures
-        if error is not None:
-            self._events.emit(
-                "job.failed",
-                **_coordinates(context),
-                error=error,
-                attempt=context.attempt,
-                duration=time.perf_counter() - call.started,
-            )
-            now = now_ms()
-            if job.batch is not None:
-                # A lane failed: collapse. This run counts as an attempt; the sequential
-                # re-run that follows applies retries and dead letters per record.
-                failures[offset] = (call.runs + 1, call.first_failed_ms or now)
-                job.batch.collapsed.set()
-                return RetryLater(0.0)
-            failure = Failure(
-                record,
-                error,
-                JOB_FAILED,
-                envelope.task,
-                context.attempt,
-                call.first_failed_ms or now,
-                now,
-            )
-            disposition = self._settle(failure, job)
-            if disposition is not None and disposition.rerun:
-                failures[offset] = (call.runs + 1, failure.first_failed_ms)
-            elif disposition is None:
-                failures.pop(offset, None)
-            return disposition
         job.durations.append(time.perf_counter() - call.started)
         if failures:
             failures.pop(offset, None)
@@ -339,6 +325,86 @@ class Executor:
                 duration=time.perf_counter() - call.started,
             )
         return None
+
+    def _failed(self, job: Job, record: Message, call: Call, error: BaseException) -> Disposition:
+        """A run that raised: retry, dead-letter or drop, per the failure policy."""
+        context = call.context
+        envelope = call.envelope
+        offset = context.offset
+        failures = job.state.failures
+        self._events.emit(
+            "job.failed",
+            **_coordinates(context),
+            error=error,
+            attempt=context.attempt,
+            duration=time.perf_counter() - call.started,
+        )
+        now = now_ms()
+        if job.batch is not None:
+            # A lane failed: collapse. This run counts as an attempt; the sequential
+            # re-run that follows applies retries and dead letters per record.
+            failures[offset] = (call.runs + 1, call.first_failed_ms or now)
+            job.batch.collapsed.set()
+            return RetryLater(0.0)
+        failure = Failure(
+            record,
+            error,
+            JOB_FAILED,
+            envelope.task,
+            context.attempt,
+            call.first_failed_ms or now,
+            now,
+        )
+        disposition = self._settle(failure, job)
+        if call.keep:
+            self._keep_failure(call, failure, disposition)
+        if disposition is not None and disposition.rerun:
+            failures[offset] = (call.runs + 1, failure.first_failed_ms)
+        elif disposition is None:
+            failures.pop(offset, None)
+        return disposition
+
+    def _keep(self, call: Call, state: State, error: BaseException | None) -> BaseException | None:
+        """Write the job's outcome; the error that makes the job fail instead, if any."""
+        assert self._results is not None
+        value = None if error is not None else call.value
+        if value is UNSENDABLE:
+            return ResultNotSerializable(
+                f"the value returned by {call.envelope.task} could not be sent back"
+                " from the worker process"
+            )
+        outcome = Outcome(
+            job_id=call.envelope.job_id,
+            task=call.envelope.task,
+            state=state,
+            value=cast(JSON, value),
+            error=None if error is None else RemoteError.of(error),
+            attempts=call.context.attempt,
+            finished_at_ms=now_ms(),
+        )
+        try:
+            self._results.write(outcome)
+        except Exception as write_error:  # not JSON, or not written: the job fails
+            return write_error
+        return None
+
+    def _keep_failure(self, call: Call, failure: Failure, disposition: Disposition) -> None:
+        """Write a failed job's outcome: retrying, or final (dead-lettered or failed)."""
+        if disposition is not None and not disposition.rerun:
+            return  # the dead letter is still being written: its outcome comes then
+        if disposition is not None:
+            state: State = "retrying"
+        else:
+            policies = self.processing.policies
+            dead = policies is not None and (
+                policies.failure_policy(failure.topic, failure.task).dead_letter_topic is not None
+            )
+            state = "dead-lettered" if dead else "failed"
+        problem = self._keep(call, state, failure.error)
+        if problem is not None:
+            log.error(
+                "outcome of job %s (%s) not written: %s", call.envelope.job_id, state, problem
+            )
 
     def _decode(self, record: Message) -> tuple[Envelope, Task[..., object]]:
         try:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from kafka_jobs.instrumentation.events import EventBus
     from kafka_jobs.options import FailurePolicy
     from kafka_jobs.processing.jobs import Job
+    from kafka_jobs.results.writer import ResultWriter
     from kafka_jobs.settings import Settings
     from kafka_jobs.task import Task
     from kafka_jobs.wire import Headers
@@ -60,9 +61,15 @@ class RecordWriter(Protocol):
     """
 
     def enqueue(
-        self, topic: str, job_id: str, value: bytes | None, key: bytes | None, headers: Headers
+        self,
+        topic: str,
+        job_id: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Headers,
+        partition: int | None = None,
     ) -> Delivery:
-        """Start writing one record; `wait` on the result for its acknowledgement."""
+        """Start writing one record (to `partition`, else by key); `wait` on the result."""
 
 
 class JobRunner(Protocol):
@@ -81,9 +88,13 @@ class Processing:
         concurrency; jobs' `current_job()` reads them too, e.g. for transactions).
     events: the event bus jobs' events are emitted on (thread-safe).
     secret: the signing secret dill payloads are checked with (None: unsigned).
+    results: writes the outcomes of jobs that keep their result (None: no task does).
+    policies: tells a dead-lettered outcome from a dropped one.
     """
 
     tasks: TaskRegistry
     settings: Settings
     events: EventBus
     secret: bytes | None
+    results: ResultWriter | None = None
+    policies: FailurePolicies | None = None

@@ -40,6 +40,19 @@ _CHECK_INTERVAL = 0.5
 """Seconds between liveness checks of a child while it runs a job."""
 
 
+class _Unsendable:
+    """A job's return value that could not be sent back from the child process."""
+
+    def __repr__(self) -> str:
+        return "<value not sendable from the child process>"
+
+    def __reduce__(self) -> str:
+        return "UNSENDABLE"  # one instance, also across processes
+
+
+UNSENDABLE = _Unsendable()
+
+
 class WorkerProcessDied(KafkaJobsError):
     """The child process running a job died; the job follows its retry policy."""
 
@@ -115,8 +128,12 @@ class ProcessPool:
         args: Sequence[object],
         kwargs: Mapping[str, object],
         context: Mapping[str, object],
-    ) -> None:
-        """Run `task(*args, **kwargs)` in a child; raise what it raised, or `WorkerProcessDied`."""
+    ) -> object:
+        """Run `task(*args, **kwargs)` in a child: its value; raise what it raised.
+
+        `WorkerProcessDied` when the child died; a value that cannot be sent back
+        comes back as `UNSENDABLE`.
+        """
         with self._lock:
             if self._closed:
                 raise KafkaJobsError("the process pool is closed")
@@ -135,10 +152,11 @@ class ProcessPool:
             if child.alive():
                 with self._lock:
                     self._idle.append(child)
-        if outcome is not None:
+        if isinstance(outcome, BaseException):
             raise outcome
+        return outcome[0]
 
-    def _exchange(self, child: _Child, request: bytes) -> BaseException | None:
+    def _exchange(self, child: _Child, request: bytes) -> BaseException | tuple[object]:
         reply: bytes | None = None
         try:
             child.conn.send_bytes(request)
@@ -158,7 +176,7 @@ class ProcessPool:
             )
         kind, payload, name, message, remote_traceback = dill.loads(reply)
         if kind == "ok":
-            return None
+            return (payload,)
         try:
             sent = dill.loads(payload) if payload is not None else None
         except Exception:  # e.g. its class cannot be imported here
@@ -258,10 +276,13 @@ def _run_in_child(tasks: TaskRegistry, settings: Settings, request: bytes) -> by
         set_current(context)
         result = tasks.task(task_name).fn(*args, **kwargs)
         if inspect.iscoroutine(result):
-            asyncio.run(result)
+            result = asyncio.run(result)
         for child_job in context.children:  # acknowledged before the job counts as done
             child_job.wait(settings.delivery_timeout)
-        return bytes(dill.dumps(("ok", None, None, None, None)))
+        try:
+            return bytes(dill.dumps(("ok", result, None, None, None)))
+        except Exception:  # a value dill cannot send: only a kept result misses it
+            return bytes(dill.dumps(("ok", UNSENDABLE, None, None, None)))
     except BaseException as error:
         text = "".join(traceback.format_exception(error))
         try:

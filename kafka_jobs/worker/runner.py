@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import FrameType
 from typing import TYPE_CHECKING, TypedDict
 
+from kafka_jobs.connection.admin import partition_count
 from kafka_jobs.delay.dispatcher import DelayDispatcher
 from kafka_jobs.errors import ConfigurationError
 from kafka_jobs.instrumentation.metrics import Metrics
@@ -29,6 +30,7 @@ from kafka_jobs.processing.scheduler import (
     SerializedScheduler,
     load_scheduler,
 )
+from kafka_jobs.results.writer import ResultWriter
 from kafka_jobs.settings import ClientConfig
 from kafka_jobs.worker.listener import Listener, PartitionReport, SubscriptionGroup
 
@@ -152,7 +154,25 @@ class Worker:
                     " mark (mark_as_consumed needs the worker's own process): use the threads pool"
                 )
             self.processes = ProcessPool(app_spec_for(app, app_spec), self.concurrency)
-        processing = Processing(tasks=app, settings=settings, events=app.events, secret=app.secret)
+        keeps = any(task.keeps_result for task in app.tasks.values())
+        self.results = (
+            ResultWriter(
+                app.producer,
+                settings.results_topic,
+                settings.results_partitions,
+                settings.delivery_timeout,
+            )
+            if keeps
+            else None
+        )
+        processing = Processing(
+            tasks=app,
+            settings=settings,
+            events=app.events,
+            secret=app.secret,
+            results=self.results,
+            policies=app,
+        )
         self.executor = Executor(
             processing, handler, self.stopping, resume=self.queue.resume, processes=self.processes
         )
@@ -197,6 +217,8 @@ class Worker:
             raise RuntimeError("worker already started")
         self._started = True
         self._create_dead_letter_topics()
+        if self.results is not None:
+            self._prepare_results_topic(self.results)
         if self.processes is not None:
             self.processes.start()
         self.pool.start()
@@ -295,6 +317,23 @@ class Worker:
     def _create_dead_letter_topics(self) -> None:
         """Create missing dead-letter topics (brokers may not auto-create them)."""
         self._create_topics(self.dead_letter_topics(), "dead-letter")
+
+    def _prepare_results_topic(self, results: ResultWriter) -> None:
+        """Create the results topic if missing; write with its actual partition count."""
+        settings = self.settings
+        ttl_ms = str(int(settings.result_ttl * 1000))
+        try:
+            self.app.create_topics(
+                [results.topic],
+                partitions=settings.results_partitions,
+                config={"cleanup.policy": "compact,delete", "retention.ms": ttl_ms},
+            )
+            partitions = partition_count(self.app.settings.admin_settings(), results.topic)
+        except Exception as exc:  # its first write says it again if this matters
+            log.warning("could not prepare the results topic %s: %s", results.topic, exc)
+            return
+        if partitions:
+            results.partitions = partitions
 
     def _create_topics(self, wanted: list[str], kind: str) -> None:
         if not wanted:

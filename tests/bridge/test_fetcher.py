@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from confluent_kafka import Producer
 
-from celery_bridge.fetcher import Fetcher, Record
+from celery_bridge.fetched import Record
+from celery_bridge.fetcher import Fetcher
 from celery_bridge.options import BridgeOptions
 from kafka_jobs.testing import TEST_CONSUMER_CONFIG, BrokerInfo, unique_name, wait_until
 

@@ -10,7 +10,7 @@ from confluent_kafka import KafkaError
 
 from celery_bridge import dead_letters
 from celery_bridge.dead_letters import REASON_REJECTED, DeadLetterWriter, Rejected
-from celery_bridge.fetcher import Record
+from celery_bridge.fetched import Record
 from celery_bridge.options import BridgeOptions
 
 

@@ -1,0 +1,68 @@
+"""A job's result as its caller sees it: state, value, or the job's exception."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from kafka_jobs.errors import ResultUnavailable
+from kafka_jobs.results.outcome import State
+from kafka_jobs.results.reader import ResultsReader, shared_reader
+from kafka_jobs.wire import now_ms
+
+if TYPE_CHECKING:
+    from kafka_jobs.settings import Settings
+
+
+class JobResult:
+    """The outcome of one job that keeps its result (``keep_result=True``).
+
+    Every `JobResult` of a process shares one reader of the results topic.
+    `since_ms`: the job's enqueue time (results are looked for from then on);
+    None searches the whole retained topic.
+    """
+
+    def __init__(self, job_id: str, reader: ResultsReader, since_ms: int | None = None) -> None:
+        self.id = job_id
+        self._reader = reader
+        self._since_ms = 0 if since_ms is None else since_ms
+
+    @property
+    def state(self) -> State:
+        """Pending (no outcome written yet), retrying, succeeded, failed or dead-lettered."""
+        outcome = self._reader.current(self.id, self._since_ms)
+        return "pending" if outcome is None else outcome.state
+
+    def ready(self) -> bool:
+        """True once the job succeeded, failed or was dead-lettered."""
+        return self.state not in ("pending", "retrying")
+
+    def get(self, timeout: float | None = None) -> object:
+        """The job's return value, waiting up to `timeout` seconds (None: no limit).
+
+        Raises the job's own exception when its class can be built here, else
+        `JobFailed` (remote class, message, traceback); `ResultUnavailable` when no
+        outcome came within `timeout` (unknown or expired id, or still running).
+        """
+        outcome = self._reader.wait(self.id, self._since_ms, timeout)
+        if outcome is None:
+            raise ResultUnavailable(f"no result for job {self.id} within {timeout}s")
+        if outcome.state == "succeeded":
+            return outcome.value
+        if outcome.error is None:  # a writer that recorded no error
+            raise ResultUnavailable(f"job {self.id} ended {outcome.state} without an error")
+        raise outcome.error.rebuild()
+
+    async def aget(self, timeout: float | None = None) -> object:
+        """`get` for coroutines: waits on a thread, not on the event loop."""
+        return await asyncio.to_thread(self.get, timeout)
+
+
+def reader_of(settings: Settings) -> ResultsReader:
+    """The process's reader of the results topic of `settings`."""
+    return shared_reader(settings.consumer_settings(), settings.results_topic)
+
+
+def for_enqueued(job_id: str, settings: Settings) -> JobResult:
+    """The result handle of a job enqueued now with `settings`."""
+    return JobResult(job_id, reader_of(settings), now_ms())

@@ -1,0 +1,124 @@
+"""A job's outcome as a record of the results topic, and the exception it rebuilds.
+
+One record per state change of a job that keeps its result, keyed by the job id
+(the topic is compacted: the latest state stays). Its partition is a function of
+the id (`partition_of`), so a reader knows where to look without a key index.
+The value is JSON::
+
+    {"v": 1, "id": ..., "task": ..., "state": "succeeded", "value": <JSON>,
+     "error": {"type": "module.Class", "message": ..., "traceback": ...} | null,
+     "attempts": 1, "finished_at": <ms>}
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import traceback
+import zlib
+from dataclasses import dataclass
+from typing import Literal
+
+from kafka_jobs.errors import JobFailed
+from kafka_jobs.wire import JSON
+
+State = Literal["pending", "retrying", "succeeded", "failed", "dead-lettered"]
+FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "dead-lettered"})
+_FORMAT = 1
+
+
+def partition_of(job_id: str, partitions: int) -> int:
+    """The results partition of `job_id` (CRC-32 of the id, as writers and readers agree)."""
+    return zlib.crc32(job_id.encode()) % partitions
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteError:
+    """An exception raised on a worker, as text."""
+
+    type: str
+    message: str
+    traceback: str
+
+    @classmethod
+    def of(cls, error: BaseException) -> RemoteError:
+        """The error of `error`, with its traceback."""
+        kind = type(error)
+        lines = traceback.format_exception(kind, error, error.__traceback__)
+        return cls(f"{kind.__module__}.{kind.__qualname__}", str(error), "".join(lines))
+
+    def rebuild(self) -> BaseException:
+        """The exception to raise on the caller: the same class when it can be made."""
+        module, _, name = self.type.rpartition(".")
+        try:
+            kind = getattr(importlib.import_module(module), name)
+            if isinstance(kind, type) and issubclass(kind, Exception):
+                error = kind(self.message)
+                error.__notes__ = [f"raised on a worker:\n{self.traceback}"]
+                return error
+        except Exception:  # not importable here, or its constructor wants other arguments
+            pass
+        return JobFailed(self.type, self.message, self.traceback)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A job's state as written by the worker that ran it."""
+
+    job_id: str
+    task: str
+    state: State
+    value: JSON = None
+    error: RemoteError | None = None
+    attempts: int = 1
+    finished_at_ms: int = 0
+
+    @property
+    def ready(self) -> bool:
+        """True in a final state (succeeded, failed, dead-lettered)."""
+        return self.state in FINAL_STATES
+
+    def encode(self) -> bytes:
+        """The record value; `TypeError` / `ValueError` when the value is not JSON."""
+        error = self.error
+        return json.dumps(
+            {
+                "v": _FORMAT,
+                "id": self.job_id,
+                "task": self.task,
+                "state": self.state,
+                "value": self.value,
+                "error": None
+                if error is None
+                else {"type": error.type, "message": error.message, "traceback": error.traceback},
+                "attempts": self.attempts,
+                "finished_at": self.finished_at_ms,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Outcome:
+        """The outcome of a record value; `ValueError` when it is not one."""
+        try:
+            data = json.loads(raw)
+            error = data.get("error")
+            remote = (
+                None
+                if error is None
+                else RemoteError(str(error["type"]), str(error["message"]), str(error["traceback"]))
+            )
+            state = data["state"]
+            if state not in ("retrying", *FINAL_STATES):
+                raise ValueError(f"unknown state {state!r}")
+            return cls(
+                job_id=str(data["id"]),
+                task=str(data["task"]),
+                state=state,
+                value=data.get("value"),
+                error=remote,
+                attempts=int(data.get("attempts", 1)),
+                finished_at_ms=int(data.get("finished_at", 0)),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a job outcome: {exc!r}") from exc
