@@ -34,3 +34,9 @@ def work(n: int, fate: str = "ok") -> int:
         raise LookupError(f"no row {n}")
     _note(f"{n} {job.attempt} {os.getpid()} {job.topic}:{job.partition}@{job.offset}")
     return n
+
+
+@app.job(key="n", keep_result=True)
+def square(n: int) -> dict[str, int]:
+    """Its value comes back from the child to the worker, then through the results topic."""
+    return {"n": n, "square": n * n, "pid": os.getpid()}

@@ -69,3 +69,20 @@ def test_manual_offsets_need_the_threads_pool(kafka_app, new_topic) -> None:
 
     with pytest.raises(ConfigurationError, match="manual_offsets"):
         app.worker(pool="processes", app_spec="tests.integration.pool_app")
+
+
+def test_a_value_returned_in_a_child_is_the_result(
+    kafka_broker: BrokerInfo, new_topic, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = new_topic(partitions=2)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_broker.bootstrap_servers)
+    monkeypatch.setenv("POOL_TOPIC", topic)
+    monkeypatch.setenv("POOL_LEDGER", str(tmp_path / "runs.txt"))
+    monkeypatch.setenv("KAFKA_JOBS_RESULTS_TOPIC", f"{topic}.results")
+    pool_app = importlib.reload(importlib.import_module("tests.integration.pool_app"))
+    with pool_app.app.worker(pool="processes", concurrency=2, group_id=f"pool-{topic}"):
+        handles = [pool_app.square.delay(n) for n in range(6)]
+        values = [handle.get(timeout=60) for handle in handles]
+    assert [(v["n"], v["square"]) for v in values] == [(n, n * n) for n in range(6)]
+    assert os.getpid() not in {v["pid"] for v in values}  # computed in the children
+    pool_app.app.close(5)
