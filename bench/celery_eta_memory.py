@@ -32,7 +32,8 @@ port without persistence (`bench.celery_brokers.redis_server`). For each side
    ``celery``) against its end offsets and the records waiting in the delay tiers
    (confluent_kafka), or the Redis queue's length and unacked-hash size.
 
-If publishing N is projected past ``--publish-budget`` (300 s) it is cut to
+If publishing N is projected past ``--publish-budget`` (300 s), from the rate over the
+second half of what was published so far once 50,000 are out, it is cut to
 ``--fallback-tasks`` (250,000); publishing also stops when the worker's RSS passes
 ``--rss-limit-mib`` (8 GiB) or ``--publish-limit`` (600 s) passes; the report says
 so. None of the N tasks may run during the run (they are due in an hour or more).
@@ -91,6 +92,7 @@ SIDES = (KAFKAJOBS, REDIS)
 SIDE_NAMES = {KAFKAJOBS: "kafkajobs://", REDIS: "redis://"}
 SHORT = (("short-2s-a", 2.0), ("short-2s-b", 2.0), ("tier-15s", 15.0), ("plain", 0.0))
 CHECK_EVERY = 1024  # publish iterations between clock / RSS checks
+PROJECT_AFTER = 50_000  # tasks published before the publish time is projected
 PROGRESS_EVERY = 50_000
 MIB = 1024.0
 DEFAULTS = BridgeOptions()  # the bridge's defaults: the worker runs on the bare URL
@@ -186,16 +188,22 @@ def publish_far(app: Celery, side: Side, sampler: Sampler, args: argparse.Namesp
     result = Publish(asked=args.tasks)
     target = args.tasks
     started = time.monotonic()
+    checkpoints = {0: started}  # tasks published -> when (every CHECK_EVERY)
     i = 0
     with app.producer_or_acquire() as producer:
         while i < target:
             if i % CHECK_EVERY == 0 and i:
                 sampler.enqueued = i
-                elapsed = time.monotonic() - started
-                projected = elapsed / i * target
+                now = time.monotonic()
+                checkpoints[i] = now
+                elapsed = now - started
+                # The rate over the second half so far: the brokers' start is slower.
+                half = (i // 2) // CHECK_EVERY * CHECK_EVERY
+                recent = (i - half) / max(now - checkpoints[half], 1e-9)
+                projected = elapsed + (target - i) / recent
                 if (
                     target > args.fallback_tasks
-                    and i >= min(20_000, args.fallback_tasks)
+                    and i >= min(PROJECT_AFTER, args.fallback_tasks)
                     and projected > args.publish_budget
                 ):
                     target = max(args.fallback_tasks, i)
