@@ -643,16 +643,10 @@ def summary_cells(sides: list[Side], invocation: common.Invocation) -> list[list
 
 def ensure_section(path: Path) -> None:
     """The section and its (empty) blocks, before "Earlier runs", if the file lacks them."""
-    if str(path) == "-":
-        return
-    text = path.read_text() if path.exists() else ""
-    if SECTION in text:
-        return
-    blocks = "\n\n".join(
-        "\n".join(common.block_markers(f"{NAME}/{key}")) for key in ("summary", *common.BROKERS)
-    )
-    new = (
-        f"{SECTION}\n\n"
+    common.ensure_section(
+        path,
+        SECTION,
+        NAME,
         "Worker memory of one Celery worker with a million tasks scheduled an hour or two"
         " ahead (`countdown`), on kafkajobs:// (far etas wait in the kafka-jobs delay tiers,"
         " issue 19) and on Redis (the worker holds every eta task); see the docstring of"
@@ -660,15 +654,8 @@ def ensure_section(path: Path) -> None:
         "```\n"
         "python -m bench.celery_eta_memory --broker embedded --out bench/RESULTS.md\n"
         "python -m bench.celery_eta_memory --broker apache --out bench/RESULTS.md\n"
-        "```\n\n"
-        f"{blocks}\n\n"
+        "```\n\n",
     )
-    at = text.find("\n## Earlier runs")
-    if at >= 0:
-        text = text[: at + 1] + new + text[at + 1 :]
-    else:
-        text = text + ("\n" if text and not text.endswith("\n") else "") + "\n" + new
-    path.write_text(text)
 
 
 # --- main ------------------------------------------------------------------------------------

@@ -464,16 +464,10 @@ def summary_cells(runs: list[Run], invocation: common.Invocation) -> list[list[s
 
 def ensure_section(path: Path) -> None:
     """The section and its (empty) blocks, before "Earlier runs", if the file lacks them."""
-    if str(path) == "-":
-        return
-    text = path.read_text() if path.exists() else ""
-    if SECTION in text:
-        return
-    blocks = "\n\n".join(
-        "\n".join(common.block_markers(f"{NAME}/{key}")) for key in ("summary", *common.BROKERS)
-    )
-    new = (
-        f"{SECTION}\n\n"
+    common.ensure_section(
+        path,
+        SECTION,
+        NAME,
         "Celery's own `t/integration` suites (from the sdist of the installed Celery) with"
         " `kafkajobs://` as the broker at its defaults (nothing but the URL) and with Redis as"
         " the broker, Redis the result backend of both; see the docstring of"
@@ -482,16 +476,8 @@ def ensure_section(path: Path) -> None:
         "```\n"
         "python -m bench.celery_suite --broker embedded --out bench/RESULTS.md\n"
         "python -m bench.celery_suite --broker apache --out bench/RESULTS.md\n"
-        "```\n\n"
-        f"{blocks}\n\n"
+        "```\n\n",
     )
-    marker = "## Earlier runs"
-    at = text.find(f"\n{marker}")
-    if at >= 0:
-        text = text[: at + 1] + new + text[at + 1 :]
-    else:
-        text = text + ("\n" if text and not text.endswith("\n") else "") + "\n" + new
-    path.write_text(text)
 
 
 # --- main ------------------------------------------------------------------------------------

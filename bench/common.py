@@ -504,6 +504,24 @@ def block_markers(key: str) -> tuple[str, str]:
     return f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
 
 
+def ensure_section(path: Path, section: str, name: str, intro: str) -> None:
+    """Add `section` (a heading), `intro` and empty blocks (summary, one per broker) of
+    benchmark `name` before "## Earlier runs" in `path`, unless it is there already."""
+    if str(path) == "-":
+        return
+    text = path.read_text() if path.exists() else ""
+    if section in text:
+        return
+    blocks = "\n\n".join("\n".join(block_markers(f"{name}/{key}")) for key in ("summary", *BROKERS))
+    new = f"{section}\n\n{intro}{blocks}\n\n"
+    at = text.find("\n## Earlier runs")
+    if at >= 0:
+        text = text[: at + 1] + new + text[at + 1 :]
+    else:
+        text = text + ("\n" if text and not text.endswith("\n") else "") + "\n" + new
+    path.write_text(text)
+
+
 def replace_block(path: Path, key: str, text: str) -> None:
     """Put `text` between the markers of `key` in `path`: in place if they exist, else appended."""
     begin_mark, end_mark = block_markers(key)
