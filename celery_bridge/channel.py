@@ -217,32 +217,6 @@ class Channel(virtual.Channel):
         """Whether broadcast records wait here (the transport drains them first)."""
         return self._reader is not None and (bool(self._ready) or self._reader.buffered() > 0)
 
-    def next_broadcast(self) -> Record | None:
-        """The record of the broadcast this channel delivers next, if one waits."""
-        if self._reader is None:
-            return None
-        while not self._ready and (record := self._reader.take()) is not None:
-            self._ready.extend(self._route(self._reader, record))
-        if not self._ready:
-            return None
-        source = self._ready[0][0].get("_kafka")
-        return source[1] if source is not None else None
-
-    @property
-    def queue_fetcher(self) -> Fetcher | None:
-        """The consumer of this channel's queues, once it consumes one."""
-        return self._group
-
-    def drain_queue(self, callback: Callable[[Payload, str], None]) -> bool:
-        """Deliver one queue message (not a broadcast) if the prefetch allows; True if so."""
-        if self._group is None or not self._consumers or not self.qos.can_consume():
-            return False
-        while (record := self._group.take()) is not None:
-            for payload, queue in self._route(self._group, record):
-                callback(payload, queue)
-                return True
-        return False
-
     def basic_consume(
         self,
         queue: str,

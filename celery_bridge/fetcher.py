@@ -86,8 +86,6 @@ class Fetcher:
         self._lock = threading.Lock()
         # A reader's next offset per partition; waiters of catch_up() wake on each fetch.
         self._positions: dict[Key, int] = {}
-        # A queue consumer's next offset per partition, once known (see `fetched_to`).
-        self._next: dict[Key, int] = {}
         self._advanced = threading.Condition(self._lock)
         self._broadcasts: tuple[Fetcher, ...] = ()  # replaced whole: read by the poll thread
         self._catch_up_off_until = 0.0
@@ -187,45 +185,6 @@ class Fetcher:
                     return False
                 self._advanced.wait(left)
         return True
-
-    def fetched_to(self, client: Client, timeout: float) -> bool:
-        """Wait until this queue consumer fetched every record its partitions hold now.
-
-        `client` (the caller's, same group, on the caller's thread) reads the end offsets
-        and, where nothing was fetched yet, the committed ones. False on timeout, or at
-        once while paused (a full buffer fetches no more).
-        """
-        with self._lock:
-            keys = list(self._trackers)
-            unknown = [key for key in keys if key not in self._next]
-        if not keys:
-            return True
-        if self._paused:
-            return False
-        ends = {key: client.watermarks(key, timeout) for key in keys}
-        if unknown:
-            starts = {(t.topic, t.partition): t.offset for t in client.committed(unknown, timeout)}
-            with self._lock:
-                for key in unknown:
-                    if key in self._trackers and key not in self._next:
-                        low = ends[key][0]
-                        self._next[key] = max(starts.get(key, -1), low)
-        deadline = time.monotonic() + timeout
-        with self._advanced:
-            while any(
-                key in self._trackers and self._next.get(key, high) < high
-                for key, (_low, high) in ends.items()
-            ):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._advanced.wait(left)
-        return True
-
-    def peek(self) -> Record | None:
-        """The record `take` returns next (None: nothing buffered)."""
-        with self._lock:
-            return self._buffer[0] if self._buffer else None
 
     def take(self) -> Record | None:
         """The next buffered record, or None."""
@@ -376,7 +335,6 @@ class Fetcher:
                 ]
                 if tracker is not None:
                     tracker.register(record.offset for record in records)
-                    self._next[key] = records[-1].offset + 1
                     purge = self._purges.get(key)
                     if purge is not None:
                         tracker.mark_done(r.offset for r in records if purged(r, *purge))
@@ -464,7 +422,6 @@ class Fetcher:
         self._committer.forget(keys)
         with self._lock:
             for key in keys:
-                self._next.pop(key, None)
                 self._trackers[key] = OffsetTracker()
                 self._generations[key] = self._generations.get(key, 0) + 1
 
@@ -482,7 +439,6 @@ class Fetcher:
     def _drop(self, keys: set[Key]) -> None:
         with self._lock:
             for key in keys:
-                self._next.pop(key, None)
                 self._trackers.pop(key, None)
                 # Acks of messages fetched before now no longer count.
                 self._generations[key] = self._generations.get(key, 0) + 1

@@ -14,15 +14,12 @@ A Celery message becomes one record:
   ``kombu-routing-key``     routing key (text)
   ``kombu-prop-<name>``     each message property (``correlation_id``,
                             ``reply_to``, ``priority``...), JSON
-  ``kombu-sent-ns``         publish time, ns since the epoch (text): orders a
-                            worker's broadcasts and queue messages (`sent_ns`)
   ========================  ===============================================
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,7 +33,6 @@ PROP_PREFIX = "kombu-prop-"
 RESERVED_PREFIX = "kombu-"
 H_CONTENT_TYPE = "content-type"
 H_CONTENT_ENCODING = "content-encoding"
-H_SENT_NS = "kombu-sent-ns"
 
 #: message header (or publish option) whose value becomes the record key
 PARTITION_KEY = "partition_key"
@@ -86,7 +82,6 @@ def to_record(
         (H_VERSION, VERSION),
         (H_EXCHANGE, (exchange or "").encode()),
         (H_ROUTING_KEY, (routing_key or "").encode()),
-        (H_SENT_NS, str(time.time_ns()).encode()),
     ]
     for name in (H_CONTENT_TYPE, H_CONTENT_ENCODING):
         if message.get(name):
@@ -150,17 +145,6 @@ def from_record(
         "headers": message_headers,
         "properties": properties,
     }
-
-
-def sent_ns(headers: Sequence[tuple[str, bytes | None]], timestamp_ms: int) -> int:
-    """When a record was published, in ns: its ``kombu-sent-ns``, else its timestamp."""
-    for name, raw in headers:
-        if name == H_SENT_NS and raw:
-            try:
-                return int(raw)
-            except ValueError:
-                break
-    return timestamp_ms * 1_000_000 if timestamp_ms >= 0 else -1
 
 
 def routing(headers: Sequence[tuple[str, bytes | None]] | None) -> tuple[str, str]:

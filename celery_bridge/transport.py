@@ -25,7 +25,6 @@ from kombu.transport import virtual
 
 from celery_bridge.acks import Message, Payload, QoS
 from celery_bridge.channel import Channel
-from celery_bridge.channel import Channel as BridgeChannel  # `Channel` is a class field below
 from celery_bridge.dead_letters import (
     REASON_NOT_DECODABLE,
     REASON_NOT_KOMBU,
@@ -37,19 +36,13 @@ from celery_bridge.fetched import FetcherFailed
 from celery_bridge.fetcher import Fetcher
 from celery_bridge.options import BridgeOptions, hosts_of
 from celery_bridge.purges import PurgeMarks
-from celery_bridge.records import sent_ns
 from celery_bridge.topics import TopicCreator, TopicsUnavailable
 from kafka_jobs.connection.admin import admin_client
-from kafka_jobs.connection.client import Client
 from kafka_jobs.errors import DeliveryError
 from kafka_jobs.producer import JobProducer
 from kafka_jobs.settings import KafkaConfig
 
 log = logging.getLogger(__name__)
-
-# How long a broadcast waits for the queue messages published before it to be fetched
-# (well below the 1 s Celery gives a remote-control reply).
-_ORDER_TIMEOUT = 0.25
 
 __all__ = [
     "REASON_NOT_DECODABLE",
@@ -129,8 +122,6 @@ class Transport(virtual.Transport):
         self._ready = threading.Event()
         self._delays: ProcessDispatcher | None = None
         self.purges = PurgeMarks(self.options, self.topics, self.producer)
-        self._offsets: Client | None = None
-        self._queues_fetched_ns = -1  # queues were fetched up to broadcasts sent by then
 
     def establish_connection(self) -> Transport:
         """Check that a broker answers, then hand out the first channel."""
@@ -223,58 +214,16 @@ class Transport(virtual.Transport):
             self._ready.wait(min(left, 1.0))
 
     def _drain_broadcasts(self) -> bool:
-        """Deliver a waiting broadcast, after the queue messages published before it."""
+        """Deliver a waiting broadcast (a revoke before the task it names), if any."""
         # kombu's virtual.Transport keeps its open channels in `channels`.
-        channels = cast("list[BridgeChannel]", self.channels)
-        for channel in channels:
-            broadcast = channel.next_broadcast()
-            if broadcast is None:
-                continue
-            # A task published just before a command (apply_async, then inspect)
-            # reaches Celery first; a revoke still wins over the task published after it
-            # (the queue consumer waits for the readers: Fetcher.follow).
-            if self._queue_message_before(
-                channels, sent_ns(broadcast.headers, broadcast.timestamp_ms)
-            ):
-                return True
-            try:
-                channel.drain_events(callback=self.deliver)
-                return True
-            except Empty:
-                continue
+        for channel in cast("list[Channel]", self.channels):
+            if channel.has_broadcasts():
+                try:
+                    channel.drain_events(callback=self.deliver)
+                    return True
+                except Empty:
+                    continue
         return False
-
-    def _queue_message_before(self, channels: list[BridgeChannel], sent: int) -> bool:
-        """Deliver a queue message published before `sent` (ns), if one is or gets fetched."""
-        if sent < 0:
-            return False
-        for channel in channels:
-            fetcher = channel.queue_fetcher
-            if fetcher is None:
-                continue
-            if sent > self._queues_fetched_ns:
-                self._queues_fetched_ns = sent
-                try:  # bounded; best effort, as the other direction
-                    if not fetcher.fetched_to(self._offsets_client(), _ORDER_TIMEOUT):
-                        log.debug("queues not fetched up to a broadcast in %ss", _ORDER_TIMEOUT)
-                except KafkaException as exc:
-                    log.warning("cannot read the queues' end offsets (%s); going on", exc)
-            # The next queue message only: a later one may be older, on another
-            # partition, but what `take` gives next is what would overtake.
-            head = fetcher.peek()
-            if (
-                head is not None
-                and 0 <= sent_ns(head.headers, head.timestamp_ms) < sent
-                and channel.drain_queue(self.deliver)
-            ):
-                return True
-        return False
-
-    def _offsets_client(self) -> Client:
-        # Used on the draining thread only (Client's thread contract), for offset queries.
-        if self._offsets is None:
-            self._offsets = Client(self.options.consumer_settings(self.options.group_id))
-        return self._offsets
 
     def close_connection(self, connection: Transport) -> None:
         """Deliver what was published (dead letters ack their records), then close channels."""
@@ -286,9 +235,6 @@ class Transport(virtual.Transport):
         if delays is not None:
             release(delays)
         self.purges.close()
-        offsets, self._offsets = self._offsets, None
-        if offsets is not None:
-            offsets.close()
         # kombu's virtual.Transport.close_connection is unannotated.
         super().close_connection(connection)  # type: ignore[no-untyped-call]
 

@@ -139,28 +139,3 @@ def test_a_revoke_sent_just_before_its_task_wins_without_waiting_for_a_reply(
         f"{discarded()} of {len(revoked)} discarded; ran: {sorted(workers.executions())}"
     )
     assert not workers.executions(), workers.executions()
-
-
-def test_a_task_published_just_before_an_inspect_is_in_its_reply(
-    celery_processes: Callable[[], WorkerProcesses],
-) -> None:
-    # As Celery's test_scheduled does: publish a task with a near eta, then inspect at
-    # once. Tasks and commands travel on different topics; the worker delivers the
-    # queue messages published before a command first, so the reply lists the task.
-    workers = celery_processes()
-    worker = f"order@{socket.gethostname()}"
-    workers.start("order", "-P", "threads", "-c", "2", "--without-mingle")
-    app = workers.app()
-    assert wait_until(lambda: bool(app.control.ping([worker], timeout=1.0)), 60), workers.log(
-        "order"
-    )
-    app.send_task("proj.record", (100,))  # the worker's queue consumer has partitions
-    assert wait_until(lambda: workers.executions()[100] == 1, 60), workers.log("order")
-    inspect = app.control.inspect([worker], timeout=5.0)
-    for seq in range(5):
-        result = app.send_task("proj.record", (seq,), countdown=5)
-        scheduled = inspect.scheduled() or {}
-        ids = [entry["request"]["id"] for entry in scheduled.get(worker, [])]
-        assert result.id in ids, (seq, scheduled, workers.log("order")[-3000:])
-        active = inspect.reserved() or {}
-        assert result.id not in [entry["id"] for entry in active.get(worker, [])]
