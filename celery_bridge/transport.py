@@ -40,7 +40,7 @@ from celery_bridge.topics import TopicCreator, TopicsUnavailable
 from kafka_jobs.connection.admin import admin_client
 from kafka_jobs.errors import DeliveryError
 from kafka_jobs.producer import JobProducer
-from kafka_jobs.settings import KafkaConfig
+from kafka_jobs.settings import config_key
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,6 @@ class _Cycle(Protocol):
 
     def get(self, callback: Callable[[Payload, str], None], timeout: float | None = None) -> None:
         """Drain one channel that has something for `callback`, or raise `Empty`."""
-
-
-def _config_key(config: KafkaConfig) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((k, str(v)) for k, v in config.items()))
 
 
 class Transport(virtual.Transport):
@@ -113,10 +109,10 @@ class Transport(virtual.Transport):
         admin_conf = self.options.admin_settings()
         with _shared_lock:  # one producer and one topic cache per configuration
             self.producer = _producers.setdefault(
-                _config_key(producer_conf),
+                config_key(producer_conf),
                 JobProducer(producer_conf, self.options.delivery_timeout),
             )
-            self.topics = _creators.setdefault(_config_key(admin_conf), TopicCreator(admin_conf))
+            self.topics = _creators.setdefault(config_key(admin_conf), TopicCreator(admin_conf))
         self.transient: set[str] = set()
         self._fetchers: list[Fetcher] = []
         self._ready = threading.Event()

@@ -277,6 +277,11 @@ _CLIENT_PREFIXES = {
 }
 
 
+def config_key(config: KafkaConfig) -> tuple[tuple[str, str], ...]:
+    """A hashable key of a client configuration (for one client per configuration)."""
+    return tuple(sorted((k, str(v)) for k, v in config.items()))
+
+
 def refuse_auto_commit(conf: ClientConfig) -> None:
     """Turn librdkafka's own offset commits off in `conf`; refuse a setting that turns them on.
 

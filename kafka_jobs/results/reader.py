@@ -22,7 +22,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 
 from kafka_jobs.connection.client import Client, Key
 from kafka_jobs.results.outcome import Outcome, partition_of
-from kafka_jobs.settings import KafkaConfig
+from kafka_jobs.settings import KafkaConfig, config_key
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ _readers_lock = threading.Lock()
 
 
 def _reader_key(config: KafkaConfig, topic: str) -> tuple[tuple[tuple[str, str], ...], str]:
-    return tuple(sorted((k, str(v)) for k, v in config.items())), topic
+    return config_key(config), topic
 
 
 def shared_reader(config: KafkaConfig, topic: str) -> ResultsReader:
