@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -305,4 +306,5 @@ def result(job_id: str, app: App | None = None, *, since_ms: int | None = None) 
     app: whose cluster and results topic (default: the default app).
     since_ms: when the job was enqueued, if known (reads less); else the whole topic.
     """
-    return JobResult(job_id, reader_of((app or default_app()).settings), since_ms)
+    settings = (app or default_app()).settings
+    return JobResult(job_id, functools.partial(reader_of, settings), since_ms)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kafka_jobs.errors import ResultUnavailable
@@ -17,15 +19,22 @@ if TYPE_CHECKING:
 class JobResult:
     """The outcome of one job that keeps its result (``keep_result=True``).
 
-    Every `JobResult` of a process shares one reader of the results topic.
+    Every `JobResult` of a process shares one reader of the results topic, looked
+    up through `reader` on first use (not at enqueue: most handles are never read).
     `since_ms`: the job's enqueue time (results are looked for from then on);
     None searches the whole retained topic.
     """
 
-    def __init__(self, job_id: str, reader: ResultsReader, since_ms: int | None = None) -> None:
+    def __init__(
+        self, job_id: str, reader: Callable[[], ResultsReader], since_ms: int | None = None
+    ) -> None:
         self.id = job_id
-        self._reader = reader
+        self._reader_of = reader
         self._since_ms = 0 if since_ms is None else since_ms
+
+    @functools.cached_property
+    def _reader(self) -> ResultsReader:
+        return self._reader_of()
 
     @property
     def state(self) -> State:
@@ -65,4 +74,4 @@ def reader_of(settings: Settings) -> ResultsReader:
 
 def for_enqueued(job_id: str, settings: Settings) -> JobResult:
     """The result handle of a job enqueued now with `settings`."""
-    return JobResult(job_id, reader_of(settings), now_ms())
+    return JobResult(job_id, functools.partial(reader_of, settings), now_ms())
