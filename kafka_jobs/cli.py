@@ -1,4 +1,4 @@
-"""The `kafka-jobs` command line: `worker`, `status`, `dlq`, `broker`."""
+"""The `kafka-jobs` command line: `worker`, `status`, `dlq`, `result`, `web`, `broker`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kafka_jobs import cli_results
 from kafka_jobs.errors import KafkaJobsError
 from kafka_jobs.instrumentation import logs
 
@@ -125,6 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     replay.set_defaults(command=_dlq_replay)
     for action in (listing, show, replay):
         action.add_argument("-A", "--app", metavar="MODULE[:APP]", help="app whose settings to use")
+
+    cli_results.register(commands)
 
     web = commands.add_parser("web", help="a dashboard of workers, lag and dead letters")
     web.add_argument("-A", "--app", metavar="MODULE[:APP]", help="app whose settings to use")

@@ -1,5 +1,8 @@
 """The dashboard's pages and endpoints (Flask, server-rendered, a little script for live parts).
 
+Pages: the overview (`/`, `/live`, `/api/overview`), `/health`, dead letters
+(`/dead-letters/...`, replays) and recent job results (`/results`, `/api/results`).
+
 Read-only pages need nothing. Replaying dead letters is the one write: it always
 goes through a confirmation page whose form carries a one-time nonce, and it is
 allowed when the server listens on loopback only, or when the request gives the
@@ -25,6 +28,7 @@ from kafka_jobs.app import App
 from kafka_jobs.errors import KafkaJobsError
 from kafka_jobs.web.data import Sampler
 from kafka_jobs.web.replays import Replays
+from kafka_jobs.web.results import RecentResultsCache
 
 _NONCE_TTL = 600.0
 _MAX_LETTERS = 10_000
@@ -52,11 +56,13 @@ def create_app(  # noqa: C901
         web.config["TRUSTED_HOSTS"] = ["127.0.0.1", "localhost", "::1", "[::1]"]
     sampler = Sampler(app, sample_interval).start()
     replays = Replays(app)
+    results = RecentResultsCache(app)
     nonces: dict[str, float] = {}
     nonce_lock = threading.Lock()
     web.extensions["kafka_jobs"] = {"sampler": sampler, "replays": replays}
     web.jinja_env.filters["sparkline"] = sparkline
     web.jinja_env.filters["when"] = _when
+    web.jinja_env.filters["duration"] = _duration
     web.jinja_env.globals["live_refresh"] = live_refresh
 
     def writes_allowed() -> bool:
@@ -166,6 +172,19 @@ def create_app(  # noqa: C901
         }
         return jsonify(body), 200 if ok else 503
 
+    @web.get("/results")
+    def recent_results() -> str:
+        task = request.args.get("task") or None
+        found = results.get()
+        shown = {t: rows for t, rows in found.by_task.items() if task is None or t == task}
+        return render_template(
+            "results.html", found=found, shown=shown, tasks=sorted(found.by_task), task=task
+        )
+
+    @web.get("/api/results")
+    def api_results() -> Response:
+        return jsonify(results.get().as_dict())
+
     @web.get("/dead-letters/<topic>")
     def dead_letter_topic(topic: str) -> str:
         task, error = request.args.get("task") or None, request.args.get("error") or None
@@ -273,6 +292,17 @@ def _when(ms: object) -> str:
     if not isinstance(ms, int | float | str) or not str(ms).strip("-").isdigit():
         return "-"
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(int(ms) / 1000))
+
+
+def _duration(ms: int | None) -> str:
+    """Milliseconds for people: 850 ms, 2.4 s, 3.5 min."""
+    if ms is None:
+        return "-"
+    if ms < 1000:
+        return f"{ms} ms"
+    if ms < 120_000:
+        return f"{ms / 1000:.1f} s"
+    return f"{ms / 60_000:.1f} min"
 
 
 def sparkline(points: list[tuple[float, int]], width: int = 240, height: int = 48) -> str:
