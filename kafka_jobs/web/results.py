@@ -195,12 +195,15 @@ def _read_tails(
 
 
 def _fold(messages: Iterable[Message]) -> list[ResultRow]:
-    """One row per job: its first final outcome, else its latest state."""
+    """One row per job: its first final outcome, else its latest state; none after a tombstone."""
     rows: dict[str, ResultRow] = {}
     ordered = sorted(messages, key=lambda m: (m.partition() or 0, m.offset() or 0))
     for message in ordered:
         raw = message.value()
-        if not raw:  # a tombstone
+        if not raw:  # a tombstone: the key's outcome is deleted
+            key = message.key()
+            if key is not None:
+                rows.pop(key.decode(errors="replace"), None)
             continue
         try:
             outcome = Outcome.decode(raw)

@@ -98,3 +98,31 @@ def test_no_results_topic_yet_is_said_not_failed(kafka_app, dashboard) -> None:
     assert body["tasks"] == {} and "no results topic" in body["error"]
     page = client.get("/results")
     assert page.status_code == 200 and "no results topic" in page.get_data(as_text=True)
+
+
+def test_a_rerun_keeps_the_first_final_outcome_and_a_tombstone_removes_the_job(
+    kafka_broker, kafka_app, new_topic
+) -> None:
+    from confluent_kafka import Producer
+
+    from kafka_jobs.results.outcome import Outcome, partition_of
+    from kafka_jobs.web.results import read_recent
+
+    results_topic = unique_name("results")
+    app = kafka_app(default_topic=new_topic(), results_topic=results_topic, results_partitions=2)
+
+    @app.job(keep_result=True)
+    def echo(n: int) -> int:
+        return n
+
+    with app.worker(concurrency=1):
+        kept, deleted = echo.delay(1), echo.delay(2)
+        assert (kept.get(timeout=30), deleted.get(timeout=30)) == (1, 2)
+    # At-least-once: a re-run writes a second final outcome; compaction's delete marker.
+    producer = Producer({"bootstrap.servers": kafka_broker.bootstrap_servers})
+    rerun = Outcome(kept.id, echo.name, "failed", attempts=2, finished_at_ms=1)
+    for job_id, value in ((kept.id, rerun.encode()), (deleted.id, None)):
+        producer.produce(results_topic, value, job_id.encode(), partition=partition_of(job_id, 2))
+    assert producer.flush(30) == 0
+    (row,) = read_recent(app).by_task[echo.name]
+    assert (row.job_id, row.state, row.value, row.attempts) == (kept.id, "succeeded", "1", 1)
