@@ -306,5 +306,5 @@ def result(job_id: str, app: App | None = None, *, since_ms: int | None = None) 
     app: whose cluster and results topic (default: the default app).
     since_ms: when the job was enqueued, if known (reads less); else the whole topic.
     """
-    settings = (app or default_app()).settings
-    return JobResult(job_id, functools.partial(reader_of, settings), since_ms)
+    app = app or default_app()
+    return JobResult(job_id, functools.partial(reader_of, app.settings), since_ms, app.secret)

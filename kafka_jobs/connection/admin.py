@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import cast
 
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import ConfigResource
 from confluent_kafka.cimpl import NewTopic
 
 from kafka_jobs.settings import KafkaConfig
@@ -82,3 +83,14 @@ def partition_count(config: KafkaConfig, topic: str, timeout: float = 10.0) -> i
     if metadata is None or metadata.error is not None:
         return 0
     return len(metadata.partitions)
+
+
+def topic_config(config: KafkaConfig, topic: str, timeout: float = 10.0) -> dict[str, str]:
+    """The topic's configuration as the broker reports it (DescribeConfigs).
+
+    Raises KafkaException when the broker cannot describe it (e.g. no such topic).
+    """
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    admin = admin_client(config)  # held until the answer came: its end cancels the request
+    entries = admin.describe_configs([resource], request_timeout=timeout)[resource].result(timeout)
+    return {name: entry.value for name, entry in entries.items() if entry.value is not None}

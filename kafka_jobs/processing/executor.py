@@ -19,12 +19,11 @@ from kafka_jobs.instrumentation import tracing
 from kafka_jobs.processing.aio import AsyncRunner
 from kafka_jobs.processing.failures import Disposition, Failure, FailureHandler, RetryLater
 from kafka_jobs.processing.jobs import Job
+from kafka_jobs.processing.outcomes import OutcomeKeeper
 from kafka_jobs.processing.ports import Processing
-from kafka_jobs.processing.processes import UNSENDABLE, ProcessPool
-from kafka_jobs.results.outcome import Outcome, RemoteError, State
-from kafka_jobs.results.writer import ResultNotSerializable
+from kafka_jobs.processing.processes import ProcessPool
 from kafka_jobs.task import Task
-from kafka_jobs.wire import JSON, Envelope, decode, now_ms, read_task_name
+from kafka_jobs.wire import Envelope, decode, now_ms, read_task_name
 
 log = logging.getLogger("kafka_jobs.worker")
 
@@ -57,6 +56,7 @@ class Call:
         "runs",
         "span",
         "started",
+        "started_ms",
         "value",
     )
 
@@ -69,6 +69,7 @@ class Call:
         self.first_failed_ms = first_failed_ms
         self.generation = 0
         self.started = time.perf_counter()
+        self.started_ms = 0  # wall clock, for a kept outcome
         self.error: BaseException | None = None
         self.span: tracing.JobSpan | None = None
         self.keep = False  # the outcome goes to the results topic
@@ -107,7 +108,8 @@ class Executor:
         self._delivery_timeout = processing.settings.delivery_timeout
         self._async: AsyncRunner | None = None
         self._async_lock = threading.Lock()
-        self._results = processing.results
+        results = processing.results
+        self._outcomes = None if results is None else OutcomeKeeper(results, processing)
 
     @property
     def async_runner(self) -> AsyncRunner:
@@ -218,7 +220,11 @@ class Executor:
         )
         call = Call(envelope, context, runs, first_failed_ms)
         call.generation = job.state.generation  # before any wait: see `_submit`
-        call.keep = self._results is not None and task.keeps_result
+        outcomes = self._outcomes
+        call.keep = outcomes is not None and task.keeps_result
+        if call.keep:
+            assert outcomes is not None
+            call.started_ms = outcomes.started(envelope, context.attempt)
         if self._events.active:
             self._events.emit("job.started", **_coordinates(context), attempt=context.attempt)
         if tracing.enabled():
@@ -308,7 +314,10 @@ class Executor:
             except BaseException as child_error:
                 error = child_error
         if error is None and call.keep:
-            error = self._keep(call, "succeeded", None)
+            assert self._outcomes is not None
+            error = self._outcomes.succeeded(
+                call.envelope, call.value, context.attempt, call.started_ms
+            )
         if call.span is not None:
             call.span.end(error)
         if error is not None:
@@ -357,54 +366,15 @@ class Executor:
         )
         disposition = self._settle(failure, job)
         if call.keep:
-            self._keep_failure(call, failure, disposition)
+            assert self._outcomes is not None
+            self._outcomes.failed(
+                call.envelope, failure, disposition, call.context.attempt, call.started_ms
+            )
         if disposition is not None and disposition.rerun:
             failures[offset] = (call.runs + 1, failure.first_failed_ms)
         elif disposition is None:
             failures.pop(offset, None)
         return disposition
-
-    def _keep(self, call: Call, state: State, error: BaseException | None) -> BaseException | None:
-        """Write the job's outcome; the error that makes the job fail instead, if any."""
-        assert self._results is not None
-        value = None if error is not None else call.value
-        if value is UNSENDABLE:
-            return ResultNotSerializable(
-                f"the value returned by {call.envelope.task} could not be sent back"
-                " from the worker process"
-            )
-        outcome = Outcome(
-            job_id=call.envelope.job_id,
-            task=call.envelope.task,
-            state=state,
-            value=cast(JSON, value),
-            error=None if error is None else RemoteError.of(error),
-            attempts=call.context.attempt,
-            finished_at_ms=now_ms(),
-        )
-        try:
-            self._results.write(outcome)
-        except Exception as write_error:  # not JSON, or not written: the job fails
-            return write_error
-        return None
-
-    def _keep_failure(self, call: Call, failure: Failure, disposition: Disposition) -> None:
-        """Write a failed job's outcome: retrying, or final (dead-lettered or failed)."""
-        if disposition is not None and not disposition.rerun:
-            return  # the dead letter is still being written: its outcome comes then
-        if disposition is not None:
-            state: State = "retrying"
-        else:
-            policies = self.processing.policies
-            dead = policies is not None and (
-                policies.failure_policy(failure.topic, failure.task).dead_letter_topic is not None
-            )
-            state = "dead-lettered" if dead else "failed"
-        problem = self._keep(call, state, failure.error)
-        if problem is not None:
-            log.error(
-                "outcome of job %s (%s) not written: %s", call.envelope.job_id, state, problem
-            )
 
     def _decode(self, record: Message) -> tuple[Envelope, Task[..., object]]:
         try:

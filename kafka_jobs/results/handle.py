@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kafka_jobs.errors import ResultUnavailable
-from kafka_jobs.results.outcome import State
+from kafka_jobs.results.outcome import Outcome, State
 from kafka_jobs.results.reader import ResultsReader, shared_reader
 from kafka_jobs.wire import now_ms
 
@@ -22,42 +22,56 @@ class JobResult:
     Every `JobResult` of a process shares one reader of the results topic, looked
     up through `reader` on first use (not at enqueue: most handles are never read).
     `since_ms`: the job's enqueue time (results are looked for from then on);
-    None searches the whole retained topic.
+    None searches the whole retained topic. `secret`: the signing secret that
+    verifies values of jobs serialized with dill.
     """
 
     def __init__(
-        self, job_id: str, reader: Callable[[], ResultsReader], since_ms: int | None = None
+        self,
+        job_id: str,
+        reader: Callable[[], ResultsReader],
+        since_ms: int | None = None,
+        secret: bytes | None = None,
     ) -> None:
         self.id = job_id
         self._reader_of = reader
         self._since_ms = 0 if since_ms is None else since_ms
+        self._secret = secret
 
     @functools.cached_property
     def _reader(self) -> ResultsReader:
         return self._reader_of()
 
+    def outcome(self) -> Outcome | None:
+        """The job's latest outcome in the results topic; None while nothing is written.
+
+        It has the state, attempts, start and end times, and the value or the error.
+        """
+        return self._reader.current(self.id, self._since_ms)
+
     @property
     def state(self) -> State:
-        """Pending (no outcome written yet), retrying, succeeded, failed or dead-lettered."""
-        outcome = self._reader.current(self.id, self._since_ms)
+        """Pending (nothing written yet), started, retrying, succeeded, failed or dead-lettered."""
+        outcome = self.outcome()
         return "pending" if outcome is None else outcome.state
 
     def ready(self) -> bool:
         """True once the job succeeded, failed or was dead-lettered."""
-        return self.state not in ("pending", "retrying")
+        return self.state not in ("pending", "started", "retrying")
 
     def get(self, timeout: float | None = None) -> object:
         """The job's return value, waiting up to `timeout` seconds (None: no limit).
 
         Raises the job's own exception when its class can be built here, else
         `JobFailed` (remote class, message, traceback); `ResultUnavailable` when no
-        outcome came within `timeout` (unknown or expired id, or still running).
+        outcome came within `timeout` (unknown or expired id, or still running);
+        `BadSignature` for a dill value this process's secret does not verify.
         """
         outcome = self._reader.wait(self.id, self._since_ms, timeout)
         if outcome is None:
             raise ResultUnavailable(f"no result for job {self.id} within {timeout}s")
         if outcome.state == "succeeded":
-            return outcome.value
+            return outcome.value_for(self._secret)
         if outcome.error is None:  # a writer that recorded no error
             raise ResultUnavailable(f"job {self.id} ended {outcome.state} without an error")
         raise outcome.error.rebuild()
@@ -74,4 +88,8 @@ def reader_of(settings: Settings) -> ResultsReader:
 
 def for_enqueued(job_id: str, settings: Settings) -> JobResult:
     """The result handle of a job enqueued now with `settings`."""
-    return JobResult(job_id, functools.partial(reader_of, settings), now_ms())
+    return JobResult(job_id, functools.partial(reader_of, settings), now_ms(), _secret(settings))
+
+
+def _secret(settings: Settings) -> bytes | None:
+    return settings.signing_secret.encode() if settings.signing_secret else None

@@ -29,8 +29,11 @@ class ResultWriter:
         self._writer = writer
         self._timeout = timeout
 
-    def write(self, outcome: Outcome) -> None:
-        """Write `outcome` and wait for it.
+    def write(self, outcome: Outcome, *, wait: bool = True) -> None:
+        """Write `outcome` and wait for it (`wait=False`: only hand it to the producer).
+
+        One producer writes each partition in order, so a job's started state
+        never lands after its final outcome.
 
         Raises:
             ResultNotSerializable: its value is not JSON.
@@ -43,11 +46,13 @@ class ResultWriter:
                 f"the value returned by {outcome.task} cannot be encoded as JSON: {exc}"
             ) from None
         job_id = outcome.job_id
-        self._writer.enqueue(
+        delivery = self._writer.enqueue(
             self.topic,
             job_id,
             value,
             job_id.encode(),
             [],
             partition_of(job_id, self.partitions),
-        ).wait(self._timeout)
+        )
+        if wait:
+            delivery.wait(self._timeout)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import FrameType
 from typing import TYPE_CHECKING, TypedDict
 
-from kafka_jobs.connection.admin import partition_count
+from kafka_jobs.connection.admin import partition_count, topic_config
 from kafka_jobs.delay.dispatcher import DelayDispatcher
 from kafka_jobs.errors import ConfigurationError
 from kafka_jobs.instrumentation.metrics import Metrics
@@ -334,6 +334,24 @@ class Worker:
             return
         if partitions:
             results.partitions = partitions
+        else:
+            log.warning("the results topic %s is missing: results cannot be kept", results.topic)
+        self._check_results_compaction(results.topic)
+
+    def _check_results_compaction(self, topic: str) -> None:
+        """Say so when the results topic does not compact: it would keep every state forever."""
+        try:
+            policy = topic_config(self.settings.admin_settings(), topic).get("cleanup.policy")
+        except Exception as exc:  # a broker that cannot describe configs: nothing to check
+            log.info("could not read the configuration of %s: %s", topic, exc)
+            return
+        if policy is not None and "compact" not in policy:
+            log.warning(
+                "the results topic %s is not compacted (cleanup.policy=%s): every state of every"
+                " job stays until retention; set cleanup.policy=compact,delete",
+                topic,
+                policy,
+            )
 
     def _create_topics(self, wanted: list[str], kind: str) -> None:
         if not wanted:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from kafka_jobs import JobFailed
+from kafka_jobs import BadSignature, JobFailed
 from kafka_jobs.results.outcome import Outcome, RemoteError, partition_of
+from kafka_jobs.signing import verify
 
 
 def _raised(error: Exception) -> Exception:
@@ -48,3 +51,28 @@ def test_importable_errors_come_back_as_themselves_others_as_job_failed() -> Non
     failed = remote.rebuild()
     assert isinstance(failed, JobFailed)
     assert failed.remote_type.endswith("Local") and failed.remote_message == "here"
+
+
+def test_a_started_outcome_is_not_ready_and_keeps_its_time() -> None:
+    started = Outcome("j", "t", "started", attempts=2, started_at_ms=7)
+    assert Outcome.decode(started.encode()) == started
+    assert not started.ready
+
+
+def test_a_pickled_value_opens_only_with_its_secret_and_task() -> None:
+    outcome = Outcome.decode(Outcome.pickling(b"k", "j", "t", {1, 2}).encode())
+    assert outcome.value_for(b"k") == {1, 2}
+    for secret in (b"other", None):
+        with pytest.raises(BadSignature):
+            outcome.value_for(secret)
+    with pytest.raises(BadSignature):  # the signature binds the task and the job id
+        dataclasses.replace(outcome, task="u").value_for(b"k")
+    with pytest.raises(BadSignature):
+        dataclasses.replace(outcome, signature=None).value_for(b"k")
+
+
+def test_a_pickled_value_never_verifies_as_a_job_payload() -> None:
+    outcome = Outcome.pickling(b"k", "j", "t", [1])
+    assert outcome.pickled is not None
+    with pytest.raises(BadSignature):
+        verify(b"k", "t", "j", outcome.pickled, outcome.signature)
