@@ -37,6 +37,7 @@ from typing import Any, cast
 from celery import states  # type: ignore[import-untyped]
 from celery.backends.base import KeyValueStoreBackend  # type: ignore[import-untyped]
 from celery.exceptions import TimeoutError as CeleryTimeoutError  # type: ignore[import-untyped]
+from confluent_kafka import KafkaException
 
 from celery_bridge.options import BridgeOptions
 from celery_bridge.stored import (
@@ -49,6 +50,7 @@ from celery_bridge.stored import (
     text,
 )
 from celery_bridge.topics import TopicCreator
+from kafka_jobs.errors import KafkaJobsError
 from kafka_jobs.producer import JobProducer
 from kafka_jobs.results.outcome import partition_of
 from kafka_jobs.results.reader import Reader, shared
@@ -101,6 +103,10 @@ class KafkaBackend(KeyValueStoreBackend):  # type: ignore[misc]  # Celery is unt
         return super().__reduce__(
             args, {**(kwargs or {}), "url": self.url, "expires": self.expires}
         )
+
+    def exception_safe_to_retry(self, exc: BaseException) -> bool:
+        """Kafka failures are worth a retry (``result_backend_always_retry``)."""
+        return isinstance(exc, KafkaJobsError | KafkaException | ConnectionError)
 
     # --- clients (looked up per call: a forked pool child gets its own) -----------------
 

@@ -25,6 +25,7 @@ import celery_bridge  # noqa: F401  (registers kafkajobs://)
 from celery_bridge.backend import KafkaBackend
 from celery_bridge.stored import StoredFormat
 from celery_bridge.testing import test_transport_options
+from kafka_jobs.errors import DeliveryError
 from kafka_jobs.results.reader import release_reader
 from kafka_jobs.testing import BrokerInfo, unique_name, wait_until
 
@@ -94,6 +95,9 @@ def test_the_scheme_names_the_backend(kafka_broker: BrokerInfo) -> None:
     backend = KafkaBackend(probe, url=url)
     assert backend.bridge.bootstrap_servers == "h1:9092,h2:9092"
     assert backend.options.results_partitions == 3
+    # result_backend_always_retry retries Kafka failures, not the task's own errors.
+    assert backend.exception_safe_to_retry(DeliveryError("not acknowledged"))
+    assert not backend.exception_safe_to_retry(ValueError("a bug"))
 
 
 def test_get_returns_the_value_and_states_follow(app: Celery) -> None:
