@@ -12,6 +12,18 @@ Run the jobs with `kafka-jobs worker -A yourmodule`.
 """
 
 from kafka_jobs.app import App, default_app, flush, kafka_job, result
+from kafka_jobs.canvas import (
+    Chain,
+    ChainResult,
+    Chord,
+    ChordResult,
+    Group,
+    GroupResult,
+    Signature,
+    chain,
+    chord,
+    group,
+)
 from kafka_jobs.context import JobContext, current_job
 from kafka_jobs.errors import (
     BadSignature,
@@ -57,6 +69,10 @@ __version__ = "0.1.0"
 __all__ = [
     "App",
     "BadSignature",
+    "Chain",
+    "ChainResult",
+    "Chord",
+    "ChordResult",
     "ConfigurationError",
     "DeliveryError",
     "DeliveryTimeout",
@@ -67,6 +83,8 @@ __all__ = [
     "Failure",
     "FailureHandler",
     "FifoScheduler",
+    "Group",
+    "GroupResult",
     "Job",
     "JobContext",
     "JobFailed",
@@ -87,6 +105,7 @@ __all__ = [
     "RetryThenDeadLetter",
     "Scheduler",
     "Settings",
+    "Signature",
     "Task",
     "TopicSettings",
     "Transaction",
@@ -94,9 +113,12 @@ __all__ = [
     "UnknownTask",
     "VirtualPartitions",
     "Worker",
+    "chain",
+    "chord",
     "current_job",
     "default_app",
     "flush",
+    "group",
     "kafka_job",
     "result",
     "transaction",

@@ -21,6 +21,7 @@ from kafka_jobs.results.handle import for_enqueued
 from kafka_jobs.signing import sign
 from kafka_jobs.transactions import active_transaction
 from kafka_jobs.wire import (
+    Headers,
     encode_dill_value,
     encode_headers,
     encode_value,
@@ -30,6 +31,7 @@ from kafka_jobs.wire import (
 
 if TYPE_CHECKING:
     from kafka_jobs.app import App
+    from kafka_jobs.canvas.signature import Signature
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -92,6 +94,8 @@ class Task(Generic[P, R]):
         self._key_position, self._key_default = _locate_key(fn, options.key)
         self.is_async = inspect.iscoroutinefunction(fn)
         """True for an `async def` job: workers run it on their event loop."""
+        self.bookkeeping = False
+        """True for kafka-jobs' own jobs (a chord's join): never run in a child process."""
 
     @property
     def name(self) -> str:
@@ -111,6 +115,21 @@ class Task(Generic[P, R]):
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> EnqueuedJob:
         """Enqueue a call with these arguments; returns at once with a handle."""
         return self.apply_async(args, kwargs)
+
+    def s(self, *args: object, **kwargs: object) -> Signature:
+        """A signature of a call to enqueue later, alone or in a chain, group or chord.
+
+        In a chain the previous step's value comes before `args`.
+        """
+        from kafka_jobs.canvas.signature import Signature
+
+        return Signature(self, args, kwargs)
+
+    def si(self, *args: object, **kwargs: object) -> Signature:
+        """An immutable signature: in a chain it does not get the previous step's value."""
+        from kafka_jobs.canvas.signature import Signature
+
+        return Signature(self, args, kwargs, immutable=True)
 
     async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> EnqueuedJob:
         """`delay()` for asyncio code: enqueue, then await the broker's acknowledgement.
@@ -142,6 +161,8 @@ class Task(Generic[P, R]):
         topic: str | None = None,
         countdown: float | None = None,
         eta: datetime.datetime | None = None,
+        job_id: str | None = None,
+        canvas: Headers | None = None,
     ) -> EnqueuedJob:
         """Enqueue a call with explicit options.
 
@@ -150,6 +171,9 @@ class Task(Generic[P, R]):
         topic: overrides the task's topic for this job.
         countdown / eta: run no earlier than this many seconds from now / this
             time (use an aware datetime). See `kafka_jobs.delay.tiers`.
+        job_id: the job's id (default: a fresh one); enqueueing twice with one id
+            makes two records of one job (its results keep the first final outcome).
+        canvas: kafka-jobs' own canvas headers (`kafka_jobs.canvas` sets them).
         """
         kwargs = {} if kwargs is None else kwargs
         dill = self.options.serializer == "dill"
@@ -160,7 +184,7 @@ class Task(Generic[P, R]):
                 f"job for {self.name} is {len(value)} bytes; the limit is {limit}"
             )
         partition_key = key_bytes(key if key is not None else self._derive_key(args, kwargs))
-        job_id = new_job_id()
+        job_id = job_id or new_job_id()
         signature = sign(self.app.secret, self.name, job_id, value) if dill else None
         target = topic or self.options.topic
         record_headers = encode_headers(
@@ -170,6 +194,8 @@ class Task(Generic[P, R]):
             extra=_with_trace(headers, self.name, target),
             signature=signature,
         )
+        if canvas:
+            record_headers.extend(canvas)
         hop = None
         if countdown is not None or eta is not None:
             now = now_ms()
@@ -195,6 +221,10 @@ class Task(Generic[P, R]):
             handle.keep_result(for_enqueued(job_id, self.app.settings))
         note_enqueued(handle)
         return handle
+
+    def partition_key(self, args: Sequence[object], kwargs: Mapping[str, object]) -> object:
+        """The partition key a call with these arguments gets (None: none)."""
+        return self._derive_key(args, kwargs)
 
     def _derive_key(self, args: Sequence[object], kwargs: Mapping[str, object]) -> object:
         spec = self.options.key

@@ -11,6 +11,9 @@ Headers (all values UTF-8):
 ``kj-enqueued-at`` enqueue time, milliseconds since the epoch
 ``content-type``   ``application/json``, or ``application/x-dill`` (signed)
 ``kj-signature``   hex HMAC-SHA256 of task, job id and value (dill only)
+``kj-chain``       the chain's steps after this one (canvas only)
+``kj-chord``       the chord this job is a member of (canvas only)
+``kj-once``        run at most once per job id (canvas steps, chord callbacks)
 =================  =========================================================
 
 The value is ``{"args": [...], "kwargs": {...}}``, as JSON or, opted in per task,
@@ -66,6 +69,16 @@ H_DLQ_REPLAYED = "kj-dlq-replayed"
 H_REPLAYED_FROM = "kj-replayed-from"
 """On a replayed record: `topic/partition/offset` of the dead letter it came from."""
 DILL_CONTENT_TYPE = "application/x-dill"
+
+# Canvas (see `kafka_jobs.canvas`).
+H_CHAIN = "kj-chain"
+"""On a chain step: the steps after it (JSON list); the worker enqueues the next."""
+H_CHORD = "kj-chord"
+"""On a chord member: the chord (JSON: id, start time, size, callback step)."""
+H_ONCE = "kj-once"
+"""On a step with a precomputed id: a copy is skipped once the id has a final outcome.
+
+The value is when the canvas started (ms): outcomes are looked for from then on."""
 
 _VERSION_BYTES = str(FORMAT_VERSION).encode()
 _JSON_BYTES = JSON_CONTENT_TYPE.encode()

@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from confluent_kafka import Message
 
+from kafka_jobs.canvas.worker import CanvasWorker
 from kafka_jobs.context import JobContext, set_current
 from kafka_jobs.deadletter import JOB_FAILED
 from kafka_jobs.errors import KafkaJobsError, NotDecodable, RecordRejected, RecordTooLarge
@@ -110,6 +111,11 @@ class Executor:
         self._async_lock = threading.Lock()
         results = processing.results
         self._outcomes = None if results is None else OutcomeKeeper(results, processing)
+        self._canvas = (
+            None
+            if results is None
+            else CanvasWorker(processing.tasks, processing.settings, results, processing.secret)
+        )
 
     @property
     def async_runner(self) -> AsyncRunner:
@@ -250,7 +256,7 @@ class Executor:
         token = call.span.activate() if call.span is not None else None
         result: object = None
         try:
-            if self.processes is not None:
+            if self.processes is not None and not task.bookkeeping:
                 result = self.processes.call(
                     task.name, envelope.args, envelope.kwargs, _fields(context)
                 )
@@ -318,6 +324,8 @@ class Executor:
             error = self._outcomes.succeeded(
                 call.envelope, call.value, context.attempt, call.started_ms
             )
+            if error is None and self._canvas is not None:  # the next step, a chord's join
+                error = self._canvas.succeeded(call.envelope, call.value)
         if call.span is not None:
             call.span.end(error)
         if error is not None:
@@ -370,6 +378,8 @@ class Executor:
             self._outcomes.failed(
                 call.envelope, failure, disposition, call.context.attempt, call.started_ms
             )
+            if disposition is None and self._canvas is not None:  # failed for good
+                self._canvas.failed(call.envelope, error)
         if disposition is not None and disposition.rerun:
             failures[offset] = (call.runs + 1, failure.first_failed_ms)
         elif disposition is None:
@@ -382,7 +392,9 @@ class Executor:
             if value is not None and len(value) > self._max_bytes:
                 raise RecordTooLarge(f"value is {len(value)} bytes; the limit is {self._max_bytes}")
             envelope = decode(value, record.headers(), record.key(), self._secret)
-            return envelope, self._tasks.task(envelope.task)
+            # A chord's join, or a copy of a canvas step that ran, runs canvas bookkeeping.
+            special = None if self._canvas is None else self._canvas.task_for(envelope)
+            return envelope, special or self._tasks.task(envelope.task)
         except RecordRejected:
             raise
         except Exception as error:  # a decoder bug must not stall the partition

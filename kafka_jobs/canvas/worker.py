@@ -1,0 +1,264 @@
+"""What a worker does for canvas jobs: continue a chain, join a chord, skip a copy that ran.
+
+The executor calls three hooks (see `CanvasWorker`); everything a canvas needs
+to go on is in the finished job's record and in the results topic, so any
+worker can take over from any other, including after a kill -9.
+
+Chord join, step by step. Every member carries the chord (`kj-chord`). When a
+member ends for good (succeeded, failed, dead-lettered), the worker that ran
+it has already waited for the member's outcome to be acknowledged; it then
+enqueues a join job (task `kafka_jobs.chord.join`, the chord as its argument)
+to the callback's topic, keyed by the chord id, so the joins of one chord run
+one at a time, in the order written, and waits for that acknowledgement before
+the member's offset may be committed. A join:
+
+1. looks for a final outcome of the callback, then of the chord's own id (the
+   "fired" record); either one means another join finished the chord: done;
+2. reads the members' outcomes, each partition read to its end first, so every
+   outcome acknowledged before this join was enqueued is seen;
+3. a member that failed for good: writes the callback's outcome as failed with
+   that member's error (Celery's policy: the callback never runs); done;
+4. a member without a final outcome: the chord is not complete; done (that
+   member's own join comes later in the partition);
+5. otherwise enqueues the callback with the members' values under its id
+   fixed at `chord()` time, waits for it, then writes the "fired" record.
+
+Crash windows. A join that dies before 5 writes nothing and runs again. One
+that dies between the callback's enqueue and the "fired" record enqueues the
+callback again when it runs again: both copies have the same id and the
+`kj-once` mark, land in one partition, and the later copy is skipped because
+the earlier one has a final outcome by the time the later one is read (a copy
+runs only after the copy before it in its partition ended). So the callback's
+code runs once, unless the worker running the callback itself dies before its
+outcome is written: then it runs again, as any job does (at-least-once).
+No transactions are used: the embedded broker shows aborted records to
+read_committed readers, and the once-mark closes the same window on both brokers.
+
+Chains. A step carries the steps after it (`kj-chain`). When it succeeded
+(outcome acknowledged), its worker enqueues the next step with the value as
+first argument, under the id fixed at `chain()` time, and waits for it before
+the step's offset may be committed. When it failed for good, the worker writes
+that error as the outcome of every later step, so the chain's handle raises it.
+A step skipped as a copy that already ran still enqueues the next one from its
+recorded outcome (the crash may have come between the two).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+
+from kafka_jobs.canvas.signature import ChordSpec, decode_steps, encode_steps, enqueue_step
+from kafka_jobs.errors import KafkaJobsError
+from kafka_jobs.results.handle import reader_of
+from kafka_jobs.results.outcome import Outcome, RemoteError, partition_of
+from kafka_jobs.task import Task, TaskOptions
+from kafka_jobs.wire import (
+    H_CHAIN,
+    H_CHORD,
+    H_ONCE,
+    H_REPLAYED_FROM,
+    Envelope,
+    Headers,
+    encode_headers,
+    encode_value,
+    new_job_id,
+    now_ms,
+)
+
+if TYPE_CHECKING:
+    from kafka_jobs.app import App
+    from kafka_jobs.processing.ports import TaskRegistry
+    from kafka_jobs.results.reader import ResultsReader
+    from kafka_jobs.results.writer import ResultWriter
+    from kafka_jobs.settings import Settings
+
+log = logging.getLogger("kafka_jobs.canvas")
+
+JOIN_TASK = "kafka_jobs.chord.join"
+"""Task name of a chord's join jobs (run by the worker itself, never registered)."""
+
+
+def _bookkeeping(fn: Callable[..., None], name: str) -> Task[..., None]:
+    """A task the worker runs instead of a record's own; it keeps no outcome of its own."""
+    # Only `fn` and the options are used when a worker runs it: it needs no App.
+    task: Task[..., None] = Task(
+        fn, TaskOptions(topic="", name=name, keep_result=False), cast("App", None)
+    )
+    task.bookkeeping = True
+    return task
+
+
+def _since(envelope: Envelope) -> int:
+    """When the job's canvas started (outcomes of its jobs are looked for from then on)."""
+    raw = envelope.headers.get(H_ONCE)
+    try:
+        return int(raw) if raw else envelope.enqueued_at_ms
+    except ValueError:
+        return envelope.enqueued_at_ms
+
+
+class CanvasWorker:
+    """The executor's canvas hooks. Thread-safe: keeps no per-job state.
+
+    tasks: the worker's registry (the next step's task must be registered here).
+    settings: where the results topic is (its reader is the process's shared one).
+    results: writes outcomes (a stopped chain's steps, a failed chord, "fired").
+    secret: verifies dill values of members handed to a callback.
+    """
+
+    def __init__(
+        self,
+        tasks: TaskRegistry,
+        settings: Settings,
+        results: ResultWriter,
+        secret: bytes | None,
+    ) -> None:
+        self._tasks = tasks
+        self._settings = settings
+        self._results = results
+        self._secret = secret
+        self._timeout = settings.delivery_timeout
+        self._join = _bookkeeping(self._run_join, JOIN_TASK)
+
+    @functools.cached_property
+    def _reader(self) -> ResultsReader:
+        return reader_of(self._settings)
+
+    # --- hooks ---------------------------------------------------------------------
+
+    def task_for(self, envelope: Envelope) -> Task[..., Any] | None:
+        """A task to run instead of the record's own (a join, a copy that ran), or None.
+
+        Never raises: when the results topic cannot be read, the record runs.
+        """
+        if envelope.task == JOIN_TASK:
+            return self._join
+        headers = envelope.headers
+        if H_ONCE not in headers or H_REPLAYED_FROM in headers:
+            return None
+        try:
+            outcome = self._reader.current(envelope.job_id, _since(envelope))
+        except Exception as error:  # unreadable now: running it again is the safe side
+            log.warning("could not look up job %s: %s", envelope.job_id, error)
+            return None
+        if outcome is None or not outcome.ready:
+            return None
+        log.info("job %s (%s) already ran: skipping this copy", envelope.job_id, envelope.task)
+        return _bookkeeping(functools.partial(self._ran, envelope, outcome), envelope.task)
+
+    def succeeded(self, envelope: Envelope, value: object) -> BaseException | None:
+        """A canvas job's value is written: go on (next step, join); the error, if any."""
+        headers = envelope.headers
+        try:
+            raw = headers.get(H_CHAIN)
+            if raw is not None:
+                self._next_step(envelope, raw, value)
+            raw = headers.get(H_CHORD)
+            if raw is not None:
+                self._enqueue_join(envelope, raw)
+        except Exception as error:  # the job fails with it: retried, or dead-lettered
+            return error
+        return None
+
+    def failed(self, envelope: Envelope, error: BaseException) -> None:
+        """A canvas job failed for good (its outcome is written): stop its chain, tell its chord."""
+        self._stop(envelope, RemoteError.of(error))
+
+    # --- chains ----------------------------------------------------------------------
+
+    def _next_step(self, envelope: Envelope, raw: bytes, value: object) -> None:
+        steps = decode_steps(raw)
+        if not steps:
+            return
+        step, rest = steps[0], steps[1:]
+        canvas: Headers = [(H_CHAIN, encode_steps(rest))] if rest else []
+        first = () if step.immutable else (value,)
+        task = self._tasks.task(step.task)
+        enqueue_step(task, step, first, canvas, _since(envelope)).wait(self._timeout)
+
+    def _stop(self, envelope: Envelope, error: RemoteError) -> None:
+        headers = envelope.headers
+        try:
+            raw = headers.get(H_CHAIN)
+            if raw is not None:
+                for step in decode_steps(raw):
+                    self._write(Outcome(step.id, step.task, "failed", error=error, attempts=0))
+            raw = headers.get(H_CHORD)
+            if raw is not None:
+                self._enqueue_join(envelope, raw)
+        except Exception:  # the job has failed already; a handle waits until its timeout
+            log.exception("job %s failed, and its canvas could not be told", envelope.job_id)
+
+    def _ran(self, envelope: Envelope, outcome: Outcome) -> None:
+        """A copy of a job that has a final outcome: go on from that outcome, again."""
+        if outcome.state == "succeeded":
+            problem = self.succeeded(envelope, outcome.value_for(self._secret))
+            if problem is not None:
+                raise problem
+        else:
+            error = outcome.error or RemoteError(
+                "kafka_jobs.errors.JobFailed", f"job {outcome.job_id} {outcome.state}", ""
+            )
+            self._stop(envelope, error)
+
+    # --- chords ----------------------------------------------------------------------
+
+    def _enqueue_join(self, envelope: Envelope, raw: bytes) -> None:
+        spec = ChordSpec.decode(raw)
+        topic = spec.callback.topic
+        if not topic:
+            raise KafkaJobsError(f"chord {spec.id}: its callback step names no topic")
+        producer = self._tasks.task(envelope.task).app.producer
+        job_id = new_job_id()
+        key = spec.id.encode()
+        value = encode_value([json.loads(raw)], {})
+        headers = encode_headers(JOIN_TASK, job_id, key)
+        producer.enqueue(topic, job_id, value, key, headers).wait(self._timeout)
+
+    def _run_join(self, chord: object) -> None:
+        spec = ChordSpec.decode(json.dumps(chord))
+        callback, since = spec.callback, spec.started_ms
+        reader = self._reader
+        for done in (callback.id, spec.id):  # ran or failed; or fired
+            known = reader.current(done, since)
+            if known is not None and known.ready:
+                return
+        outcomes = self._members(spec)
+        for outcome in outcomes:
+            if outcome is not None and outcome.ready and outcome.state != "succeeded":
+                error = outcome.error or RemoteError(
+                    "kafka_jobs.errors.JobFailed",
+                    f"chord member {outcome.job_id} {outcome.state}",
+                    "",
+                )
+                self._write(Outcome(callback.id, callback.task, "failed", error=error, attempts=0))
+                return
+        if any(outcome is None or not outcome.ready for outcome in outcomes):
+            return
+        values = [cast(Outcome, outcome).value_for(self._secret) for outcome in outcomes]
+        task = self._tasks.task(callback.task)
+        enqueue_step(task, callback, (values,), [], since).wait(self._timeout)
+        self._write(Outcome(spec.id, JOIN_TASK, "succeeded", value={"callback": callback.id}))
+
+    def _members(self, spec: ChordSpec) -> list[Outcome | None]:
+        """The members' outcomes, each results partition read to its end once."""
+        reader = self._reader
+        partitions = reader.partitions()
+        if not partitions:
+            raise KafkaJobsError(f"results topic {reader.topic} not found")
+        ids = spec.member_ids()
+        read: set[int] = set()
+        for job_id in ids:
+            partition = partition_of(job_id, partitions)
+            if partition not in read:
+                read.add(partition)
+                reader.current(job_id, spec.started_ms)
+        return [reader.known(job_id) for job_id in ids]
+
+    def _write(self, outcome: Outcome) -> None:
+        self._results.write(dataclasses.replace(outcome, finished_at_ms=now_ms()))
