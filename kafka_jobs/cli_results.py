@@ -56,7 +56,9 @@ def run(options: argparse.Namespace) -> int:
         if options.wait:
             outcome = reader.wait(options.job_id, 0, options.timeout)
         if outcome is None:  # not waiting, or no end in time: what is there now
-            outcome = reader.current(options.job_id, 0, timeout=max(options.timeout, 0.1))
+            # After a wait the partition is read already: a short look is enough.
+            look = min(options.timeout, 5.0) if options.wait else options.timeout
+            outcome = reader.current(options.job_id, 0, timeout=max(look, 0.1))
     finally:
         release_reader(app.settings.consumer_settings(), app.settings.results_topic)
     if outcome is None:
