@@ -86,7 +86,7 @@ def _app_for(options: argparse.Namespace) -> App:
 
 
 def _print_outcome(outcome: Outcome, app: App) -> None:
-    started = int(getattr(outcome, "started_at_ms", 0) or 0)  # 0: an older writer
+    started = outcome.started_at_ms  # 0: written by a worker that did not record it
     finished = outcome.finished_at_ms
     lines = [
         ("job", outcome.job_id),
@@ -114,14 +114,10 @@ def _print_outcome(outcome: Outcome, app: App) -> None:
 
 def _value_text(outcome: Outcome, app: App) -> str:
     """The value as indented JSON; a dill value is unpickled only once its signature verifies."""
-    value_for = getattr(outcome, "value_for", None)
-    if value_for is None:  # outcomes before dill values existed
-        value: object = outcome.value
-    else:
-        try:
-            value = value_for(app.secret)
-        except KafkaJobsError as exc:
-            return f"(not shown: {exc})"
+    try:
+        value = outcome.value_for(app.secret)
+    except KafkaJobsError as exc:  # a dill value this secret does not verify
+        return f"(not shown: {exc})"
     try:
         return json.dumps(value, indent=2, ensure_ascii=False)
     except (TypeError, ValueError):

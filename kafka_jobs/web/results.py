@@ -25,7 +25,7 @@ from confluent_kafka import KafkaError, Message
 
 from kafka_jobs.app import App
 from kafka_jobs.connection.client import Client, Key
-from kafka_jobs.results.outcome import Outcome
+from kafka_jobs.results.outcome import FINAL_STATES, Outcome
 
 log = logging.getLogger("kafka_jobs.web")
 
@@ -78,8 +78,7 @@ class ResultRow:
             task=outcome.task,
             state=outcome.state,
             attempts=outcome.attempts,
-            # Older outcomes carry no start time (the field came later).
-            started_at_ms=int(getattr(outcome, "started_at_ms", 0) or 0),
+            started_at_ms=outcome.started_at_ms,
             finished_at_ms=outcome.finished_at_ms,
             written_at_ms=written_at_ms,
             partition=partition,
@@ -210,7 +209,7 @@ def _fold(messages: Iterable[Message]) -> list[ResultRow]:
         except ValueError:
             continue  # not an outcome: the reader of handles skips it too
         known = rows.get(outcome.job_id)
-        if known is not None and known.state in ("succeeded", "failed", "dead-lettered"):
+        if known is not None and known.state in FINAL_STATES:
             continue  # a re-run (at-least-once) does not replace the first final outcome
         rows[outcome.job_id] = ResultRow.of(
             outcome, message.partition() or 0, message.offset() or 0, message.timestamp()[1]
@@ -231,7 +230,7 @@ def _by_task(rows: list[ResultRow], per_task: int) -> dict[str, list[ResultRow]]
 
 
 def _value_text(outcome: Outcome) -> str:
-    if getattr(outcome, "pickled", None) is not None:
+    if outcome.pickled is not None:
         return "(dill pickle)"  # never unpickled here
     text = json.dumps(outcome.value, ensure_ascii=False)
     return text if len(text) <= _VALUE_CHARS else text[: _VALUE_CHARS - 1] + "…"

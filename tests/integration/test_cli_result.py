@@ -147,3 +147,32 @@ def test_a_running_job_is_not_final_and_wait_follows_it_to_the_end(
     assert waiting.returncode == 0, err
     assert _fields(out)["state"] == "succeeded"
     assert json.loads(_block(out, "value")) == 42
+
+
+def test_a_dill_value_is_shown_only_to_the_holder_of_the_secret(
+    kafka_broker, kafka_app, new_topic
+) -> None:
+    results_topic = unique_name("results")
+    app = kafka_app(default_topic=new_topic(), results_topic=results_topic, signing_secret="s3cret")
+
+    @app.job(keep_result=True, serializer="dill")
+    def pair(n: int) -> frozenset[int]:
+        return frozenset({n, n + 1})  # not JSON: it comes back pickled and signed
+
+    with app.worker(concurrency=1):
+        handle = pair.delay(4)
+        assert handle.get(timeout=30) == frozenset({4, 5})
+
+    env = _env(kafka_broker, results_topic)
+    for secret, shown in (("s3cret", "frozenset({4, 5})"), ("other", "(not shown:")):
+        env["KAFKA_JOBS_SIGNING_SECRET"] = secret
+        printed = subprocess.run(
+            [sys.executable, "-m", "kafka_jobs", "result", handle.id],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert printed.returncode == 0, printed.stderr
+        assert _block(printed.stdout, "value").startswith(shown), printed.stdout
