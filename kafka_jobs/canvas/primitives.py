@@ -8,7 +8,6 @@ from kafka_jobs.canvas.results import ChainResult, ChordResult, GroupResult
 from kafka_jobs.canvas.signature import (
     ChordSpec,
     Signature,
-    canvas_id,
     derived_id,
     encode_steps,
     enqueue_step,
@@ -80,7 +79,7 @@ class Group:
     ) -> GroupResult:
         """`delay` with the extra arguments as a sequence and a mapping."""
         _keeping_results(self.members, "group")
-        group_id = canvas_id(new_job_id())
+        group_id = new_job_id()
         return self._enqueue(group_id, args, kwargs, None)
 
     def _enqueue(
@@ -126,7 +125,7 @@ class Chord:
     ) -> ChordResult:
         """`delay` with the members' extra arguments as a sequence and a mapping."""
         _keeping_results([*self.header.members, self.body], "chord")
-        chord_id = canvas_id(new_job_id())
+        chord_id = new_job_id()
         size = len(self.header)
         callback = self.body.step(derived_id(chord_id, size))
         spec = ChordSpec(chord_id, now_ms(), size, callback)

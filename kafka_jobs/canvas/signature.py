@@ -10,6 +10,7 @@ the same step again enqueues it under the same id.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -25,16 +26,13 @@ StepKey = str | int | None
 
 
 def derived_id(base: str, index: int) -> str:
-    """The id of the `index`-th job of the canvas whose id is `base` (32 hex digits).
+    """The id of the `index`-th job of the canvas whose id is `base`: 32 hex digits.
 
-    Index 0xffffffff is the canvas's own id (see `canvas_id`).
+    A hash, so that it depends on nothing but the canvas id and the index (a
+    worker derives a chord's member ids from the chord alone), and no job id,
+    derived or fresh, is another's.
     """
-    return f"{base[:24]}{index:08x}"
-
-
-def canvas_id(fresh: str) -> str:
-    """A canvas id made from a fresh job id; no derived job id of it equals it."""
-    return derived_id(fresh, 0xFFFFFFFF)
+    return hashlib.blake2b(f"{base}/{index}".encode(), digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

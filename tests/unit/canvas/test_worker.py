@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kafka_jobs.canvas.signature import ChordSpec, Step, canvas_id, derived_id, encode_steps
+from kafka_jobs.canvas.signature import ChordSpec, Step, derived_id, encode_steps
 from kafka_jobs.canvas.worker import JOIN_TASK, CanvasWorker
 from kafka_jobs.results.outcome import Outcome, RemoteError
 from kafka_jobs.settings import Settings
@@ -107,7 +107,7 @@ def _envelope(task: str, job_id: str, headers: dict[str, bytes], args=()) -> Env
 
 
 def _chord(size: int) -> ChordSpec:
-    chord_id = canvas_id(new_job_id())
+    chord_id = new_job_id()
     callback = Step(derived_id(chord_id, size), "total", topic="callbacks")
     return ChordSpec(chord_id, 500, size, callback)
 
