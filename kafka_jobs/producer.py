@@ -22,6 +22,19 @@ log = logging.getLogger("kafka_jobs.producer")
 _MAX_KEPT_FAILURES = 10_000
 
 
+class _Pid:
+    """This process's id, kept current across forks: `os.getpid()` is a system call."""
+
+    value = os.getpid()
+
+    @classmethod
+    def refresh(cls) -> None:
+        cls.value = os.getpid()
+
+
+os.register_at_fork(after_in_child=_Pid.refresh)
+
+
 class ResultSource(Protocol):
     """Where a handle reads its job's outcome (`kafka_jobs.results.JobResult`)."""
 
@@ -200,13 +213,13 @@ class JobProducer:
         """The underlying confluent-kafka producer, created on first use."""
         self._replace_if_due()
         client = self._client
-        if client is None or self._pid != os.getpid():
+        if client is None or self._pid != _Pid.value:
             with self._lock:
-                if self._client is not None and self._pid != os.getpid():
+                if self._client is not None and self._pid != _Pid.value:
                     _inherited_clients.append(self._client)  # never destroyed in a child
-                if self._client is None or self._pid != os.getpid():
+                if self._client is None or self._pid != _Pid.value:
                     self._client = Producer({**self._config, "error_cb": self._on_error})
-                    self._pid = os.getpid()
+                    self._pid = _Pid.value
                     if not self._exit_hook_registered:
                         atexit.register(self._flush_at_exit)
                         self._exit_hook_registered = True
@@ -270,7 +283,7 @@ class JobProducer:
         # A client due for replacement is replaced first: that fails what it held, and
         # must not count this job among them (it goes to the new client).
         self._replace_if_due()
-        handle = EnqueuedJob(job_id, topic, self, os.getpid())
+        handle = EnqueuedJob(job_id, topic, self, _Pid.value)
         self._in_flight[job_id] = handle
         try:
             self.produce(topic, value, key, headers, handle.on_delivery, partition)

@@ -175,7 +175,9 @@ class Listener:
                 continue
             # Blocking jobs that just finished may ask for a retry: pause before fetching more.
             self._collect_finished()
-            records = self.client.poll(self.guard.batch_size, poll_timeout)
+            # Returns at the first record with whatever else is fetched already: at low
+            # load a job need not wait out poll_timeout for a full batch.
+            records = self.client.poll_eager(self.guard.batch_size, poll_timeout)
             self._last_poll = time.monotonic()
             self._apply_deferred_pauses()
             if records:
