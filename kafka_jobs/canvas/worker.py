@@ -12,10 +12,11 @@ to the callback's topic, keyed by the chord id, so the joins of one chord run
 one at a time, in the order written, and waits for that acknowledgement before
 the member's offset may be committed. A join:
 
-1. looks for a final outcome of the callback, then of the chord's own id (the
-   "fired" record); either one means another join finished the chord: done;
-2. reads the members' outcomes, each partition read to its end first, so every
-   outcome acknowledged before this join was enqueued is seen;
+1. reads the outcomes of the callback, of the chord's own id (the "fired"
+   record) and of every member, each results partition read to its end
+   first, so every outcome acknowledged before this join was enqueued is seen;
+2. a final outcome of the callback, or the "fired" record: another join
+   finished the chord; done;
 3. a member that failed for good: writes the callback's outcome as failed with
    that member's error (Celery's policy: the callback never runs); done;
 4. a member without a final outcome: the chord is not complete; done (that
@@ -45,6 +46,7 @@ recorded outcome (the crash may have come between the two).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import json
@@ -54,8 +56,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from kafka_jobs.canvas.signature import ChordSpec, decode_steps, encode_steps, enqueue_step
 from kafka_jobs.errors import KafkaJobsError
-from kafka_jobs.results.handle import reader_of
 from kafka_jobs.results.outcome import Outcome, RemoteError, partition_of
+from kafka_jobs.results.reader import ResultsReader
 from kafka_jobs.task import Task, TaskOptions
 from kafka_jobs.wire import (
     H_CHAIN,
@@ -73,11 +75,12 @@ from kafka_jobs.wire import (
 if TYPE_CHECKING:
     from kafka_jobs.app import App
     from kafka_jobs.processing.ports import TaskRegistry
-    from kafka_jobs.results.reader import ResultsReader
     from kafka_jobs.results.writer import ResultWriter
     from kafka_jobs.settings import Settings
 
 log = logging.getLogger("kafka_jobs.canvas")
+
+_FETCH_WAIT_MS = 20
 
 JOIN_TASK = "kafka_jobs.chord.join"
 """Task name of a chord's join jobs (run by the worker itself, never registered)."""
@@ -124,10 +127,21 @@ class CanvasWorker:
         self._secret = secret
         self._timeout = settings.delivery_timeout
         self._join = _bookkeeping(self._run_join, JOIN_TASK)
+        self._reads = concurrent.futures.ThreadPoolExecutor(8, "kafka-jobs-canvas")
 
     @functools.cached_property
     def _reader(self) -> ResultsReader:
-        return reader_of(self._settings)
+        # Its own reader, with short fetch waits: a broker answers a connection's
+        # requests in order, so "read to the end" (a ListOffsets) would otherwise
+        # wait behind an idle fetch for fetch.wait.max.ms (500 ms) every time.
+        config = {**self._settings.consumer_settings(), "fetch.wait.max.ms": _FETCH_WAIT_MS}
+        return ResultsReader(config, self._settings.results_topic)
+
+    def close(self) -> None:
+        """Stop the reader, if one was started (the worker stops)."""
+        if "_reader" in self.__dict__:
+            self._reader.close()
+        self._reads.shutdown(wait=False)
 
     # --- hooks ---------------------------------------------------------------------
 
@@ -223,12 +237,9 @@ class CanvasWorker:
     def _run_join(self, chord: object) -> None:
         spec = ChordSpec.decode(json.dumps(chord))
         callback, since = spec.callback, spec.started_ms
-        reader = self._reader
-        for done in (callback.id, spec.id):  # ran or failed; or fired
-            known = reader.current(done, since)
-            if known is not None and known.ready:
-                return
-        outcomes = self._members(spec)
+        ran, fired, *outcomes = self._latest([callback.id, spec.id, *spec.member_ids()], since)
+        if (ran is not None and ran.ready) or (fired is not None and fired.ready):
+            return  # another join finished the chord
         for outcome in outcomes:
             if outcome is not None and outcome.ready and outcome.state != "succeeded":
                 error = outcome.error or RemoteError(
@@ -245,19 +256,23 @@ class CanvasWorker:
         enqueue_step(task, callback, (values,), [], since).wait(self._timeout)
         self._write(Outcome(spec.id, JOIN_TASK, "succeeded", value={"callback": callback.id}))
 
-    def _members(self, spec: ChordSpec) -> list[Outcome | None]:
-        """The members' outcomes, each results partition read to its end once."""
+    def _latest(self, ids: list[str], since_ms: int) -> list[Outcome | None]:
+        """The outcomes of `ids` after reading each of their results partitions to its end.
+
+        The partitions are read at the same time: one after another, each waits a
+        turn of the reader's loop.
+        """
         reader = self._reader
         partitions = reader.partitions()
         if not partitions:
             raise KafkaJobsError(f"results topic {reader.topic} not found")
-        ids = spec.member_ids()
-        read: set[int] = set()
-        for job_id in ids:
-            partition = partition_of(job_id, partitions)
-            if partition not in read:
-                read.add(partition)
-                reader.current(job_id, spec.started_ms)
+        one_per_partition = {partition_of(job_id, partitions): job_id for job_id in ids}
+        reads = [
+            self._reads.submit(reader.current, job_id, since_ms)
+            for job_id in one_per_partition.values()
+        ]
+        for read in reads:
+            read.result()
         return [reader.known(job_id) for job_id in ids]
 
     def _write(self, outcome: Outcome) -> None:

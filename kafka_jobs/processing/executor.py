@@ -127,11 +127,13 @@ class Executor:
         return self._async
 
     def close(self) -> None:
-        """Stop the event loop and the child processes, if any were started."""
+        """Stop the event loop, the child processes and the canvas's reader, if started."""
         if self._async is not None:
             self._async.stop()
         if self.processes is not None:
             self.processes.close()
+        if self._canvas is not None:
+            self._canvas.close()
 
     # The per-record hot path stays in one function: a call per step costs throughput.
     def run(self, job: Job) -> bool:  # noqa: C901
