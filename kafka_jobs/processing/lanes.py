@@ -34,9 +34,11 @@ class VirtualPartitions:
     partitioner: header name (default `kj-key`, the job's partition key) or a
         callable of (record key, headers) giving the lane key; never the value.
     max_partitions: most lanes per partition batch (default: worker concurrency).
-    distribution: "consistent" (a key always maps to the same lane) or
-        "balanced" (biggest key groups first onto the least-loaded lane, so a
-        skewed batch still fills every lane).
+    distribution: "balanced" (default: per batch, the biggest key groups first
+        onto the least-loaded lane, so a batch with few or skewed keys still fills
+        every lane) or "consistent" (a key always maps to the same lane, crc32 of
+        the key; with few keys some lanes stay empty). Both keep per-key order: a
+        partition's next batch starts only when every lane of this one is done.
     offset_metadata_strategy: which metadata given with `mark_as_consumed` is
         committed, lanes finishing out of order: "current" (the most recently
         given) or "exact" (the one given with the highest offset below the commit).
@@ -44,7 +46,7 @@ class VirtualPartitions:
 
     partitioner: Partitioner = H_KEY
     max_partitions: int | None = None
-    distribution: Literal["consistent", "balanced"] = "consistent"
+    distribution: Literal["consistent", "balanced"] = "balanced"
     offset_metadata_strategy: Literal["current", "exact"] = "current"
 
     def __post_init__(self) -> None:

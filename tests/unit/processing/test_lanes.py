@@ -87,7 +87,7 @@ def test_defaults() -> None:
     options = VirtualPartitions()
     assert options.partitioner == H_KEY == "kj-key"
     assert options.max_partitions is None
-    assert options.distribution == "consistent"
+    assert options.distribution == "balanced"
 
 
 @pytest.mark.parametrize("bad", [0, -1])
@@ -162,17 +162,17 @@ def test_partitioner_return_types(returned: object, expected: bytes | None) -> N
 @pytest.mark.parametrize("lanes", [1, 0, -3])
 def test_one_lane_or_fewer_keeps_the_batch_whole(lanes: int) -> None:
     records = keyed([b"a", b"b", b"c", None])
-    assert split(records, VirtualPartitions(), lanes) == [records]
+    assert split(records, VirtualPartitions(distribution="consistent"), lanes) == [records]
 
 
 def test_a_single_record_is_one_lane() -> None:
     records = keyed([b"a"])
-    assert split(records, VirtualPartitions(), 8) == [records]
+    assert split(records, VirtualPartitions(distribution="consistent"), 8) == [records]
 
 
 def test_split_returns_lists_not_the_input() -> None:
     records = keyed([b"a", b"b"])
-    lanes = split(records, VirtualPartitions(), 1)
+    lanes = split(records, VirtualPartitions(distribution="consistent"), 1)
     assert lanes == [records]
     assert lanes[0] is not records
 
@@ -183,7 +183,7 @@ def test_split_returns_lists_not_the_input() -> None:
 def test_consistent_lane_is_crc32_of_the_key_mod_lanes() -> None:
     keys = [f"customer-{i}".encode() for i in range(40)]
     records = keyed(keys)
-    lanes = split(records, VirtualPartitions(), 4)
+    lanes = split(records, VirtualPartitions(distribution="consistent"), 4)
     assert_invariants(records, lanes, 4)
     # Lanes are the non-empty ones of crc32(key) % 4, in lane order.
     expected: list[list[Any]] = [[] for _ in range(4)]
@@ -195,7 +195,7 @@ def test_consistent_lane_is_crc32_of_the_key_mod_lanes() -> None:
 def test_consistent_keeps_a_key_together_and_in_order() -> None:
     keys = [b"a", b"b", b"a", b"c", b"a", b"b", b"d", b"a"]
     records = keyed(keys, start=100)
-    lanes = split(records, VirtualPartitions(), 3)
+    lanes = split(records, VirtualPartitions(distribution="consistent"), 3)
     assert_invariants(records, lanes, 3)
     lane_a = next(lane for lane in lanes if records[0] in lane)
     assert [r.offset() for r in lane_a if key_of(r) == b"a"] == [100, 102, 104, 107]
@@ -203,8 +203,8 @@ def test_consistent_keeps_a_key_together_and_in_order() -> None:
 
 def test_consistent_is_the_same_across_calls() -> None:
     keys = [f"k{i % 7}".encode() for i in range(50)]
-    first = split(keyed(keys), VirtualPartitions(), 5)
-    second = split(keyed(keys), VirtualPartitions(), 5)
+    first = split(keyed(keys), VirtualPartitions(distribution="consistent"), 5)
+    second = split(keyed(keys), VirtualPartitions(distribution="consistent"), 5)
     assert [[r.offset() for r in lane] for lane in first] == [
         [r.offset() for r in lane] for lane in second
     ]
@@ -212,8 +212,12 @@ def test_consistent_is_the_same_across_calls() -> None:
 
 def test_consistent_same_key_same_lane_across_batches() -> None:
     # A key maps to lane crc32 % n in every batch, not to a position in the batch.
-    batch_one = split(keyed([b"x", b"y", b"z", b"w"]), VirtualPartitions(), 4)
-    batch_two = split(keyed([b"q", b"x", b"r"], start=10), VirtualPartitions(), 4)
+    batch_one = split(
+        keyed([b"x", b"y", b"z", b"w"]), VirtualPartitions(distribution="consistent"), 4
+    )
+    batch_two = split(
+        keyed([b"q", b"x", b"r"], start=10), VirtualPartitions(distribution="consistent"), 4
+    )
     for lanes in (batch_one, batch_two):
         for lane in lanes:
             for record in lane:
@@ -228,7 +232,7 @@ import sys
 from kafka_jobs.processing.lanes import VirtualPartitions, split
 from tests.unit.processing.test_lanes import keyed
 keys = [f"key-{i}".encode() for i in range(64)]
-lanes = split(keyed(keys), VirtualPartitions(), 6)
+lanes = split(keyed(keys), VirtualPartitions(distribution="consistent"), 6)
 print([[r.offset() for r in lane] for lane in lanes])
 """
 
@@ -249,21 +253,21 @@ def test_consistent_mapping_is_stable_across_processes() -> None:
         )
         outputs.add(result.stdout.strip())
     keys = [f"key-{i}".encode() for i in range(64)]
-    here = split(keyed(keys), VirtualPartitions(), 6)
+    here = split(keyed(keys), VirtualPartitions(distribution="consistent"), 6)
     outputs.add(str([[r.offset() for r in lane] for lane in here]))
     assert len(outputs) == 1
 
 
 def test_consistent_spreads_records_without_a_key() -> None:
     records = keyed([None] * 8)
-    lanes = split(records, VirtualPartitions(), 4)
+    lanes = split(records, VirtualPartitions(distribution="consistent"), 4)
     assert_invariants(records, lanes, 4)
     assert [[r.offset() for r in lane] for lane in lanes] == [[0, 4], [1, 5], [2, 6], [3, 7]]
 
 
 def test_consistent_fewer_keys_than_lanes_uses_fewer_lanes() -> None:
     records = keyed([b"only"] * 10)
-    lanes = split(records, VirtualPartitions(), 4)
+    lanes = split(records, VirtualPartitions(distribution="consistent"), 4)
     assert lanes == [records]
 
 
@@ -429,7 +433,7 @@ def test_split_invariants(keys: list[bytes | None], lanes: int, distribution: st
 )
 def test_consistent_property_same_lane_iff_same_crc(keys: list[bytes], lanes: int) -> None:
     records = keyed(keys)
-    where = lane_of(split(records, VirtualPartitions(), lanes))
+    where = lane_of(split(records, VirtualPartitions(distribution="consistent"), lanes))
     for i, a in enumerate(keys):
         for j, b in enumerate(keys):
             same_bucket = zlib.crc32(a) % lanes == zlib.crc32(b) % lanes
