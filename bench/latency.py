@@ -33,16 +33,18 @@ the same way):
 kafka-jobs
     `task.delay(seq, sent)` on an `App` with the default producer settings (linger.ms 5);
     the worker is ``python -m kafka_jobs worker -A bench.latency_app`` at its defaults
-    (4 threads, consume(1000, 0.1) batches).
+    (4 threads; the listener fetches with `Client.poll_eager(1000, 0.1)`: `poll(0.1)`,
+    which returns at the first record, then `consume(999, 0)` for what is fetched already).
 raw poll()
     a plain `Producer` with the kafka-jobs producer settings (same linger.ms 5, same
     idempotence), `produce()` + `poll(0)` per record with the value JSON
     ``{"seq", "sent"}``; a plain `Consumer` (the kafka-jobs consumer settings, in a group)
-    calling `poll(0.1)`: the latency the client itself gives.
+    calling `poll(0.1)`: the latency the client itself gives (the listener's
+    `poll_eager` waits the same way for its first record).
 raw consume(1000, 0.1)
-    the same producer; the consumer fetches like the kafka-jobs listener does,
-    `consume(1000, 0.1)`: that call returns when it has 1000 records or after 0.1 s, so
-    at 1000 records/s it hands over a batch about every 0.1 s.
+    the same producer; the consumer fetches as the kafka-jobs listener did before
+    `poll_eager` (issue 21), `consume(1000, 0.1)`: that call returns when it has 1000
+    records or after 0.1 s, so at 1000 records/s it hands over a batch about every 0.1 s.
 celery kafkajobs://
     Celery over this project's kombu transport (`celery_bridge`), `task.delay(seq, sent)`
     from this process, ``celery worker --pool threads -c 4`` consuming; transport options
@@ -80,7 +82,7 @@ SIDES = (KJ, RAW_POLL, RAW_BATCH, CELERY)
 TITLES = {
     KJ: "kafka-jobs (worker, 4 threads)",
     RAW_POLL: "raw confluent-kafka, poll(0.1) per record",
-    RAW_BATCH: "raw confluent-kafka, consume(1000, 0.1) like the listener",
+    RAW_BATCH: "raw confluent-kafka, consume(1000, 0.1) (the listener's call before poll_eager)",
     CELERY: "celery kafkajobs:// (--pool threads -c 4)",
 }
 PROBE_EVERY = 0.5  # seconds between probe jobs while waiting for the consumer
@@ -505,11 +507,12 @@ def notes(kind: str) -> list[str]:
         " `.delay()` / `produce()`; it includes the producer's linger (linger.ms 5 on every"
         " side), the broker round trip, the fetch and, for the workers, the hand-over to a"
         " worker thread.",
-        "raw consume(1000, 0.1) is the call the kafka-jobs listener makes"
+        "raw consume(1000, 0.1) is the call the kafka-jobs listener made before issue 21"
         " (`consume(batch_size, poll_timeout)`): librdkafka returns from it when it has 1000"
         " records or when 0.1 s has passed, so at 1000 records/s a record waits about"
         " 50 ms on average (up to 100 ms) inside that call; raw poll(0.1) returns each record"
-        " as soon as it is fetched.",
+        " as soon as it is fetched, and so does the listener's `Client.poll_eager` (poll()"
+        " for the first record, then consume(n, 0) for those already fetched).",
         "the pacer sleeps until each job's due time (one every 1/rate s); when it falls"
         " behind it sends at once, so the rate holds on average; the details give the rate"
         " actually sent and how far behind the pacer fell.",
