@@ -1,7 +1,7 @@
 """Job results (issue 20): delay-to-get round trips, and what keep_result costs in throughput.
 
     python -m bench.results [--broker embedded|apache] [--calls 200] [--callers 8]
-        [--concurrent-calls 400] [--jobs 20000] [--keep-jobs 3000] [--runs 3]
+        [--concurrent-calls 400] [--jobs 50000] [--keep-jobs 3000] [--runs 3]
         [--out bench/RESULTS.md]
 
 Uses `KAFKA_BOOTSTRAP_SERVERS` when set, else starts the broker of `--broker` and stops
@@ -10,7 +10,7 @@ it at the end: embedded (default; Tansu) or apache (one Apache Kafka KRaft node)
 Round trip (milliseconds, one clock): from just before ``handle = job.delay(i)`` to the
 return of ``handle.get()``, for a job that returns `i` (checked) and keeps its result.
 The worker is a subprocess, ``python -m kafka_jobs worker -A bench.results_app`` at its
-defaults (4 threads, consume(1000, 0.1) batches), on a fresh job topic of 6 partitions
+defaults (4 threads), on a fresh job topic of 6 partitions
 and a fresh results topic (created by the worker, 6 partitions, compacted). The calls
 are made `--calls` times one after the other ("sequential"), then `--concurrent-calls`
 times by `--callers` threads at once, each calling one after the other ("concurrent";
@@ -19,8 +19,9 @@ raw confluent-kafka on the same broker: the caller produces a record (a fresh ke
 request topic and waits for the reply with that key, read by one consumer thread
 assigned to every partition of a reply topic; a subprocess
 (``python -m bench.results_app raw``) answers each request on the reply topic, with a
-consumer looping either `poll(0.1)` (the client's quickest, "raw poll()") or
-`consume(1000, 0.1)` (the call the kafka-jobs listener makes, "raw consume()"). Every
+consumer looping either `poll(0.1)` (the client's quickest, "raw poll()"; the listener
+has fetched like this since 27498bf: the first record, then what is already fetched) or
+`consume(1000, 0.1)` (the listener's fetch before that, "raw consume()"). Every
 side uses the kafka-jobs producer and consumer settings (linger.ms 5). Before timing,
 probe calls (0.5 s each, bounded by `--ready-timeout`) wait until the worker answers,
 then `--warmup` calls are made untimed. p50 / p99 / max are nearest-rank per run; the
@@ -339,10 +340,11 @@ def notes(kind: str) -> list[str]:
         " the return of `get()` / the reply's arrival: the producer's linger (5 ms), the"
         " worker's fetch, the job, the outcome's write (5 ms linger again) and the caller's"
         " fetch of it.",
-        "the kafka-jobs worker fetches with `consume(1000, 0.1)`, which returns when it has"
-        " 1000 records or 0.1 s has passed: a lone job waits in that call for the rest of the"
-        " 0.1 s. The raw consume() replier makes the same call; raw poll() returns each record"
-        " at once and is the client's floor.",
+        "raw poll() returns each record as soon as it is fetched: the client's floor, and"
+        " the kafka-jobs listener's way since 27498bf (`poll()` for the first record, then"
+        " `consume(n, 0)` for what is already fetched). raw consume() makes the call the"
+        " listener made before, `consume(1000, 0.1)`, which returns when it has 1000 records"
+        " or 0.1 s has passed: a lone record waits the rest of the 0.1 s.",
         "the caller, the worker subprocess and the broker share the machine's 2 CPUs; other"
         " engineers' test runs shared them too (the load average is given).",
     ]
@@ -359,7 +361,7 @@ def notes(kind: str) -> list[str]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = common.runs_parser(
-        "bench.results", __doc__, 20_000, "jobs per throughput run and side", appends=False
+        "bench.results", __doc__, 50_000, "jobs per throughput run and side", appends=False
     )
     common.add_options(
         parser,

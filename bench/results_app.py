@@ -9,7 +9,7 @@
   group GROUP on REQUESTS, and a plain `Producer` with the kafka-jobs producer settings;
   each request record is answered by a record on REPLIES with the same key and value
   (`produce()` + `poll(0)`, not waited for). MODE ``poll``: `poll(0.1)`, one record per
-  call; MODE ``batch``: `consume(1000, 0.1)`, the call the kafka-jobs listener makes.
+  call; MODE ``batch``: `consume(1000, 0.1)`, the kafka-jobs listener's fetch before 27498bf.
   Positions are committed asynchronously once a second. Stops on SIGTERM or after SECONDS.
 """
 
@@ -24,7 +24,7 @@ from kafka_jobs import App
 
 TASK_NAME = "bench.results.echo"
 TOPIC = os.environ.get("BENCH_RESULTS_TOPIC", "bench-results")
-BATCH, POLL_TIMEOUT = 1000, 0.1  # the kafka-jobs listener's consume(batch_size, poll_timeout)
+BATCH, POLL_TIMEOUT = 1000, 0.1  # the listener's batch_size and poll_timeout defaults
 
 
 def echo(i: int) -> int:
