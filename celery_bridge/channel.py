@@ -19,6 +19,7 @@ Mapping (see the README section "switching a Celery project to Kafka"):
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -40,7 +41,7 @@ from celery_bridge.options import BridgeOptions
 from celery_bridge.records import NotAKombuMessage, from_record, to_record
 from celery_bridge.topics import topic_name
 from kafka_jobs.connection.admin import admin_client
-from kafka_jobs.errors import EnqueueError
+from kafka_jobs.errors import DeliveryTimeout, EnqueueError
 from kafka_jobs.wire import now_ms
 
 if TYPE_CHECKING:
@@ -56,6 +57,33 @@ _HELD_LIMIT = 1000
 Delivery = tuple[Payload, str]
 
 _publishes = itertools.count(1)
+
+# Celery's remote-control exchanges: "<name>.pidbox" (commands), "reply.<name>.pidbox".
+_CONTROL_SUFFIX = ".pidbox"
+# How long a remote-control publish waits for the producer to send what it holds.
+CONTROL_FLUSH_TIMEOUT = 1.0
+
+
+def is_control(exchange: str) -> bool:
+    """Whether `exchange` carries Celery's remote control (commands or their replies)."""
+    return exchange.endswith(_CONTROL_SUFFIX)
+
+
+def has_eta(record: Record) -> bool:
+    """Whether a queue record is a Celery task with an eta (or countdown)."""
+    return any(name == "eta" and value not in (None, b"null") for name, value in record.headers)
+
+
+def reports_scheduled(payload: Payload) -> bool:
+    """Whether a remote-control message is the ``scheduled`` inspect command."""
+    body = payload.get("body")
+    if not isinstance(body, bytes | str) or "scheduled" not in str(body)[:200]:
+        return False  # cheap first: most commands are not this one
+    try:
+        command = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(command, dict) and command.get("method") == "scheduled"
 
 
 class Channel(virtual.Channel):
@@ -200,6 +228,18 @@ class Channel(virtual.Channel):
         if self.options.confirm_publish:
             for handle in handles:
                 handle.wait(self.options.delivery_timeout)
+        elif is_control(exchange):
+            self._send_now()
+
+    def _send_now(self) -> None:
+        # A flush sends at once (librdkafka skips linger.ms for it): a command or reply
+        # does not wait the producer's linger, and the queue records this process
+        # published before a command are in Kafka before it (see `Transport.settle`).
+        # The few ms it blocks are the broker's acknowledgement. Best effort.
+        try:
+            self._transport.producer.flush(CONTROL_FLUSH_TIMEOUT)
+        except DeliveryTimeout as exc:
+            log.debug("remote-control publish not acknowledged yet: %s", exc)
 
     # --- consuming --------------------------------------------------------------
 
@@ -292,6 +332,15 @@ class Channel(virtual.Channel):
                     return self._ready.popleft()
         return None
 
+    def deliver_eta_tasks(self) -> None:
+        """Hand Celery the buffered queue messages that carry an eta, ahead of their turn."""
+        fetcher = self._group
+        if fetcher is None or not self._consumers:
+            return
+        while self.qos.can_consume() and (record := fetcher.take_first(has_eta)) is not None:
+            for payload, queue in self._route(fetcher, record):
+                self._open.deliver(payload, queue)
+
     # --- routing fetched records to queues ---------------------------------------
 
     def _route(self, fetcher: Fetcher, record: Record) -> Iterator[Delivery]:
@@ -314,6 +363,8 @@ class Channel(virtual.Channel):
         except NotAKombuMessage:
             return  # a broadcast topic written by someone else: not for us
         info = payload["properties"]["delivery_info"]
+        if is_control(info["exchange"]) and reports_scheduled(payload):
+            self._open.settle()
         for queue, topics in self._bound_readers.items():
             if record.topic in topics and binds(self, queue, info["exchange"], info["routing_key"]):
                 copy = {**payload, "properties": {**payload["properties"]}}

@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import cast
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from celery_bridge.fetched import FetcherFailed, Record, purged
 from kafka_jobs.connection.client import Client, Key, Mark, by_partition
@@ -39,12 +39,17 @@ from kafka_jobs.settings import KafkaConfig
 log = logging.getLogger(__name__)
 
 _BATCH = 500
+_EOF = KafkaError._PARTITION_EOF
 _ATTACH_TIMEOUT = 15.0
 # How long a queue batch waits for the broadcasts sent before it (a lagging reader).
 _CATCH_UP_TIMEOUT = 1.0
 _CATCH_UP_BACKOFF = 10.0
 # How long the first batch waits for the purge marks to be read (see `gate`).
 _GATE_TIMEOUT = 10.0
+
+
+#: End offsets of partitions, asked of the broker within a timeout (seconds).
+EndOffsets = Callable[[list[Key], float], dict[Key, int]]
 
 
 def _names(keys: Iterable[Key]) -> str:
@@ -77,6 +82,7 @@ class Fetcher:
         commit_interval: float = 1.0,
         poll_timeout: float = 0.1,
         name: str = "celery-bridge-fetcher",
+        end_offsets: EndOffsets | None = None,
     ) -> None:
         self.grouped = grouped
         self._wake = wake
@@ -86,9 +92,16 @@ class Fetcher:
         self._lock = threading.Lock()
         # A reader's next offset per partition; waiters of catch_up() wake on each fetch.
         self._positions: dict[Key, int] = {}
+        # Grouped: the offset fetched up to per partition (records and end-of-partition
+        # events); waiters of settle() wake on each fetch.
+        self._fetched: dict[Key, int] = {}
         self._advanced = threading.Condition(self._lock)
         self._broadcasts: tuple[Fetcher, ...] = ()  # replaced whole: read by the poll thread
         self._catch_up_off_until = 0.0
+        # Asked on another connection than this consumer's: a broker answers a
+        # connection's requests in order, so a query sent here would wait behind the
+        # fetch it holds open (up to fetch.wait.max.ms, 500 ms by default).
+        self._end_offsets: EndOffsets = end_offsets or self._watermarks
         # Purged partitions: records below the end offset, written before the purge.
         self._purges: dict[Key, tuple[int, int]] = {}
         self._gate: Callable[[float], bool] | None = None
@@ -166,17 +179,17 @@ class Fetcher:
                     kept.append(record)
             self._buffer = kept
 
-    def catch_up(self, client: Client, timeout: float = _CATCH_UP_TIMEOUT) -> bool:
+    def catch_up(self, end_offsets: EndOffsets, timeout: float = _CATCH_UP_TIMEOUT) -> bool:
         """Wait until this reader fetched every record its partitions hold now.
 
-        `client` (the caller's own, used on its thread) asks the broker for the end
-        offsets. False when `timeout` passed first (the caller goes on regardless).
+        `end_offsets` (the caller's, called on its thread) asks the broker for them.
+        False when `timeout` passed first (the caller goes on regardless).
         """
         with self._lock:
             keys = list(self._positions)
         if not keys:
             return True
-        ends = {key: client.watermarks(key, timeout)[1] for key in keys}
+        ends = end_offsets(keys, timeout)
         deadline = time.monotonic() + timeout
         with self._advanced:
             while any(self._positions.get(key, end) < end for key, end in ends.items()):
@@ -186,11 +199,47 @@ class Fetcher:
                 self._advanced.wait(left)
         return True
 
+    def settle(self, ends: dict[Key, int], timeout: float) -> bool:
+        """Wait until this (grouped) fetcher fetched up to `ends` on its assigned partitions.
+
+        Partitions not assigned here (any more) are left out. False when `timeout`
+        passed first, e.g. while the buffer is full and the partitions are paused.
+        """
+        deadline = time.monotonic() + timeout
+        with self._advanced:
+            while any(
+                key in self._trackers and self._fetched.get(key, -1) < end
+                for key, end in ends.items()
+            ):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._advanced.wait(left)
+        return True
+
+    def assigned_partitions(self) -> list[Key]:
+        """The partitions assigned to this (grouped) fetcher now."""
+        with self._lock:
+            return list(self._trackers)
+
+    def _watermarks(self, keys: list[Key], timeout: float) -> dict[Key, int]:
+        return {key: self.client.watermarks(key, timeout)[1] for key in keys}
+
     def take(self) -> Record | None:
         """The next buffered record, or None."""
         self.raise_failure()
         with self._lock:
             return self._buffer.popleft() if self._buffer else None
+
+    def take_first(self, wanted: Callable[[Record], bool]) -> Record | None:
+        """The first buffered record `wanted` accepts (out of turn), or None."""
+        self.raise_failure()
+        with self._lock:
+            for index, record in enumerate(self._buffer):
+                if wanted(record):
+                    del self._buffer[index]
+                    return record
+        return None
 
     def requeue(self, record: Record) -> None:
         """Deliver `record` again, first (reject with requeue); its offset stays unacked."""
@@ -301,7 +350,9 @@ class Fetcher:
         # timeout). Queue consumers keep the batch call: with the single-record poll,
         # catch_up's end-offset queries on the same client timed out on Apache Kafka.
         poll = self.client.poll if self.grouped else self.client.poll_eager
-        batches, errors = by_partition(poll(room, self._poll_timeout))
+        polled = poll(room, self._poll_timeout)
+        self._note_ends(polled)
+        batches, errors = by_partition(polled)
         for error in errors:
             if error.fatal():
                 raise KafkaException(error)
@@ -334,6 +385,7 @@ class Fetcher:
                     for message in messages
                 ]
                 if tracker is not None:
+                    self._fetched[key] = records[-1].offset + 1
                     tracker.register(record.offset for record in records)
                     purge = self._purges.get(key)
                     if purge is not None:
@@ -345,6 +397,21 @@ class Fetcher:
             self._advanced.notify_all()
         self._wake()
 
+    def _note_ends(self, polled: list[Message]) -> None:
+        # End-of-partition events (enable.partition.eof) say how far a partition with
+        # nothing new was fetched: settle() needs it for partitions with no records.
+        if not self.grouped:
+            return
+        ends = [m for m in polled if (e := m.error()) is not None and e.code() == _EOF]
+        if not ends:
+            return
+        with self._lock:
+            for event in ends:
+                key = (cast(str, event.topic()), cast(int, event.partition()))
+                if key in self._trackers:
+                    self._fetched[key] = max(self._fetched.get(key, -1), cast(int, event.offset()))
+            self._advanced.notify_all()
+
     def _wait_for_broadcasts(self) -> None:
         # Best effort: ordering must never stop the queue. A failed end-offset query
         # turns the wait off for a while, so a broker that cannot answer costs one
@@ -353,7 +420,7 @@ class Fetcher:
             return
         for broadcasts in self._broadcasts:
             try:
-                if not broadcasts.catch_up(self.client):
+                if not broadcasts.catch_up(self._end_offsets):
                     log.debug("broadcasts not caught up in %ss; going on", _CATCH_UP_TIMEOUT)
             except KafkaException as exc:
                 log.warning("cannot read the broadcasts' end offsets (%s); going on", exc)
@@ -423,6 +490,7 @@ class Fetcher:
         with self._lock:
             for key in keys:
                 self._trackers[key] = OffsetTracker()
+                self._fetched.pop(key, None)
                 self._generations[key] = self._generations.get(key, 0) + 1
 
     def revoked(self, keys: list[Key]) -> None:
@@ -440,6 +508,7 @@ class Fetcher:
         with self._lock:
             for key in keys:
                 self._trackers.pop(key, None)
+                self._fetched.pop(key, None)
                 # Acks of messages fetched before now no longer count.
                 self._generations[key] = self._generations.get(key, 0) + 1
             self._buffer = deque(r for r in self._buffer if (r.topic, r.partition) not in keys)

@@ -7,10 +7,12 @@ import os
 import re
 import threading
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._listoffsets import OffsetSpec
 
 from kafka_jobs.connection.admin import TopicCreationFailed, admin_client, create_missing
+from kafka_jobs.connection.client import Key
 from kafka_jobs.settings import KafkaConfig
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,22 @@ class TopicCreator:
             except TopicCreationFailed as exc:
                 raise TopicsUnavailable(str(exc)) from exc
             self._known.add(topic)
+
+    def end_offsets(self, keys: list[Key], timeout: float) -> dict[Key, int]:
+        """The end offset of each partition, in one request per broker; raises KafkaException."""
+        if not keys:
+            return {}
+        admin = self._admin
+        if admin is None or self._pid != os.getpid():
+            with self._lock:
+                admin = self._client()
+        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]  # unannotated upstream
+        asked = {TopicPartition(topic, partition): latest for topic, partition in keys}
+        futures = admin.list_offsets(asked, request_timeout=timeout)
+        return {
+            (tp.topic, tp.partition): int(future.result(timeout).offset)
+            for tp, future in futures.items()
+        }
 
     def delete(self, topic: str) -> None:
         """Delete `topic` (best effort: a queue deleted by its client)."""

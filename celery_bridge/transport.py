@@ -57,6 +57,10 @@ __all__ = [
 ]
 
 
+# How long `Transport.settle` may hold a reply (Celery waits 1 s for replies by default).
+SETTLE_TIMEOUT = 0.75
+
+
 class BrokerUnreachable(ConnectionError):
     """No Kafka broker answered at connect."""
 
@@ -142,6 +146,7 @@ class Transport(virtual.Transport):
             commit_interval=self.options.commit_interval,
             poll_timeout=self.options.poll_timeout,
             name="celery-bridge-group" if group_id else "celery-bridge-reader",
+            end_offsets=self.topics.end_offsets,
         )
         # Queue batches wait for the connection's broadcast readers (Fetcher.follow):
         # Celery reads remote control and tasks on separate channels of one connection.
@@ -170,6 +175,28 @@ class Transport(virtual.Transport):
             self._fetchers.remove(fetcher)
         for other in self._fetchers:
             other.unfollow(fetcher)
+
+    def settle(self, timeout: float = SETTLE_TIMEOUT) -> None:
+        """Fetch the queues up to their current ends, then hand Celery their eta tasks.
+
+        Run before Celery answers ``inspect scheduled``: a task with an eta published
+        before the command (flushed first: see `Channel.basic_publish`) is then in the
+        reply, as on brokers with one connection for both. Only eta tasks go ahead of
+        their turn: Celery holds them in its timer and runs nothing now, so a busy
+        queue cannot delay the reply beyond `timeout`. Best effort, bounded.
+        """
+        deadline = time.monotonic() + timeout
+        for fetcher in [f for f in self._fetchers if f.grouped]:
+            try:
+                ends = self.topics.end_offsets(fetcher.assigned_partitions(), timeout)
+            except Exception as exc:  # best effort: the reply must go on
+                log.warning("cannot read the queues' end offsets (%s); answering now", exc)
+                return
+            if not fetcher.settle(ends, max(0.0, deadline - time.monotonic())):
+                log.debug("queues not fetched to their ends in %ss; answering now", timeout)
+        # kombu's virtual.Transport keeps its open channels in `channels`.
+        for channel in cast("list[Channel]", self.channels):
+            channel.deliver_eta_tasks()
 
     def wake(self) -> None:
         """Something may be deliverable: wake `drain_events`."""
@@ -238,3 +265,28 @@ class Transport(virtual.Transport):
     def default_connection_params(self) -> dict[str, int | None]:
         """Defaults kombu fills into the URL."""
         return {"port": self.default_port, "hostname": None}
+
+
+def _pool_puts_never_block(sender: Any, **_: Any) -> None:
+    """Celery's ``worker_init``: a worker on this transport hands tasks to its pool without waiting.
+
+    This transport has no event loop, so Celery's worker consumes in a loop of its own
+    and, by default (``worker_pool_putlocks``), blocks in the prefork pool's put until a
+    child is free. Remote control is answered by that same loop: with every child busy,
+    ``inspect`` got no reply within its second. Redis and RabbitMQ run Celery's event
+    loop, where the put never blocks; this does the same. The prefetch count still
+    bounds the tasks taken ahead. A ``worker_pool_putlocks`` the app sets is kept.
+    """
+    conninfo = getattr(sender, "_conninfo", None)
+    if conninfo is None or sender.use_eventloop or not isinstance(conninfo.transport, Transport):
+        return
+    if "worker_pool_putlocks" not in sender.app.conf.changes:
+        sender.pool_putlocks = False
+
+
+try:  # kombu alone (no Celery) needs no hook
+    from celery import signals  # type: ignore[import-untyped]
+except ImportError:  # pragma: no cover
+    pass
+else:
+    signals.worker_init.connect(_pool_puts_never_block, weak=False)

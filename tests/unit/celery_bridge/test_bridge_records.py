@@ -181,7 +181,9 @@ def test_group_timeouts_default_short_and_every_layer_overrides_the_defaults() -
 
 def test_broadcast_readers_fetch_with_a_short_wait_unless_configured() -> None:
     options = BridgeOptions(bootstrap_servers="b:1")
-    assert options.consumer_settings(None)["fetch.wait.max.ms"] == 100
+    assert options.consumer_settings(None)["fetch.wait.max.ms"] == 20
     assert "fetch.wait.max.ms" not in options.consumer_settings("g")  # librdkafka's default
-    tuned = BridgeOptions(bootstrap_servers="b:1", consumer_config={"fetch.wait.max.ms": 20})
-    assert tuned.consumer_settings(None)["fetch.wait.max.ms"] == 20
+    tuned = BridgeOptions(bootstrap_servers="b:1", consumer_config={"fetch.wait.max.ms": 50})
+    assert tuned.consumer_settings(None)["fetch.wait.max.ms"] == 50
+    option = BridgeOptions(bootstrap_servers="b:1", broadcast_fetch_wait_ms=5)
+    assert option.consumer_settings(None)["fetch.wait.max.ms"] == 5
