@@ -34,6 +34,19 @@ from kafka_jobs.task import Task, TaskOptions
 if TYPE_CHECKING:
     from kafka_jobs.worker.runner import Worker, WorkerOptions
 
+_TOPIC_KEYWORDS = frozenset(
+    {
+        "long_running",
+        "manual_offsets",
+        "subscription_group",
+        "virtual_partitions",
+        "partitions",
+        "replication_factor",
+        "config",
+    }
+)
+"""Keywords of `@app.job` that describe the job's whole topic (`TaskOptions.topic_flags`)."""
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -95,8 +108,7 @@ class App:
                 serializer=serializer,
                 keep_result=options.get("keep_result"),
                 topic_flags=TopicOptions.from_settings(options)
-                if {"long_running", "manual_offsets", "subscription_group", "virtual_partitions"}
-                & options.keys()
+                if _TOPIC_KEYWORDS & options.keys()
                 else None,
             )
             existing = self.tasks.get(task_name)

@@ -47,12 +47,17 @@ class TopicSettings(RetryOptions, total=False):
     subscription_group: name of the consumer connection the topic is read on.
     virtual_partitions: split each partition's batch into parallel lanes by key
         (True for the defaults, or a `VirtualPartitions`).
+    partitions / replication_factor / config: what the topic should be, for
+        `kafka-jobs topics plan | migrate` (kafka_jobs.declarative).
     """
 
     long_running: bool
     manual_offsets: bool
     subscription_group: str
     virtual_partitions: VirtualPartitions | bool
+    partitions: int
+    replication_factor: int
+    config: Mapping[str, str]
 
 
 class JobOptions(TopicSettings, total=False):
@@ -123,10 +128,25 @@ class TopicOptions:
     manual_offsets: bool = False
     subscription_group: str | None = None
     virtual_partitions: VirtualPartitions | None = None
+    partitions: int | None = None
+    replication_factor: int | None = None
+    config: Mapping[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.partitions is not None and self.partitions < 1:
+            raise ConfigurationError(f"partitions must be at least 1, not {self.partitions}")
+        if self.replication_factor is not None and self.replication_factor < 1:
+            raise ConfigurationError(
+                f"replication_factor must be at least 1, not {self.replication_factor}"
+            )
+        for name, value in (self.config or {}).items():
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise ConfigurationError(f"topic config {name!r}: names and values are strings")
 
     @classmethod
     def from_settings(cls, options: TopicSettings) -> TopicOptions:
         """Topic options from `configure_topic` / `@kafka_job` keywords."""
+        config = options.get("config")
         return cls(
             retry=retry_policy(options),
             dead_letter_topic=options.get("dead_letter_topic"),
@@ -134,6 +154,9 @@ class TopicOptions:
             manual_offsets=options.get("manual_offsets", False),
             subscription_group=options.get("subscription_group"),
             virtual_partitions=_virtual_partitions(options.get("virtual_partitions")),
+            partitions=options.get("partitions"),
+            replication_factor=options.get("replication_factor"),
+            config=None if config is None else dict(config),
         )
 
 
