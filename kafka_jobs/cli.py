@@ -93,6 +93,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     worker.add_argument(
+        "--health-port", type=int, help="serve /live and /ready for probes on this port"
+    )
+    worker.add_argument(
+        "--health-host", default="0.0.0.0", help="address of the health port [0.0.0.0]"
+    )
+    worker.add_argument(
+        "--health-stall",
+        type=float,
+        metavar="SECONDS",
+        help="not live after this long without a poll [max.poll.interval.ms]",
+    )
+    worker.add_argument(
         "--summary-interval",
         type=float,
         metavar="SECONDS",
@@ -186,6 +198,8 @@ def _worker(options: argparse.Namespace) -> int:
     )
     if options.metrics_port:
         worker.metrics().serve(options.metrics_port)
+    if options.health_port is not None:
+        worker.serve_health(options.health_port, options.health_host, options.health_stall)
     _print_table(
         ["setting", "value"],
         [

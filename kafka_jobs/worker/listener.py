@@ -120,6 +120,11 @@ class Listener:
         return self._client
 
     @property
+    def since_poll(self) -> float:
+        """Seconds since the fetch loop last polled (any thread): the liveness signal."""
+        return time.monotonic() - self._last_poll
+
+    @property
     def lag(self) -> dict[Key, int]:
         """Lag per owned partition, from the latest statistics (any thread)."""
         return self.stats.lag

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TypedDict
 from kafka_jobs.connection.admin import partition_count, topic_config
 from kafka_jobs.delay.dispatcher import DelayDispatcher
 from kafka_jobs.errors import ConfigurationError
+from kafka_jobs.instrumentation.health import Health, HealthServer
 from kafka_jobs.instrumentation.metrics import Metrics
 from kafka_jobs.instrumentation.publisher import StatePublisher
 from kafka_jobs.instrumentation.summary import SummaryLine
@@ -31,7 +32,7 @@ from kafka_jobs.processing.scheduler import (
     load_scheduler,
 )
 from kafka_jobs.results.writer import ResultWriter
-from kafka_jobs.settings import ClientConfig
+from kafka_jobs.settings import ClientConfig, int_setting
 from kafka_jobs.worker.listener import Listener, PartitionReport, SubscriptionGroup
 
 if TYPE_CHECKING:
@@ -286,6 +287,20 @@ class Worker:
         if self._metrics is None:
             self._metrics = Metrics.attach(self.app, self)
         return self._metrics
+
+    def serve_health(
+        self, port: int, host: str = "0.0.0.0", stall_after: float | None = None
+    ) -> HealthServer:
+        """Serve `/live` and `/ready` for probes (`instrumentation.health`); port 0 picks one.
+
+        stall_after: seconds without a poll after which the worker is not live
+        (default: the consumer's max.poll.interval.ms).
+        """
+        if stall_after is None:
+            config = self.settings.consumer_settings()
+            stall_after = int_setting(config, "max.poll.interval.ms", 300_000) / 1000
+        health = Health(self.listeners, stall_after, lambda: self._started)
+        return HealthServer(health, port, host).start()
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Lag per owned partition from librdkafka's statistics (about a second old)."""
