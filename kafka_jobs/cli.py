@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kafka_jobs import cli_results, cli_topics
-from kafka_jobs.errors import KafkaJobsError
+from kafka_jobs.errors import ConfigurationError, KafkaJobsError
 from kafka_jobs.instrumentation import logs
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `kafka-jobs` console script."""
     parser = _parser()
     options = parser.parse_args(argv)
+    options.argv = list(sys.argv[1:] if argv is None else argv)  # for --processes children
     logs.configure(options.log_level, options.log_format)
     try:
         code: int = options.command(options)
@@ -92,6 +93,17 @@ def _parser() -> argparse.ArgumentParser:
         help="most async jobs in flight (default: KAFKA_JOBS_ASYNC_CONCURRENCY or 100)",
     )
     worker.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    worker.add_argument(
+        "--processes",
+        metavar="N",
+        help="run N worker processes in the group under a supervisor (auto: one per core)",
+    )
+    worker.add_argument(
+        "--max-memory-per-child",
+        type=float,
+        metavar="MIB",
+        help="with --processes: recycle a child whose resident memory passes this",
+    )
     worker.add_argument(
         "--health-port", type=int, help="serve /live and /ready for probes on this port"
     )
@@ -181,6 +193,8 @@ def _worker(options: argparse.Namespace) -> int:
     from kafka_jobs.loader import load_app
     from kafka_jobs.processing.scheduler import load_scheduler
 
+    if options.processes is not None:
+        return _supervise(options)
     app = load_app(options.app)
     if options.async_concurrency:
         app.settings = app.settings.replace(async_concurrency=options.async_concurrency)
@@ -213,6 +227,24 @@ def _worker(options: argparse.Namespace) -> int:
         ],
     )
     return worker.run()
+
+
+def _supervise(options: argparse.Namespace) -> int:
+    from kafka_jobs.supervisor import Supervisor, process_count
+
+    try:
+        processes = process_count(options.processes)
+    except ValueError as exc:
+        raise ConfigurationError(f"--processes {options.processes}: {exc}") from None
+    health = None if options.health_port is None else (options.health_port, options.health_host)
+    return Supervisor(
+        options.argv,
+        processes,
+        max_memory_mb=options.max_memory_per_child,
+        # children read their own default; the supervisor waits long enough for it
+        shutdown_timeout=options.shutdown_timeout or 60.0,
+        health=health,
+    ).run()
 
 
 def _app_for(options: argparse.Namespace) -> App:

@@ -83,10 +83,20 @@ class Health:
         return Verdict(ok, {"started": self._started(), "unassigned": waiting})
 
 
-class HealthServer:
-    """Serves `/live` and `/ready` of a `Health` on host:port (daemon thread)."""
+class Probes(Protocol):
+    """What a `HealthServer` asks (`Health`, or the supervisor for its children)."""
 
-    def __init__(self, health: Health, port: int, host: str = "0.0.0.0") -> None:
+    def live(self) -> Verdict:
+        """The `/live` answer."""
+
+    def ready(self) -> Verdict:
+        """The `/ready` answer."""
+
+
+class HealthServer:
+    """Serves `/live` and `/ready` of `health` on host:port (daemon thread)."""
+
+    def __init__(self, health: Probes, port: int, host: str = "0.0.0.0") -> None:
         probes = {"/live": health.live, "/ready": health.ready}
 
         class Handler(BaseHTTPRequestHandler):
