@@ -56,6 +56,10 @@ def test_a_chain_passes_each_value_on_as_the_next_first_argument(kafka_app, new_
     def constant(x: int) -> int:
         return x
 
+    @app.job
+    async def async_add(x: int, y: int) -> int:
+        return x + y
+
     with app.worker(concurrency=2):
         handle = chain(add.s(1, 2), mul.s(10), add.s(5)).delay()
         assert handle.get(timeout=30) == 35
@@ -65,6 +69,8 @@ def test_a_chain_passes_each_value_on_as_the_next_first_argument(kafka_app, new_
         assert other.get(timeout=30) == 21
         assert [step.get(timeout=10) for step in other.steps] == [42, 7, 21]
         assert kafka_jobs.result(other.id, app).get(timeout=10) == 21
+        # An async step goes on from the event loop like a sync one.
+        assert chain(async_add.s(1, 1), mul.s(5), async_add.s(1)).delay().get(timeout=30) == 11
 
 
 def test_a_failed_step_stops_the_chain_and_its_handle_raises(kafka_app, new_topic) -> None:
