@@ -27,12 +27,19 @@ from kafka_jobs.options import (
 )
 from kafka_jobs.producer import JobProducer
 from kafka_jobs.results.handle import JobResult, reader_of
-from kafka_jobs.results.reader import release_reader
+from kafka_jobs.results.handle import release as release_results
 from kafka_jobs.settings import Settings
 from kafka_jobs.task import Task, TaskOptions
 
 if TYPE_CHECKING:
     from kafka_jobs.worker.runner import Worker, WorkerOptions
+
+
+def _expires_option(value: float | None) -> float | None:
+    if value is not None and (not isinstance(value, int | float) or value <= 0):
+        raise ConfigurationError(f"expires must be a positive number of seconds, not {value!r}")
+    return value
+
 
 _TOPIC_KEYWORDS = frozenset(
     {
@@ -74,6 +81,7 @@ class App:
         self.hooks: list[LifecycleHook] = []
         self.events = EventBus()
         self.producer = JobProducer(settings.producer_settings(), settings.delivery_timeout)
+        self.producer.revoker = self.revoke
 
     @overload
     def job(self, fn: Callable[P, R]) -> Task[P, R]: ...
@@ -107,6 +115,7 @@ class App:
                 dead_letter_topic=options.get("dead_letter_topic"),
                 serializer=serializer,
                 keep_result=options.get("keep_result"),
+                expires=_expires_option(options.get("expires")),
                 topic_flags=TopicOptions.from_settings(options)
                 if _TOPIC_KEYWORDS & options.keys()
                 else None,
@@ -210,7 +219,7 @@ class App:
     def close(self, timeout: float | None = None) -> None:
         """Flush pending jobs (raising on failures); release the producer and results reader."""
         settings = self.settings
-        release_reader(settings.consumer_settings(), settings.results_topic)
+        release_results(settings)
         self.producer.close(timeout)
 
     def create_topics(
@@ -234,6 +243,16 @@ class App:
             return create_missing(admin, wanted, partitions, replication_factor, timeout, config)
         except TopicCreationFailed as exc:
             raise KafkaJobsError(str(exc)) from exc
+
+    def revoke(self, job_ids: str | Iterable[str], ttl: float | None = None) -> int:
+        """Revoke jobs: any that has not started yet is skipped by every worker.
+
+        The revocation lasts `ttl` seconds (default `revoke_ttl`) and reaches
+        delayed jobs too; unknown ids are harmless. Returns how many were written.
+        """
+        from kafka_jobs.revocations import revoke
+
+        return revoke(self, [job_ids] if isinstance(job_ids, str) else job_ids, ttl)
 
     def assignments(self) -> dict[str, list[int]]:
         """Topic -> partitions this process's running workers own right now.

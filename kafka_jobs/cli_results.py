@@ -46,8 +46,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run(options: argparse.Namespace) -> int:
     """Print the outcome of `options.job_id`; the exit code says how the job ended."""
-    from kafka_jobs.results.handle import reader_of
-    from kafka_jobs.results.reader import release_reader
+    from kafka_jobs.results.handle import reader_of, release
 
     app = _app_for(options)
     reader = reader_of(app.settings)
@@ -60,7 +59,7 @@ def run(options: argparse.Namespace) -> int:
             look = min(options.timeout, 5.0) if options.wait else options.timeout
             outcome = reader.current(options.job_id, 0, timeout=max(look, 0.1))
     finally:
-        release_reader(app.settings.consumer_settings(), app.settings.results_topic)
+        release(app.settings)
     if outcome is None:
         print(f"job      {options.job_id}")
         print("state    pending (no outcome found)", flush=True)

@@ -93,3 +93,11 @@ class ResultUnavailable(KafkaJobsError):
 
 class ResultNotKept(KafkaJobsError, ValueError):
     """The job's result is not written (its task does not set ``keep_result``)."""
+
+
+class JobExpired(KafkaJobsError):
+    """The job was due to start after its `expires` time, so it did not run."""
+
+
+class JobRevoked(KafkaJobsError):
+    """The job was revoked (`app.revoke`, `handle.revoke()`) before it started."""

@@ -69,6 +69,7 @@ class JobOptions(TopicSettings, total=False):
     serializer: "json" (default) or "dill" (signed; needs a signing secret).
     keep_result: write each job's outcome to the results topic, so that its handle's
         `get()` returns the value (default: the app's `keep_result`, False).
+    expires: seconds after enqueue past which a job is not started (expired).
     """
 
     topic: str
@@ -76,6 +77,7 @@ class JobOptions(TopicSettings, total=False):
     name: str
     serializer: Literal["json", "dill"]
     keep_result: bool
+    expires: float
 
 
 class _DeclaresKeys(Protocol):

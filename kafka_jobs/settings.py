@@ -118,6 +118,10 @@ class Settings:
     results_topic: compacted topic of job outcomes, created by workers.
     results_partitions: partitions of the results topic when a worker creates it.
     result_ttl: seconds outcomes are kept (the topic's retention when created).
+    revoke_topic: compacted topic of revocations (`App.revoke`), followed by workers.
+    revoke_ttl: seconds a revocation stays in force (and the topic's retention).
+    dead_letter_expired: dead-letter jobs that expired before they started (with
+        reason ``expired``) instead of only counting and logging them.
     group_protocol: "classic" (default) or "consumer" (KIP-848: the broker assigns
         partitions and owns session timeouts; Apache Kafka 4.0+).
     kafka_config: librdkafka settings for every client (SASL/SSL go here).
@@ -150,6 +154,9 @@ class Settings:
     results_topic: str = "kafka-jobs.results"
     results_partitions: int = 6
     result_ttl: float = 86_400.0
+    revoke_topic: str = "kafka-jobs.revoked"
+    revoke_ttl: float = 86_400.0
+    dead_letter_expired: bool = False
     group_protocol: str = "classic"
     kafka_config: KafkaConfig = field(default_factory=dict)
     producer_config: KafkaConfig = field(default_factory=dict)
@@ -174,6 +181,7 @@ class Settings:
             "tick_interval",
             "pattern_refresh_interval",
             "result_ttl",
+            "revoke_ttl",
         ):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
@@ -267,6 +275,9 @@ ENV_VARIABLES: dict[str, str] = {
     "results_topic": "KAFKA_JOBS_RESULTS_TOPIC",
     "results_partitions": "KAFKA_JOBS_RESULTS_PARTITIONS",
     "result_ttl": "KAFKA_JOBS_RESULT_TTL",
+    "revoke_topic": "KAFKA_JOBS_REVOKE_TOPIC",
+    "revoke_ttl": "KAFKA_JOBS_REVOKE_TTL",
+    "dead_letter_expired": "KAFKA_JOBS_DEAD_LETTER_EXPIRED",
     "group_protocol": "KAFKA_JOBS_GROUP_PROTOCOL",
 }
 

@@ -21,6 +21,7 @@ from kafka_jobs.results.handle import for_enqueued
 from kafka_jobs.signing import sign
 from kafka_jobs.transactions import active_transaction
 from kafka_jobs.wire import (
+    H_EXPIRES,
     Headers,
     encode_dill_value,
     encode_headers,
@@ -48,6 +49,7 @@ class TaskOptions:
     retry / dead_letter_topic: failure policy (None: the topic's, then the defaults).
     serializer: "json", or "dill" for signed payloads.
     keep_result: write outcomes to the results topic (None: the app's default).
+    expires: seconds after enqueue past which a job is not started (None: never).
     topic_flags: long_running / manual_offsets / subscription_group asked for by
         this task, applied to its whole topic (see `App.consumption`).
     """
@@ -60,6 +62,7 @@ class TaskOptions:
     serializer: str = "json"
     topic_flags: TopicOptions | None = None
     keep_result: bool | None = None
+    expires: float | None = None
 
 
 def key_bytes(value: object) -> bytes | None:
@@ -163,6 +166,7 @@ class Task(Generic[P, R]):
         eta: datetime.datetime | None = None,
         job_id: str | None = None,
         canvas: Headers | None = None,
+        expires: float | datetime.datetime | None = None,
     ) -> EnqueuedJob:
         """Enqueue a call with explicit options.
 
@@ -174,6 +178,8 @@ class Task(Generic[P, R]):
         job_id: the job's id (default: a fresh one); enqueueing twice with one id
             makes two records of one job (its results keep the first final outcome).
         canvas: kafka-jobs' own canvas headers (`kafka_jobs.canvas` sets them).
+        expires: seconds from now, or an aware datetime, after which the job is not
+            started (default: the task's `expires`); see `kafka_jobs.processing.control`.
         """
         kwargs = {} if kwargs is None else kwargs
         dill = self.options.serializer == "dill"
@@ -196,6 +202,9 @@ class Task(Generic[P, R]):
         )
         if canvas:
             record_headers.extend(canvas)
+        expires = self.options.expires if expires is None else expires
+        if expires is not None:
+            record_headers.append((H_EXPIRES, str(_expiry_ms(expires)).encode()))
         hop = None
         if countdown is not None or eta is not None:
             now = now_ms()
@@ -240,6 +249,14 @@ class Task(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<Task {self.name} topic={self.options.topic}>"
+
+
+def _expiry_ms(expires: float | datetime.datetime) -> int:
+    if isinstance(expires, datetime.datetime):
+        if expires.tzinfo is None:
+            raise ValueError("expires must be an aware datetime (with a timezone)")
+        return int(expires.timestamp() * 1000)
+    return now_ms() + int(expires * 1000)
 
 
 def _with_trace(

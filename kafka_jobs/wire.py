@@ -14,6 +14,7 @@ Headers (all values UTF-8):
 ``kj-chain``       the chain's steps after this one (canvas only)
 ``kj-chord``       the chord this job is a member of (canvas only)
 ``kj-once``        run at most once per job id (canvas steps, chord callbacks)
+``kj-expires``     not run when it would start after this time (ms since the epoch)
 =================  =========================================================
 
 The value is ``{"args": [...], "kwargs": {...}}``, as JSON or, opted in per task,
@@ -45,6 +46,8 @@ H_ATTEMPT = "kj-attempt"
 H_ENQUEUED_AT = "kj-enqueued-at"
 H_CONTENT_TYPE = "content-type"
 H_SIGNATURE = "kj-signature"
+H_EXPIRES = "kj-expires"
+"""Milliseconds since the epoch after which the job is not started (`expires=`)."""
 
 # Delayed jobs (see `kafka_jobs.delay.tiers`).
 H_ETA = "kj-eta"

@@ -21,6 +21,8 @@ Event names (payload keys in parentheses):
 - ``hook.failed`` (kind, topic, partition, error): a lifecycle hook raised (logged; the
   partition goes on)
 - ``job.cancelled`` (job_id, topic): the delay dispatcher dropped a cancelled delayed job
+- ``job.expired`` / ``job.revoked`` (topic, partition, offset, job_id, task, error): the
+  job was not started, being past its ``expires`` time / revoked (`App.revoke`)
 - ``poll_interval.warning`` (group, topic, batch_size, p99, fitting_batch): a batch's p99
   run time would outlast ``max.poll.interval.ms``
 - ``poll_interval.batch_size`` (group, batch_size, p99): adaptive batching changed the size

@@ -18,6 +18,7 @@ from kafka_jobs.deadletter import JOB_FAILED
 from kafka_jobs.errors import KafkaJobsError, NotDecodable, RecordRejected, RecordTooLarge
 from kafka_jobs.instrumentation import tracing
 from kafka_jobs.processing.aio import AsyncRunner
+from kafka_jobs.processing.control import JobControl, Skip
 from kafka_jobs.processing.failures import Disposition, Failure, FailureHandler, RetryLater
 from kafka_jobs.processing.jobs import Job
 from kafka_jobs.processing.outcomes import OutcomeKeeper
@@ -109,6 +110,7 @@ class Executor:
         self._delivery_timeout = processing.settings.delivery_timeout
         self._async: AsyncRunner | None = None
         self._async_lock = threading.Lock()
+        self._control = processing.control or JobControl()  # expiry is checked without one
         results = processing.results
         self._outcomes = None if results is None else OutcomeKeeper(results, processing)
         self._canvas = (
@@ -208,6 +210,9 @@ class Executor:
                 Failure(record, error, error.reason, read_task_name(record.headers()), 1, now, now),
                 job,
             )
+        skip = self._control.verdict(envelope, now_ms())
+        if skip is not None:
+            return self._skip(job, record, envelope, task, *skip)
         offset = cast(int, record.offset())
         runs, first_failed_ms = job.state.failures.get(offset, (0, 0))
         context = JobContext(
@@ -387,6 +392,37 @@ class Executor:
         elif disposition is None:
             failures.pop(offset, None)
         return disposition
+
+    def _skip(
+        self,
+        job: Job,
+        record: Message,
+        envelope: Envelope,
+        task: Task[..., object],
+        why: Skip,
+        error: KafkaJobsError,
+    ) -> Disposition:
+        """Settle a job that must not start; an expired one may be dead-lettered."""
+        self._events.emit(
+            f"job.{why}",
+            topic=job.topic,
+            partition=job.partition,
+            offset=record.offset(),
+            job_id=envelope.job_id,
+            task=envelope.task,
+            error=error,
+        )
+        log.info("not started (%s): %s", why, error)
+        if self._outcomes is not None and task.keeps_result:
+            self._outcomes.skipped(envelope, why, error)
+            if self._canvas is not None:  # a chain stops, a chord hears of it
+                self._canvas.failed(envelope, error)
+        if why == "expired" and self._settings.dead_letter_expired:
+            now = now_ms()
+            return self._settle(
+                Failure(record, error, why, envelope.task, envelope.attempt, now, now), job
+            )
+        return None
 
     def _decode(self, record: Message) -> tuple[Envelope, Task[..., object]]:
         try:

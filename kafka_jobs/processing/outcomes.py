@@ -50,6 +50,12 @@ class OutcomeKeeper:
         """Write the value; the error that makes the job fail instead, if any."""
         return self._write(envelope, "succeeded", value, None, attempt, started_ms)
 
+    def skipped(self, envelope: Envelope, state: State, error: BaseException) -> None:
+        """Write the outcome of a job that did not start (expired, revoked)."""
+        problem = self._write(envelope, state, None, error, envelope.attempt, 0)
+        if problem is not None:
+            log.error("outcome of job %s (%s) not written: %s", envelope.job_id, state, problem)
+
     def failed(
         self,
         envelope: Envelope,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from kafka_jobs.instrumentation.events import EventBus
     from kafka_jobs.options import FailurePolicy
+    from kafka_jobs.processing.control import JobControl
     from kafka_jobs.processing.jobs import Job
     from kafka_jobs.results.writer import ResultWriter
     from kafka_jobs.settings import Settings
@@ -90,6 +91,7 @@ class Processing:
     secret: the signing secret dill payloads are checked with (None: unsigned).
     results: writes the outcomes of jobs that keep their result (None: no task does).
     policies: tells a dead-lettered outcome from a dropped one.
+    control: the revocations in force (None: only expiry is checked).
     """
 
     tasks: TaskRegistry
@@ -98,3 +100,4 @@ class Processing:
     secret: bytes | None
     results: ResultWriter | None = None
     policies: FailurePolicies | None = None
+    control: JobControl | None = None

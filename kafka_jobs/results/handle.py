@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 
 from kafka_jobs.errors import ResultUnavailable
 from kafka_jobs.results.outcome import Outcome, State
-from kafka_jobs.results.reader import ResultsReader, shared_reader
+from kafka_jobs.results.reader import ResultsReader, release_reader, shared_reader
 from kafka_jobs.wire import now_ms
 
 if TYPE_CHECKING:
-    from kafka_jobs.settings import Settings
+    from kafka_jobs.settings import KafkaConfig, Settings
 
 
 class JobResult:
@@ -81,9 +81,25 @@ class JobResult:
         return await asyncio.to_thread(self.get, timeout)
 
 
+READER_FETCH_WAIT_MS = 20
+"""The results reader's fetch wait: a broker answers one connection's requests in
+order, so every end-offset query of a read waits behind an idle fetch for this long
+(librdkafka's default, 500 ms, made each `get()` take about 1.5 s)."""
+
+
+def reader_config(settings: Settings) -> KafkaConfig:
+    """The configuration of the process's results reader for `settings`."""
+    return {**settings.consumer_settings(), "fetch.wait.max.ms": READER_FETCH_WAIT_MS}
+
+
 def reader_of(settings: Settings) -> ResultsReader:
     """The process's reader of the results topic of `settings`."""
-    return shared_reader(settings.consumer_settings(), settings.results_topic)
+    return shared_reader(reader_config(settings), settings.results_topic)
+
+
+def release(settings: Settings) -> None:
+    """Close the process's results reader of `settings`, if one was opened."""
+    release_reader(reader_config(settings), settings.results_topic)
 
 
 def for_enqueued(job_id: str, settings: Settings) -> JobResult:

@@ -30,8 +30,12 @@ from kafka_jobs.errors import JobFailed
 from kafka_jobs.signing import sign, verify
 from kafka_jobs.wire import JSON
 
-State = Literal["pending", "started", "retrying", "succeeded", "failed", "dead-lettered"]
-FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "dead-lettered"})
+State = Literal[
+    "pending", "started", "retrying", "succeeded", "failed", "dead-lettered", "expired", "revoked"
+]
+FINAL_STATES: frozenset[str] = frozenset(
+    {"succeeded", "failed", "dead-lettered", "expired", "revoked"}
+)
 _FORMAT = 1
 _RESULT_DOMAIN = "result:"  # a signed result is never a valid signed job payload
 

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable, Mapping
 from types import FrameType
 from typing import TYPE_CHECKING, TypedDict
 
-from kafka_jobs.connection.admin import partition_count, topic_config
 from kafka_jobs.delay.dispatcher import DelayDispatcher
 from kafka_jobs.errors import ConfigurationError
 from kafka_jobs.instrumentation.health import Health, HealthServer
@@ -19,6 +18,7 @@ from kafka_jobs.instrumentation.metrics import Metrics
 from kafka_jobs.instrumentation.publisher import StatePublisher
 from kafka_jobs.instrumentation.summary import SummaryLine
 from kafka_jobs.patterns import TopicPattern
+from kafka_jobs.processing.control import JobControl
 from kafka_jobs.processing.executor import Executor
 from kafka_jobs.processing.failures import FailureHandler, RetryThenDeadLetter
 from kafka_jobs.processing.pool import ThreadPool
@@ -31,7 +31,9 @@ from kafka_jobs.processing.scheduler import (
     SerializedScheduler,
     load_scheduler,
 )
+from kafka_jobs.results import topic as results_topic
 from kafka_jobs.results.writer import ResultWriter
+from kafka_jobs.revocations import Following
 from kafka_jobs.settings import ClientConfig, int_setting
 from kafka_jobs.worker.listener import Listener, PartitionReport, SubscriptionGroup
 
@@ -155,6 +157,7 @@ class Worker:
                     " mark (mark_as_consumed needs the worker's own process): use the threads pool"
                 )
             self.processes = ProcessPool(app_spec_for(app, app_spec), self.concurrency)
+        self.control = JobControl()  # revocations, followed from `start()`
         keeps = any(task.keeps_result for task in app.tasks.values())
         self.results = (
             ResultWriter(
@@ -173,6 +176,7 @@ class Worker:
             secret=app.secret,
             results=self.results,
             policies=app,
+            control=self.control,
         )
         self.executor = Executor(
             processing, handler, self.stopping, resume=self.queue.resume, processes=self.processes
@@ -208,7 +212,7 @@ class Worker:
         )
         self.crashed: BaseException | None = None
         self._metrics: Metrics | None = None
-        self._reporters: list[SummaryLine | StatePublisher] = []
+        self._reporters: list[SummaryLine | StatePublisher | Following] = []
         app.attach(self)
         self._started = False
 
@@ -218,8 +222,9 @@ class Worker:
             raise RuntimeError("worker already started")
         self._started = True
         self._create_dead_letter_topics()
+        self._reporters.append(Following(self.app, self.control))  # stopped with them
         if self.results is not None:
-            self._prepare_results_topic(self.results)
+            results_topic.prepare(self.app, self.results)
         if self.processes is not None:
             self.processes.start()
         self.pool.start()
@@ -332,41 +337,6 @@ class Worker:
     def _create_dead_letter_topics(self) -> None:
         """Create missing dead-letter topics (brokers may not auto-create them)."""
         self._create_topics(self.dead_letter_topics(), "dead-letter")
-
-    def _prepare_results_topic(self, results: ResultWriter) -> None:
-        """Create the results topic if missing; write with its actual partition count."""
-        settings = self.settings
-        ttl_ms = str(int(settings.result_ttl * 1000))
-        try:
-            self.app.create_topics(
-                [results.topic],
-                partitions=settings.results_partitions,
-                config={"cleanup.policy": "compact,delete", "retention.ms": ttl_ms},
-            )
-            partitions = partition_count(self.app.settings.admin_settings(), results.topic)
-        except Exception as exc:  # its first write says it again if this matters
-            log.warning("could not prepare the results topic %s: %s", results.topic, exc)
-            return
-        if partitions:
-            results.partitions = partitions
-        else:
-            log.warning("the results topic %s is missing: results cannot be kept", results.topic)
-        self._check_results_compaction(results.topic)
-
-    def _check_results_compaction(self, topic: str) -> None:
-        """Say so when the results topic does not compact: it would keep every state forever."""
-        try:
-            policy = topic_config(self.settings.admin_settings(), topic).get("cleanup.policy")
-        except Exception as exc:  # a broker that cannot describe configs: nothing to check
-            log.info("could not read the configuration of %s: %s", topic, exc)
-            return
-        if policy is not None and "compact" not in policy:
-            log.warning(
-                "the results topic %s is not compacted (cleanup.policy=%s): every state of every"
-                " job stays until retention; set cleanup.policy=compact,delete",
-                topic,
-                policy,
-            )
 
     def _create_topics(self, wanted: list[str], kind: str) -> None:
         if not wanted:
