@@ -6,7 +6,7 @@ import dataclasses
 import functools
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, Unpack, overload
 
 from kafka_jobs import loader
@@ -26,6 +26,7 @@ from kafka_jobs.options import (
     retry_policy,
 )
 from kafka_jobs.producer import JobProducer
+from kafka_jobs.recurring import Schedule, Schedules
 from kafka_jobs.results.handle import JobResult, reader_of
 from kafka_jobs.results.handle import release as release_results
 from kafka_jobs.settings import Settings
@@ -81,6 +82,7 @@ class App:
         self.hooks: list[LifecycleHook] = []
         self.events = EventBus()
         self.producer = JobProducer(settings.producer_settings(), settings.delivery_timeout)
+        self.schedules = Schedules()  # recurring jobs (`recurring`), led by one worker
         self.producer.revoker = self.revoke
 
     @overload
@@ -151,6 +153,34 @@ class App:
             return fn
 
         return register
+
+    def recurring(
+        self,
+        job: Task[Any, Any] | str,
+        *,
+        every: float | None = None,
+        cron: str | None = None,
+        args: Sequence[object] = (),
+        kwargs: Mapping[str, object] | None = None,
+        name: str | None = None,
+        timezone: str = "UTC",
+        misfire: str = "once",
+        misfire_grace: float = 60.0,
+    ) -> Schedule:
+        """Enqueue `job` every `every` seconds or per `cron`, once per cluster.
+
+        One running worker of the group leads (see `kafka_jobs.recurring.leader`); each
+        fire time is enqueued once, with the job id ``recurring:<name>:<fire ms>``.
+        name: the schedule's name (default: the task's name; unique per app).
+        timezone: of the cron expression. misfire: fire times later than
+        `misfire_grace` seconds (no leader ran): "once" enqueues one job for them,
+        "skip" none; later ones within the grace are all enqueued, in order.
+        An invalid cron, interval, timezone or policy raises `ConfigurationError`.
+        """
+        return self.schedules.declare(
+            job, every=every, cron=cron, args=args, kwargs=kwargs, name=name,
+            timezone=timezone, misfire=misfire, misfire_grace=misfire_grace,
+        )  # fmt: skip
 
     def configure_topic(self, topic: str, **options: Unpack[TopicSettings]) -> None:
         """Set how `topic` is consumed and the failure defaults of its jobs."""

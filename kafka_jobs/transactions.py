@@ -109,6 +109,20 @@ def transaction(timeout: float = 30.0) -> Iterator[Transaction]:
         _active.reset(token)
 
 
+@contextmanager
+def writing_through(producer: Producer) -> Iterator[Transaction]:
+    """Make `.delay()` on this thread write through `producer` (outside any job).
+
+    The caller runs the producer's transaction, if any (the recurring-jobs leader).
+    """
+    txn = Transaction(producer)
+    token = _active.set(txn)
+    try:
+        yield txn
+    finally:
+        _active.reset(token)
+
+
 def _in_event_loop() -> bool:
     try:
         asyncio.get_running_loop()

@@ -210,6 +210,7 @@ class Worker:
             if dispatch_delayed
             else None
         )
+        self.recurring = app.schedules.leader(self, self._listener_crashed)  # None: no schedules
         self.crashed: BaseException | None = None
         self._metrics: Metrics | None = None
         self._reporters: list[SummaryLine | StatePublisher | Following] = []
@@ -233,6 +234,8 @@ class Worker:
         if self.dispatcher is not None:
             self._create_topics(self.app.delay_topics(), "delay")
             self.dispatcher.start()
+        if self.recurring is not None:
+            self.recurring.start()
         log.info(
             "worker started: group=%s topics=%s concurrency=%d pool=%s subscription_groups=%s",
             self.group_id,
@@ -359,6 +362,8 @@ class Worker:
         threads = [listener.thread for listener in self.listeners]
         if self.dispatcher is not None:
             threads.append(self.dispatcher.thread)
+        if self.recurring is not None:
+            threads.append(self.recurring.thread)
         for thread in threads:
             if thread.ident is not None:
                 thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))

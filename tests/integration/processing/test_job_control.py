@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -118,3 +120,30 @@ def test_revocations_made_while_no_worker_ran_and_delayed_jobs_are_honoured(
     # would have reached the job topic first.
     assert ran == ["after"]
     assert kafka_jobs.result(delayed.id, app).state == "pending"
+
+
+def test_kafka_jobs_revoke_on_the_command_line(kafka_app, kafka_broker, new_topic) -> None:
+    from tests import ROOT
+
+    app = kafka_app(default_topic=new_topic(), results_topic=unique_name("results"))
+
+    @app.job(keep_result=True)
+    def work(name: str) -> str:
+        return name
+
+    doomed, kept = work.delay("doomed"), work.delay("kept")
+    app.flush(30)
+    revoked = subprocess.run(
+        [sys.executable, "-m", "kafka_jobs", "revoke", doomed.id],
+        cwd=ROOT,
+        env=kafka_broker.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert revoked.returncode == 0, revoked.stderr
+    assert "revoked 1 job(s)" in revoked.stdout
+    with app.worker(concurrency=1):
+        assert kept.get(timeout=30) == "kept"
+        with pytest.raises(JobRevoked):
+            doomed.get(timeout=30)
