@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kafka_jobs import cli_control, cli_results, cli_topics
+from kafka_jobs import cli_control, cli_results, cli_schedule, cli_topics
 from kafka_jobs.errors import ConfigurationError, KafkaJobsError
 from kafka_jobs.instrumentation import logs
 
@@ -154,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_results.register(commands)
     cli_control.register(commands)
     cli_topics.register(commands)
+    cli_schedule.register(commands)
 
     web = commands.add_parser("web", help="a dashboard of workers, lag and dead letters")
     web.add_argument("-A", "--app", metavar="MODULE[:APP]", help="app whose settings to use")
