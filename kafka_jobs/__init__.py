@@ -60,6 +60,7 @@ from kafka_jobs.processing.queue import JobsQueue
 from kafka_jobs.processing.retry import RetryPolicy
 from kafka_jobs.processing.scheduler import FifoScheduler, Scheduler
 from kafka_jobs.producer import EnqueuedJob
+from kafka_jobs.recurring import Schedule
 from kafka_jobs.results import JobResult, ResultNotSerializable
 from kafka_jobs.settings import Settings
 from kafka_jobs.task import Task
@@ -107,6 +108,7 @@ __all__ = [
     "RetryLater",
     "RetryPolicy",
     "RetryThenDeadLetter",
+    "Schedule",
     "Scheduler",
     "Settings",
     "Signature",
