@@ -1,7 +1,8 @@
 """The dashboard's pages and endpoints (Flask, server-rendered, a little script for live parts).
 
 Pages: the overview (`/`, `/live`, `/api/overview`), `/health`, dead letters
-(`/dead-letters/...`, replays) and recent job results (`/results`, `/api/results`).
+(`/dead-letters/...`, replays), recent job results (`/results`, `/api/results`) and
+recurring schedules (`/schedules`, `/api/schedules`).
 
 Read-only pages need nothing. Replaying dead letters is the one write: it always
 goes through a confirmation page whose form carries a one-time nonce, and it is
@@ -29,6 +30,7 @@ from kafka_jobs.errors import KafkaJobsError
 from kafka_jobs.web.data import Sampler
 from kafka_jobs.web.replays import Replays
 from kafka_jobs.web.results import RecentResultsCache
+from kafka_jobs.web.schedules import SchedulesCache
 
 _NONCE_TTL = 600.0
 _MAX_LETTERS = 10_000
@@ -57,6 +59,7 @@ def create_app(  # noqa: C901
     sampler = Sampler(app, sample_interval).start()
     replays = Replays(app)
     results = RecentResultsCache(app)
+    schedules = SchedulesCache(app)
     nonces: dict[str, float] = {}
     nonce_lock = threading.Lock()
     web.extensions["kafka_jobs"] = {"sampler": sampler, "replays": replays}
@@ -184,6 +187,14 @@ def create_app(  # noqa: C901
     @web.get("/api/results")
     def api_results() -> Response:
         return jsonify(results.get().as_dict())
+
+    @web.get("/schedules")
+    def recurring_schedules() -> str:
+        return render_template("schedules.html", view=schedules.get())
+
+    @web.get("/api/schedules")
+    def api_schedules() -> Response:
+        return jsonify(schedules.get().as_dict())
 
     @web.get("/dead-letters/<topic>")
     def dead_letter_topic(topic: str) -> str:
