@@ -265,28 +265,3 @@ class Transport(virtual.Transport):
     def default_connection_params(self) -> dict[str, int | None]:
         """Defaults kombu fills into the URL."""
         return {"port": self.default_port, "hostname": None}
-
-
-def _pool_puts_never_block(sender: Any, **_: Any) -> None:
-    """Celery's ``worker_init``: a worker on this transport hands tasks to its pool without waiting.
-
-    This transport has no event loop, so Celery's worker consumes in a loop of its own
-    and, by default (``worker_pool_putlocks``), blocks in the prefork pool's put until a
-    child is free. Remote control is answered by that same loop: with every child busy,
-    ``inspect`` got no reply within its second. Redis and RabbitMQ run Celery's event
-    loop, where the put never blocks; this does the same. The prefetch count still
-    bounds the tasks taken ahead. A ``worker_pool_putlocks`` the app sets is kept.
-    """
-    conninfo = getattr(sender, "_conninfo", None)
-    if conninfo is None or sender.use_eventloop or not isinstance(conninfo.transport, Transport):
-        return
-    if "worker_pool_putlocks" not in sender.app.conf.changes:
-        sender.pool_putlocks = False
-
-
-try:  # kombu alone (no Celery) needs no hook
-    from celery import signals  # type: ignore[import-untyped]
-except ImportError:  # pragma: no cover
-    pass
-else:
-    signals.worker_init.connect(_pool_puts_never_block, weak=False)

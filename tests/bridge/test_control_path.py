@@ -71,31 +71,3 @@ def test_scheduled_lists_the_eta_task_published_just_before(
         workers.executions(),
         workers.log("scheduled")[-3000:],
     )
-
-
-def test_a_prefork_worker_with_every_child_busy_answers_inspect(
-    celery_processes: Callable[[], WorkerProcesses],
-) -> None:
-    # Celery's worker loop on a transport without an event loop blocked in the pool's
-    # put while every child was busy, and answered no remote control meanwhile.
-    workers = celery_processes()
-    worker = f"busy@{socket.gethostname()}"
-    workers.start("busy", "-P", "prefork", "-c", "1", "--without-mingle", "--without-gossip")
-    app = workers.app()
-    assert wait_until(lambda: bool(app.control.ping([worker], timeout=1.0)), 60), workers.log(
-        "busy"
-    )
-    app.send_task("proj.record", (100,))  # the group has its partitions once it ran
-    assert wait_until(lambda: 100 in workers.executions(), 60), workers.log("busy")[-3000:]
-    for seq in range(4):
-        app.send_task("proj.record", (seq, 2.0))
-    assert wait_until(lambda: 0 in workers.started(), 30), workers.log("busy")[-3000:]
-    inspect = app.control.inspect([worker])  # Celery's default timeout: 1 s
-    for attempt in range(5):
-        reply = inspect.active()
-        assert reply is not None and worker in reply, (attempt, workers.log("busy")[-3000:])
-    # Asked while tasks still waited for the one child (4 x 2 s of work).
-    assert not set(range(4)) <= set(workers.executions()), workers.executions()
-    assert wait_until(lambda: set(workers.executions()) == {*range(4), 100}, 60), (
-        workers.executions()
-    )
