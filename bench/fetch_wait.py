@@ -122,9 +122,9 @@ def measure(bootstrap: str, variant: Variant, rate: float, seconds: float) -> No
         total = int(rate * (seconds + WARMUP))
         start = time.monotonic()
         for i in range(total):
-            due = start + i / rate
-            if due > time.monotonic():
-                time.sleep(due - time.monotonic())
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
             producer.produce(topic, json.dumps({"sent": time.time()}).encode())
             producer.poll(0)
         if producer.flush(10):
