@@ -28,6 +28,9 @@ Event names (payload keys in parentheses):
 - ``poll_interval.batch_size`` (group, batch_size, p99): adaptive batching changed the size
 - ``poll_interval.stalling`` (group, seconds_since_poll, limit, holder): blocking jobs have
   kept the group from polling past the safe share of ``max.poll.interval.ms``
+- ``schedule.leading`` (group, schedules), ``schedule.fired`` (schedule, fire_time, job_id,
+  trigger), ``schedule.command`` (schedule, op, offset), ``schedule.unknown_job`` (schedule,
+  task, group): recurring jobs (``kafka_jobs.recurring.leader``)
 """
 
 from __future__ import annotations

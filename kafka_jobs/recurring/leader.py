@@ -19,8 +19,8 @@ and the schedule's new state. Readers of the job topic are `read_committed`
 leader starts from exactly the state that matches what was enqueued: no fire time
 is skipped or enqueued twice across leader changes.
 
-Without transactions (the broker refuses `init_transactions`; probed at each
-leadership, logged once), a fire enqueues the jobs, waits for their
+Without transactions (the broker refuses `init_transactions` when the worker
+first leads; logged, and not tried again by that worker), a fire enqueues the jobs, waits for their
 acknowledgement, then writes the state. A leader that dies between the two leaves
 the fire time unrecorded: the next leader enqueues it again under the same job id
 (so a job may run twice for one fire time, never zero times), and a zombie

@@ -25,7 +25,9 @@ from kafka_jobs.recurring.state import (
 from kafka_jobs.settings import KafkaConfig, Settings
 from kafka_jobs.wire import now_ms
 
-SCHEDULES_TOPIC_CONFIG = {"cleanup.policy": "compact"}
+SCHEDULES_TOPIC_CONFIG = {"cleanup.policy": "compact", "segment.ms": "3600000"}
+"""Compacted; hourly segments, so a fast schedule's states are compacted within hours
+(the active segment is never compacted) and a new leader has little to read."""
 
 
 @dataclass

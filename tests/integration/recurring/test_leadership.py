@@ -7,6 +7,8 @@ import os
 import signal
 import time
 
+import pytest
+
 from kafka_jobs.testing import wait_until
 from tests import ledger
 from tests.integration.recurring.conftest import Cluster, fire_times, job_ids
@@ -35,11 +37,12 @@ def _assert_each_second_once(times: list[int]) -> None:
     assert steps == {1000}, f"fire times skipped (steps {sorted(steps)}): {times}"
 
 
-def test_two_workers_enqueue_each_fire_time_once(cluster: Cluster) -> None:
-    cluster.start()
-    cluster.start()
+@pytest.mark.parametrize("workers", [2, 4])
+def test_workers_enqueue_each_fire_time_once(cluster: Cluster, workers: int) -> None:
+    for _ in range(workers):
+        cluster.start()
     cluster.leader()
-    times = _wait_for_fires(cluster, 8, timeout=60)
+    times = _wait_for_fires(cluster, 10, timeout=90)
     _assert_each_second_once(times)
     # Every enqueued fire time ran (by either worker) with its own fire time.
     runs = {e.seq for e in ledger.executions(cluster.directory)}
