@@ -28,6 +28,7 @@ only the latest record of a key is left.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -66,6 +67,16 @@ _SENT_REMEMBERED = 100_000  # send times of recent tasks: where their results ar
 _producers: dict[tuple[tuple[str, str], ...], JobProducer] = {}
 _creators: dict[tuple[tuple[str, str], ...], TopicCreator] = {}
 _shared_lock = threading.Lock()
+_sent_lock = threading.Lock()
+
+
+def _fresh_locks_in_child() -> None:
+    # Prefork children fork from a worker whose threads may hold these: start unlocked.
+    global _shared_lock, _sent_lock
+    _shared_lock, _sent_lock = threading.Lock(), threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_locks_in_child)
 
 
 class KafkaBackend(KeyValueStoreBackend):  # type: ignore[misc]  # Celery is untyped
@@ -96,7 +107,6 @@ class KafkaBackend(KeyValueStoreBackend):  # type: ignore[misc]  # Celery is unt
         self.consumer_config: ClientConfig = consumer
         """The results reader's settings (the process's reader is shared by these)."""
         self._sent: OrderedDict[str, int] = OrderedDict()
-        self._sent_lock = threading.Lock()
         self._topic_ready = False
 
     def __reduce__(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
@@ -143,14 +153,14 @@ class KafkaBackend(KeyValueStoreBackend):  # type: ignore[misc]  # Celery is unt
     def on_task_call(self, producer: Any, task_id: str) -> dict[str, Any]:
         """Remember when the task was sent: its result is read from then on."""
         key = text(self.get_key_for_task(task_id))
-        with self._sent_lock:
+        with _sent_lock:
             self._sent[key] = now_ms()
             if len(self._sent) > _SENT_REMEMBERED:
                 self._sent.popitem(last=False)
         return {}
 
     def _since(self, key: str) -> int:
-        with self._sent_lock:
+        with _sent_lock:
             return self._sent.get(key, 0)
 
     # --- Celery's key-value protocol -------------------------------------------------------

@@ -313,6 +313,15 @@ _inherited: list[Reader[Any]] = []
 _readers_lock = threading.Lock()
 
 
+def _fresh_lock_in_child() -> None:
+    # A lock held by another thread at fork stays held in the child: start unlocked.
+    global _readers_lock
+    _readers_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_lock_in_child)
+
+
 def _reader_key(config: KafkaConfig, topic: str, name: str) -> _ReaderKey:
     return config_key(config), topic, name
 

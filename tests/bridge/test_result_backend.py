@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +28,7 @@ from celery_bridge.testing import test_transport_options
 from kafka_jobs.errors import DeliveryError
 from kafka_jobs.results.reader import release_reader
 from kafka_jobs.testing import BrokerInfo, unique_name, wait_until
+from tests.bridge.conftest import WorkerProcesses
 
 _released: dict[str, threading.Event] = {}
 _tally: Counter[str] = Counter()
@@ -230,3 +231,23 @@ def test_waiters_share_one_reader(app: Celery) -> None:
     # Every backend object of the process (the worker's too) uses the one reader.
     fresh = KafkaBackend(app, url=app.conf.result_backend)
     assert fresh._reader() is app.backend._reader()
+
+
+def test_prefork_worker_processes_store_and_read_results(
+    celery_processes: Callable[[], WorkerProcesses], kafka_broker: BrokerInfo
+) -> None:
+    # Pool children fork from the worker: each must get its own reader and producer.
+    workers = celery_processes()
+    workers.config["result_backend"] = f"kafkajobs://{kafka_broker.bootstrap_servers}"
+    workers.config["result_backend_transport_options"] = {
+        "results_topic": unique_name("rb-prefork-results")
+    }
+    workers.start("prefork", "-P", "prefork", "-c", "2", "--without-mingle", "--without-gossip")
+    client = workers.app()
+    result = client.send_task("proj.add", (2, 3))
+    assert result.get(timeout=60) == 5, workers.log("prefork")
+    members = [client.signature("proj.add", (i, i)) for i in range(6)]
+    # The header's results are written by the children, chord_unlock reads them there.
+    callback = client.signature("proj.xsum")
+    assert chord(members)(callback).get(timeout=60) == sum(2 * i for i in range(6))
+    assert group(members).delay().get(timeout=60) == [2 * i for i in range(6)]
