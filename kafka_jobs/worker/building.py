@@ -47,18 +47,25 @@ class JobBuilder:
     def build(self, key: Key, state: PartitionState, batch: list[Message]) -> list[Job]:
         """Register a partition's fetched batch and return the jobs for what is not done yet."""
         tracker = state.tracker
-        first = cast(int, batch[0].offset())
+        # One cast per batch: records of a fetched batch always carry their offset.
+        offsets = cast(list[int], [record.offset() for record in batch])
+        first = offsets[0]
         last = tracker.last_registered
         mark = tracker.committable()
         if (last is not None and first <= last) or (mark is not None and first < mark):
             # The position moved backwards (offset reset, an overridden seek).
             log.warning("%s[%d] went back to offset %d; re-running from there", *key, first)
             tracker.rewind(first)
-        tracker.register(cast(int, record.offset()) for record in batch)
-        # Records already done (collapse re-runs, commit metadata) are registered
-        # so the committed offset can pass them, but not run again.
-        todo = [r for r in batch if not tracker.is_done(cast(int, r.offset()))]
-        return self._jobs_for(key, state, todo) if todo else []
+        # Offsets known done before registering (collapse re-runs, commit metadata) may
+        # be in this batch; without any, none of it is done (all of it lies at or
+        # above the mark), and the batch is one job as it came.
+        known_done = tracker.any_done_above
+        tracker.register(offsets)
+        if known_done:
+            # Registered so the committed offset can pass them, but not run again.
+            todo = [r for r, o in zip(batch, offsets, strict=True) if not tracker.is_done(o)]
+            return self._jobs_for(key, state, todo) if todo else []
+        return self._jobs_for(key, state, batch)
 
     def _jobs_for(self, key: Key, state: PartitionState, records: list[Message]) -> list[Job]:
         options = self.options(key[0])

@@ -384,6 +384,8 @@ class Listener:
             self.states[mark.key].committed_metadata = marks[mark.key][1]
 
     def _committed(self, partitions: list[TopicPartition]) -> None:
+        if not self.events.active:  # nobody listens: no payload to build
+            return
         offsets = {f"{tp.topic}[{tp.partition}]": tp.offset for tp in partitions}
         self.events.emit("offsets.committed", group=self.group.name, offsets=offsets)
 
