@@ -44,7 +44,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from kafka_jobs.connection.client import Client, Key
 from kafka_jobs.connection.commits import Committer, connect
-from kafka_jobs.errors import DeliveryError, KafkaJobsError
+from kafka_jobs.errors import KafkaJobsError
 from kafka_jobs.recurring.schedule import Schedule, plan
 from kafka_jobs.recurring.state import (
     Command,
@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("kafka_jobs.recurring")
 
 _INIT_TIMEOUT = 15.0
+_RETRY_DELAY_MS = 1000
 
 
 class Leader:
@@ -96,6 +97,8 @@ class Leader:
         self._snapshot = Snapshot()
         self._states: dict[str, ScheduleState] = {}
         self._reported: set[str] = set()
+        self._unapplied: list[tuple[int, str, Command]] = []  # commands whose write failed
+        self._retry_at: dict[str, int] = {}  # schedule -> when a failed write is tried again
         self.thread = threading.Thread(target=self._run, name="kafka-jobs-recurring", daemon=True)
 
     def start(self) -> None:
@@ -146,9 +149,9 @@ class Leader:
             # Live: only commands matter; state records are this leader's own writes.
             before = len(self._snapshot.commands)
             self._snapshot.add(record)
-            for offset, name, command in self._snapshot.commands[before:]:
-                self._apply(offset, name, command)
+            self._unapplied.extend(self._snapshot.commands[before:])
             del self._snapshot.commands[:]
+            self._apply_commands()
         else:
             self._snapshot.add(record)
 
@@ -167,18 +170,28 @@ class Leader:
         self.app.events.emit("schedule.leading", group=self.group_id, schedules=len(self.schedules))
         for schedule in self.schedules.values():
             self._task(schedule)  # report unknown jobs now, not at their first fire time
-        for offset, name, command in pending:
-            self._apply(offset, name, command)
+        self._unapplied = pending
+        self._apply_commands()
 
     # --- firing -------------------------------------------------------------------
 
+    def _apply_commands(self) -> None:
+        """Apply the commands read (in order); one whose write failed is tried again later."""
+        commands, self._unapplied = self._unapplied, []
+        for index, (offset, name, command) in enumerate(commands):
+            if not self.leading.is_set() or not self._apply(offset, name, command):
+                self._unapplied = commands[index:] if self.leading.is_set() else []
+                return
+
     def _fire_due(self) -> None:
         now = now_ms()
+        if self._unapplied and self._retry_at.get(self._unapplied[0][1], 0) <= now:
+            self._apply_commands()
         for schedule in self.schedules.values():
             if not self.leading.is_set():
                 return  # fenced or resigned in the middle
             state = self._states.get(schedule.name, ScheduleState())
-            if state.paused:
+            if state.paused or self._retry_at.get(schedule.name, 0) > now:
                 continue
             task = self._task(schedule)
             if task is None:
@@ -202,32 +215,33 @@ class Leader:
             fires = [(schedule.job_id(fire), fire) for fire in due.fire]
             self._write(schedule, task, fires, new, trigger=False)
 
-    def _apply(self, offset: int, name: str, command: Command) -> None:
+    def _apply(self, offset: int, name: str, command: Command) -> bool:
+        """Apply one command; False when its write failed (to be tried again)."""
         schedule = self.schedules.get(name)
         state = self._states.get(name, ScheduleState())
         if schedule is None:
             log.warning("ignoring a %s command for unknown schedule %r", command.op, name)
-            return
+            return True
         if offset <= state.command:
-            return  # applied by an earlier leader
+            return True  # applied by an earlier leader
         self.app.events.emit("schedule.command", schedule=name, op=command.op, offset=offset)
         now = now_ms()
         if command.op == "pause":
-            self._write(schedule, None, [], dataclasses.replace(state, paused=True, command=offset))
-        elif command.op == "resume":
+            new = dataclasses.replace(state, paused=True, command=offset)
+            return self._write(schedule, None, [], new)
+        if command.op == "resume":
             # Fire times that fell while paused are not caught up: go on from now.
             last = state.last
             if last is not None:
                 last = max(last, schedule.latest_at_or_before(now))
             new = dataclasses.replace(state, paused=False, last=last, command=offset)
-            self._write(schedule, None, [], new)
-        else:
-            task = self._task(schedule)
-            if task is None:
-                return
-            new = dataclasses.replace(state, command=offset, fired_at=now)
-            job_id = f"recurring:{name}:trigger:{offset}"
-            self._write(schedule, task, [(job_id, now)], new, trigger=True)
+            return self._write(schedule, None, [], new)
+        task = self._task(schedule)
+        if task is None:
+            return True  # reported; a leader that has the job would run it
+        new = dataclasses.replace(state, command=offset, fired_at=now)
+        job_id = f"recurring:{name}:trigger:{offset}"
+        return self._write(schedule, task, [(job_id, now)], new, trigger=True)
 
     def _write(
         self,
@@ -236,11 +250,14 @@ class Leader:
         fires: list[tuple[str, int]],
         state: ScheduleState,
         trigger: bool = False,
-    ) -> None:
-        """Enqueue `fires` and record `state`: one transaction when the broker has them."""
+    ) -> bool:
+        """Enqueue `fires` and record `state`: one transaction when the broker has them.
+
+        False when nothing was recorded (the schedule is tried again a second later).
+        """
         producer = self._producer
         if producer is None:
-            return
+            return False
         timeout = self.app.settings.delivery_timeout
         try:
             if self._transactions:
@@ -269,15 +286,18 @@ class Leader:
                 producer.flush(timeout)
                 if errors:
                     raise KafkaException(errors[0])
-        except (KafkaException, DeliveryError) as exc:
+        except Exception as exc:  # e.g. a broker error, or a job too large to enqueue
+            self._retry_at[schedule.name] = now_ms() + _RETRY_DELAY_MS
             self._failed(schedule, exc)
-            return
+            return False
+        self._retry_at.pop(schedule.name, None)
         self._states[schedule.name] = state
         for job_id, fire in fires:
             self.app.events.emit(
                 "schedule.fired", schedule=schedule.name, fire_time=fire, job_id=job_id,
                 trigger=trigger,
             )  # fmt: skip
+        return True
 
     def _failed(self, schedule: Schedule, exc: Exception) -> None:
         error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
@@ -289,7 +309,7 @@ class Leader:
         if self._transactions and self._producer is not None:
             try:
                 self._producer.abort_transaction(self.app.settings.delivery_timeout)
-            except KafkaException as abort:
+            except KafkaException as abort:  # also when no transaction was open
                 log.error("aborting the schedules transaction failed (%s): leading stops", abort)
                 self._resign()
 
@@ -356,6 +376,7 @@ class Leader:
             log.info("no longer leading the schedules of group %s", self.group_id)
         self._owner = False
         self.leading.clear()
+        self._unapplied, self._retry_at = [], {}  # the next leadership reads them again
         producer, self._producer = self._producer, None
         if producer is not None:
             producer.flush(1.0)
