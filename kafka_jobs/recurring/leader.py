@@ -92,7 +92,8 @@ class Leader:
         """Set while this worker leads and has loaded the topic (for tests and status)."""
         self._client: Client | None = None
         self._producer: Producer | None = None
-        self._transactions: bool | None = None  # None: not probed yet
+        self.transactions: bool | None = None
+        """None: tried when this worker first leads; False: never (set before `start`)."""
         self._owner = False
         self._snapshot = Snapshot()
         self._states: dict[str, ScheduleState] = {}
@@ -165,7 +166,7 @@ class Leader:
             "leading the schedules of group %s (%d schedules, transactions %s)",
             self.group_id,
             len(self.schedules),
-            "on" if self._transactions else "off",
+            "on" if self.transactions else "off",
         )
         self.app.events.emit("schedule.leading", group=self.group_id, schedules=len(self.schedules))
         for schedule in self.schedules.values():
@@ -260,7 +261,7 @@ class Leader:
             return False
         timeout = self.app.settings.delivery_timeout
         try:
-            if self._transactions:
+            if self.transactions:
                 producer.begin_transaction()
             handles = []
             if task is not None:
@@ -269,7 +270,7 @@ class Leader:
                         handles.append(
                             task.apply_async(schedule.args, schedule.kwargs, job_id=job_id)
                         )
-            if not self._transactions:  # jobs first: a lost state only repeats a fire
+            if not self.transactions:  # jobs first: a lost state only repeats a fire
                 producer.flush(timeout)
                 for handle in handles:
                     handle.wait(0)
@@ -280,7 +281,7 @@ class Leader:
                 state_key(schedule.name),
                 on_delivery=lambda err, _msg: errors.append(err) if err else None,
             )
-            if self._transactions:
+            if self.transactions:
                 producer.commit_transaction(timeout)
             else:
                 producer.flush(timeout)
@@ -306,7 +307,7 @@ class Leader:
             self._resign()
             return
         log.warning("schedule %s: firing failed, trying again: %s", schedule.name, exc)
-        if self._transactions and self._producer is not None:
+        if self.transactions and self._producer is not None:
             try:
                 self._producer.abort_transaction(self.app.settings.delivery_timeout)
             except KafkaException as abort:  # also when no transaction was open
@@ -355,7 +356,7 @@ class Leader:
 
     def _open_producer(self) -> Producer:
         config = dict(self.app.settings.producer_settings())
-        if self._transactions is not False:
+        if self.transactions is not False:
             producer = Producer({**config, "transactional.id": leader_group(self.group_id)})
             try:
                 producer.init_transactions(_INIT_TIMEOUT)
@@ -365,9 +366,9 @@ class Leader:
                     " recorded (a leader dying in between repeats one fire time)",
                     exc,
                 )
-                self._transactions = False
+                self.transactions = False
             else:
-                self._transactions = True
+                self.transactions = True
                 return producer
         return Producer(config)
 
