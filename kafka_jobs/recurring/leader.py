@@ -20,12 +20,13 @@ leader starts from exactly the state that matches what was enqueued: no fire tim
 is skipped or enqueued twice across leader changes.
 
 Without transactions (the broker refuses `init_transactions` when the worker
-first leads; logged, and not tried again by that worker), a fire enqueues the jobs, waits for their
-acknowledgement, then writes the state. A leader that dies between the two leaves
-the fire time unrecorded: the next leader enqueues it again under the same job id
-(so a job may run twice for one fire time, never zero times), and a zombie
-leader is not fenced. On a broker whose `read_committed` readers still see
-aborted records (the embedded one), a fenced zombie's aborted fire can run too.
+first leads; logged, and not tried again by that worker; `Leader.transactions`),
+a fire enqueues the jobs, waits for their acknowledgement, then writes the state.
+A leader that dies between the two leaves the fire time unrecorded: the next
+leader enqueues it again under the same job id (so a job may run twice for one
+fire time, never zero times), and a zombie leader is not fenced. On a broker
+whose `read_committed` readers still see aborted records (the embedded one), a
+fenced zombie's aborted fire can run too.
 
 Events: ``schedule.fired`` (schedule, fire_time, job_id, trigger),
 ``schedule.unknown_job`` (schedule, task, group), ``schedule.leading`` (group,
