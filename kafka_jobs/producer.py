@@ -22,17 +22,16 @@ log = logging.getLogger("kafka_jobs.producer")
 _MAX_KEPT_FAILURES = 10_000
 
 
+_WAIT_STEP = 0.02  # seconds a waiter sleeps or polls before looking again
+
+
 class _Pid:
     """This process's id, kept current across forks: `os.getpid()` is a system call."""
 
     value = os.getpid()
 
-    @classmethod
-    def refresh(cls) -> None:
-        cls.value = os.getpid()
 
-
-os.register_at_fork(after_in_child=_Pid.refresh)
+os.register_at_fork(after_in_child=lambda: setattr(_Pid, "value", os.getpid()))
 
 
 class ResultSource(Protocol):
@@ -61,6 +60,7 @@ class EnqueuedJob:
 
     __slots__ = (
         "_cancel_topic",
+        "_done",
         "_error",
         "_pending",
         "_pid",
@@ -81,10 +81,16 @@ class EnqueuedJob:
         self.offset: int | None = None
         self._error: str | None = None
         self._pending = True
+        self._done: threading.Event | None = None  # made by a waiter, set on the report
         self._producer = producer
         self.eta_ms: int | None = None
         self._cancel_topic: str | None = None
         self._result: ResultSource | None = None
+
+    @property
+    def reported(self) -> bool:
+        """True once the broker answered (acknowledged or refused)."""
+        return not self._pending
 
     @property
     def delivered(self) -> bool:
@@ -94,13 +100,22 @@ class EnqueuedJob:
     def wait(self, timeout: float | None = None) -> EnqueuedJob:
         """Block until the broker acknowledged the job; raise `DeliveryError` if it did not."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        if self._pending and self._pid != os.getpid():
+        if self._pending and self._pid != _Pid.value:
             raise DeliveryError(f"job {self.id} was enqueued by another process; wait there")
         while self._pending:
-            left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+            left = _WAIT_STEP if deadline is None else min(_WAIT_STEP, deadline - time.monotonic())
             if left <= 0:
                 raise DeliveryTimeout(f"job {self.id} not acknowledged within {timeout}s")
-            self._producer.poll(left)
+            # One waiter serves everyone's reports, the others sleep on their own event
+            # (polling each, a thread whose report another served slept out its poll).
+            if self._producer.poll_if_idle(left):
+                continue
+            done = self._done
+            if done is None:
+                done = self._done = threading.Event()
+                if not self._pending:  # reported meanwhile, before the event existed
+                    break
+            done.wait(left)
         if self._error is not None:
             self._producer._forget_failure(self.id)  # reported here, not again by flush()
             raise DeliveryError(
@@ -172,6 +187,9 @@ class EnqueuedJob:
             self.offset = msg.offset()
             self._pending = False
             self._producer._timing_out_since = 0.0
+            done = self._done  # read after _pending is cleared: see `wait`
+            if done is not None:
+                done.set()
         # Last: a report cut short (see JobProducer._serve) leaves the job in flight, and
         # the job fails when the client is replaced rather than staying pending forever.
         self._producer._in_flight.pop(self.id, None)
@@ -180,6 +198,9 @@ class EnqueuedJob:
         self._error = reason
         self._producer._record_failure(self.id, self.topic, reason)
         self._pending = False
+        done = self._done
+        if done is not None:
+            done.set()
 
     def __repr__(self) -> str:
         state = "pending" if self._pending else ("failed" if self._error else "delivered")
@@ -205,6 +226,7 @@ class JobProducer:
     def _reset(self) -> None:
         """Fresh state; also run in a forked child (the parent's client and lock are unusable)."""
         self._lock = threading.Lock()
+        self._waiter = threading.Lock()  # held by the one thread polling for waiters
         self._client: Producer | None = None
         self._pid = 0
         self._failures: dict[str, str] = {}
@@ -304,6 +326,16 @@ class JobProducer:
     def poll(self, timeout: float) -> None:
         """Serve delivery callbacks."""
         self._serve(lambda client: client.poll(timeout))
+
+    def poll_if_idle(self, timeout: float) -> bool:
+        """Serve delivery callbacks unless another thread is waiting on them; True if served."""
+        if not self._waiter.acquire(blocking=False):
+            return False
+        try:
+            self._serve(lambda client: client.poll(timeout))
+        finally:
+            self._waiter.release()
+        return True
 
     def _serve(self, call: Callable[[Producer], int]) -> int:
         """`call` on the client; a fatal client error replaces the client (see `_on_error`)."""

@@ -46,7 +46,7 @@ class JobControl:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._revoked: dict[str, int] = {}  # job id -> in force until (ms)
+        self.revoked: dict[str, int] = {}  # job id -> in force until (ms); read without the lock
 
     def take(self, message: Message) -> None:
         """Note one record of the revocations topic (the follower's callback)."""
@@ -57,27 +57,27 @@ class JobControl:
         value = message.value()
         with self._lock:
             if not value:  # a tombstone lifts it
-                self._revoked.pop(job_id, None)
+                self.revoked.pop(job_id, None)
                 return
             try:
                 until = int(json.loads(value)["until"])
             except (ValueError, KeyError, TypeError):
                 log.warning("revocations: skipping a malformed record for %s", job_id)
                 return
-            self._revoked[job_id] = until
+            self.revoked[job_id] = until
 
     def is_revoked(self, job_id: str, now_ms: int) -> bool:
         """True while a revocation of `job_id` is in force."""
         with self._lock:
-            until = self._revoked.get(job_id)
+            until = self.revoked.get(job_id)
             if until is not None and until <= now_ms:
-                del self._revoked[job_id]  # lapsed
+                del self.revoked[job_id]  # lapsed
                 return False
             return until is not None
 
     def verdict(self, envelope: Envelope, now_ms: int) -> tuple[Skip, KafkaJobsError] | None:
         """Why the job must not start (with the error its outcome carries), or None."""
-        if self._revoked and self.is_revoked(envelope.job_id, now_ms):
+        if self.revoked and self.is_revoked(envelope.job_id, now_ms):
             return "revoked", JobRevoked(f"job {envelope.job_id} was revoked")
         expiry = expires_at(envelope.headers)
         if expiry is not None and expiry <= now_ms:

@@ -18,6 +18,15 @@ from kafka_jobs.deadletter import JOB_FAILED
 from kafka_jobs.errors import KafkaJobsError, NotDecodable, RecordRejected, RecordTooLarge
 from kafka_jobs.instrumentation import tracing
 from kafka_jobs.processing.aio import AsyncRunner
+from kafka_jobs.processing.calls import (
+    SKIPPED,
+    SUSPENDED,
+    Call,
+    _Skipped,
+    _Suspended,
+    coordinates,
+    fields,
+)
 from kafka_jobs.processing.control import JobControl, Skip
 from kafka_jobs.processing.failures import Disposition, Failure, FailureHandler, RetryLater
 from kafka_jobs.processing.jobs import Job
@@ -25,57 +34,12 @@ from kafka_jobs.processing.outcomes import OutcomeKeeper
 from kafka_jobs.processing.ports import Processing
 from kafka_jobs.processing.processes import ProcessPool
 from kafka_jobs.task import Task
-from kafka_jobs.wire import Envelope, decode, now_ms, read_task_name
+from kafka_jobs.wire import H_EXPIRES, Envelope, decode, now_ms, read_task_name
 
 log = logging.getLogger("kafka_jobs.worker")
 
 INTERNAL_ERROR_RETRY_DELAY = 1.0
 """Seconds before a failure handler that raised is asked again."""
-
-
-class _Suspended:
-    """`run_record` handed the record's coroutine to the event loop: the job comes back."""
-
-
-class _Skipped:
-    """The record did not run and does not count as done (revoked, or the worker stops)."""
-
-
-SUSPENDED = _Suspended()
-SKIPPED = _Skipped()
-
-
-class Call:
-    """One record's run in progress: what its outcome is judged with."""
-
-    __slots__ = (
-        "context",
-        "envelope",
-        "error",
-        "first_failed_ms",
-        "generation",
-        "keep",
-        "runs",
-        "span",
-        "started",
-        "started_ms",
-        "value",
-    )
-
-    def __init__(
-        self, envelope: Envelope, context: JobContext, runs: int, first_failed_ms: int
-    ) -> None:
-        self.envelope = envelope
-        self.context = context
-        self.runs = runs
-        self.first_failed_ms = first_failed_ms
-        self.generation = 0
-        self.started = time.perf_counter()
-        self.started_ms = 0  # wall clock, for a kept outcome
-        self.error: BaseException | None = None
-        self.span: tracing.JobSpan | None = None
-        self.keep = False  # the outcome goes to the results topic
-        self.value: object = None
 
 
 class Executor:
@@ -190,10 +154,19 @@ class Executor:
                 break
             job.processed += 1
             if not job.manual:
-                done.append(offset)
+                held = job.held
+                if not held:
+                    done.append(offset)
+                    continue
+                if held[-1][0] != offset:  # after a held one: held back too, in order
+                    held.append((offset, None))
+                if not job.release_held(wait=False, timeout=self._delivery_timeout):
+                    break
+        if job.held:
+            job.release_held(wait=True, timeout=self._delivery_timeout)
         return True
 
-    def run_record(self, job: Job, record: Message) -> Disposition | _Suspended | _Skipped:
+    def run_record(self, job: Job, record: Message) -> Disposition | _Suspended | _Skipped:  # noqa: C901
         """Run one record; failures go to the failure handler, never up to the caller."""
         try:
             envelope, task = self._decode(record)
@@ -210,9 +183,11 @@ class Executor:
                 Failure(record, error, error.reason, read_task_name(record.headers()), 1, now, now),
                 job,
             )
-        skip = self._control.verdict(envelope, now_ms())
-        if skip is not None:
-            return self._skip(job, record, envelope, task, *skip)
+        control = self._control  # most jobs: no revocation known, no expiry header
+        if control.revoked or H_EXPIRES in envelope.headers:
+            skip = control.verdict(envelope, now_ms())
+            if skip is not None:
+                return self._skip(job, record, envelope, task, *skip)
         offset = cast(int, record.offset())
         runs, first_failed_ms = job.state.failures.get(offset, (0, 0))
         context = JobContext(
@@ -239,7 +214,7 @@ class Executor:
             assert outcomes is not None
             call.started_ms = outcomes.started(envelope, context.attempt)
         if self._events.active:
-            self._events.emit("job.started", **_coordinates(context), attempt=context.attempt)
+            self._events.emit("job.started", **coordinates(context), attempt=context.attempt)
         if tracing.enabled():
             call.span = tracing.JobSpan(
                 envelope.task,
@@ -265,7 +240,7 @@ class Executor:
         try:
             if self.processes is not None and not task.bookkeeping:
                 result = self.processes.call(
-                    task.name, envelope.args, envelope.kwargs, _fields(context)
+                    task.name, envelope.args, envelope.kwargs, fields(context)
                 )
             else:
                 result = task.fn(*envelope.args, **envelope.kwargs)
@@ -328,9 +303,15 @@ class Executor:
                 error = child_error
         if error is None and call.keep:
             assert self._outcomes is not None
-            error = self._outcomes.succeeded(
-                call.envelope, call.value, context.attempt, call.started_ms
+            # Regular batches do not wait here for the write: the offset is held back
+            # from the commit until it is acknowledged (`_release_held`), so the
+            # waits of a partition's records overlap instead of adding up.
+            defer = job.batch is None and not job.manual
+            error, delivery = self._outcomes.succeeded(
+                call.envelope, call.value, context.attempt, call.started_ms, wait=not defer
             )
+            if delivery is not None:
+                job.held.append((context.offset, delivery))
             if error is None and self._canvas is not None:  # the next step, a chord's join
                 error = self._canvas.succeeded(call.envelope, call.value)
         if call.span is not None:
@@ -345,7 +326,7 @@ class Executor:
         if self._events.active:
             self._events.emit(
                 "job.succeeded",
-                **_coordinates(context),
+                **coordinates(context),
                 duration=time.perf_counter() - call.started,
             )
         return None
@@ -358,7 +339,7 @@ class Executor:
         failures = job.state.failures
         self._events.emit(
             "job.failed",
-            **_coordinates(context),
+            **coordinates(context),
             error=error,
             attempt=context.attempt,
             duration=time.perf_counter() - call.started,
@@ -472,24 +453,3 @@ class CancelledJob(KafkaJobsError):
 
 async def _awaiting(awaitable: Awaitable[object]) -> object:
     return await awaitable
-
-
-def _coordinates(context: JobContext) -> dict[str, object]:
-    """A record's coordinates in job events."""
-    return {
-        "topic": context.topic,
-        "partition": context.partition,
-        "offset": context.offset,
-        "job_id": context.job_id,
-        "task": context.task,
-    }
-
-
-def _fields(context: JobContext) -> dict[str, object]:
-    """What a child process needs to rebuild `current_job()`."""
-    return {
-        **_coordinates(context),
-        "attempt": context.attempt,
-        "key": context.key,
-        "headers": dict(context.headers),
-    }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -10,9 +12,12 @@ from confluent_kafka import Message
 
 from kafka_jobs.processing.offsets import OffsetTracker
 
+log = logging.getLogger("kafka_jobs.worker")
+
 if TYPE_CHECKING:
-    from kafka_jobs.processing.executor import Call
+    from kafka_jobs.processing.calls import Call
     from kafka_jobs.processing.failures import Failure
+    from kafka_jobs.processing.ports import Delivery
 
 
 class PartitionState:
@@ -147,6 +152,7 @@ class Job:
         "finished",
         "group_id",
         "group_metadata",
+        "held",
         "hook",
         "kind",
         "manual",
@@ -182,10 +188,45 @@ class Job:
         self.pending: Call | None = None
         self.durations: list[float] = []  # per record run: for the guard and schedulers
         self.done_offsets: list[int] = []
+        # Offsets done but held back from `done_offsets` (and so from commits) until
+        # the outcome written for them (or for one before them) is acknowledged.
+        self.held: list[tuple[int, Delivery | None]] = []
         self.marked = 0
         self.resume_from: int | None = None
         self.retry_at = 0.0
         self.finished = False
+
+    def release_held(self, *, wait: bool, timeout: float) -> bool:
+        """Move held offsets whose outcome writes were acknowledged to `done_offsets`.
+
+        `wait`: wait (up to `timeout` each) for every one, as the batch ends. False
+        when a write failed: that record and those after it run again
+        (at-least-once), from `resume_from`.
+        """
+        held = self.held
+        released = 0
+        for offset, delivery in held:
+            if delivery is not None:
+                if not wait and not delivery.reported:
+                    break
+                try:
+                    delivery.wait(timeout)
+                except Exception as error:
+                    log.error(
+                        "outcome of %s[%d]@%d not written (%s): it runs again",
+                        self.topic,
+                        self.partition,
+                        offset,
+                        error,
+                    )
+                    held.clear()
+                    self.resume_from = offset
+                    self.retry_at = time.monotonic() + 1.0
+                    return False
+            self.done_offsets.append(offset)
+            released += 1
+        del held[:released]
+        return True
 
     @classmethod
     def lifecycle(

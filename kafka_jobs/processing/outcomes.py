@@ -18,7 +18,7 @@ from kafka_jobs.results.writer import ResultNotSerializable, ResultWriter
 from kafka_jobs.wire import JSON, Envelope, now_ms
 
 if TYPE_CHECKING:
-    from kafka_jobs.processing.ports import Processing
+    from kafka_jobs.processing.ports import Delivery, Processing
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,16 @@ class OutcomeKeeper:
         return started_ms
 
     def succeeded(
-        self, envelope: Envelope, value: object, attempt: int, started_ms: int
-    ) -> BaseException | None:
-        """Write the value; the error that makes the job fail instead, if any."""
-        return self._write(envelope, "succeeded", value, None, attempt, started_ms)
+        self, envelope: Envelope, value: object, attempt: int, started_ms: int, *, wait: bool
+    ) -> tuple[BaseException | None, Delivery | None]:
+        """Write the value; the error that makes the job fail instead, if any.
+
+        Not waiting, the write's acknowledgement comes back too: the offset must not
+        be committed before it.
+        """
+        writes: list[Delivery] = []
+        error = self._write(envelope, "succeeded", value, None, attempt, started_ms, wait, writes)
+        return error, (writes[0] if writes else None)
 
     def skipped(self, envelope: Envelope, state: State, error: BaseException) -> None:
         """Write the outcome of a job that did not start (expired, revoked)."""
@@ -87,6 +93,8 @@ class OutcomeKeeper:
         error: BaseException | None,
         attempt: int,
         started_ms: int,
+        wait: bool = True,
+        writes: list[Delivery] | None = None,
     ) -> BaseException | None:
         task = envelope.task
         if value is UNSENDABLE:
@@ -108,7 +116,9 @@ class OutcomeKeeper:
             finished_at_ms=now_ms(),
         )
         try:
-            self._results.write(outcome)
+            delivery = self._results.write(outcome, wait=wait)
         except Exception as write_error:  # not JSON, or not written: the job fails
             return write_error
+        if writes is not None and not wait:
+            writes.append(delivery)
         return None

@@ -54,6 +54,10 @@ class Delivery(Protocol):
     def wait(self, timeout: float | None = None) -> object:
         """Block until the broker acknowledged it; raise `DeliveryError` if it failed."""
 
+    @property
+    def reported(self) -> bool:
+        """True once the broker answered (acknowledged or refused): `wait` returns at once."""
+
 
 class RecordWriter(Protocol):
     """Writes records, e.g. dead letters (`JobProducer` is one).

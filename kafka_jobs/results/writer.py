@@ -8,7 +8,7 @@ from kafka_jobs.errors import KafkaJobsError
 from kafka_jobs.results.outcome import Outcome, partition_of
 
 if TYPE_CHECKING:
-    from kafka_jobs.processing.ports import RecordWriter
+    from kafka_jobs.processing.ports import Delivery, RecordWriter
 
 
 class ResultNotSerializable(KafkaJobsError, TypeError):
@@ -29,7 +29,7 @@ class ResultWriter:
         self._writer = writer
         self._timeout = timeout
 
-    def write(self, outcome: Outcome, *, wait: bool = True) -> None:
+    def write(self, outcome: Outcome, *, wait: bool = True) -> Delivery:
         """Write `outcome` and wait for it (`wait=False`: only hand it to the producer).
 
         One producer writes each partition in order, so a job's started state
@@ -56,3 +56,4 @@ class ResultWriter:
         )
         if wait:
             delivery.wait(self._timeout)
+        return delivery
