@@ -168,7 +168,12 @@ class KafkaBackend(KeyValueStoreBackend):  # type: ignore[misc]  # Celery is unt
     def get(self, key: bytes | str) -> bytes | None:
         """The payload stored under `key` as of now (None: none, forgotten or expired)."""
         name = text(key)
-        found = self._reader().current(name, self._since(name), self.options.read_timeout)
+        reader = self._reader()
+        found = reader.known(name)
+        # A final state stays (the reader follows the partition and sees a later change
+        # on its own): no read to the end. chord_unlock asks every member's state.
+        if found is None or not _FORMAT.ready(found) or found.expired():
+            found = reader.current(name, self._since(name), self.options.read_timeout)
         return None if found is None or found.expired() else found.payload
 
     def mget(self, keys: Iterable[bytes | str]) -> list[bytes | None]:
@@ -179,6 +184,9 @@ class KafkaBackend(KeyValueStoreBackend):  # type: ignore[misc]  # Celery is unt
         synced: set[int] = set()
         # The earliest send time first: its read covers the others of its partition.
         for name in sorted(names, key=self._since):
+            known = reader.known(name)
+            if known is not None and _FORMAT.ready(known) and not known.expired():
+                continue  # final: see `get`
             partition = partition_of(name, partitions) if partitions else -1
             if partition not in synced:
                 reader.current(name, self._since(name), self.options.read_timeout)
@@ -199,7 +207,9 @@ class KafkaBackend(KeyValueStoreBackend):  # type: ignore[misc]  # Celery is unt
 
     def delete(self, key: bytes | str) -> None:
         """Forget `key`: a tombstone (readers drop it at once, compaction later)."""
-        self._write(text(key), None, [])
+        name = text(key)
+        self._write(name, None, [])
+        self._reader().drop(name)  # read as absent here at once, not after the tombstone
 
     def _write(
         self, key: str, payload: bytes | None, headers: list[tuple[str, str | bytes | None]]

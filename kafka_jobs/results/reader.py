@@ -153,6 +153,11 @@ class Reader(Generic[E]):
         with self._lock:
             return self._outcomes.get(key)
 
+    def drop(self, key: str) -> None:
+        """Forget what the reader holds for `key` (its writer just deleted it)."""
+        with self._lock:
+            self._outcomes.pop(key, None)
+
     def partitions(self, timeout: float | None = 10.0) -> int:
         """The topic's partition count, looked up once (0: no such topic within `timeout`)."""
         self._start()
