@@ -6,32 +6,26 @@ long task cannot trip ``max.poll.interval.ms``); when the buffer is full it paus
 the partitions instead. Acks go into the core worker's lowest-contiguous
 `OffsetTracker`, so an offset is never committed past a message not yet acked.
 
-Two kinds:
-
-* grouped (a queue's topics): subscribed under the app's consumer group, offsets
-  committed every ``commit_interval`` and synchronously when partitions are revoked
-  and at close; buffered records of revoked partitions are dropped;
-* reader (broadcast and reply topics): partitions assigned from their end at attach
-  time, no group membership and no commits, so every reader sees every record
-  published after it attached.
+Two kinds: grouped (a queue's topics; the app's consumer group, offsets committed
+every ``commit_interval`` and synchronously on revocation and at close) and reader
+(broadcast and reply topics; assigned from their end at attach time, no group and
+no commits, so every reader sees every record published after it attached).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import cast
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
-from celery_bridge.fetched import FetcherFailed, Record, purged
-from kafka_jobs.connection.client import Client, Key, Mark, by_partition
+from celery_bridge.fetched import EndOffsets, FetcherFailed, Record, keep_after_fork, names, purged
+from kafka_jobs.connection.client import Key, Mark, by_partition
 from kafka_jobs.connection.commits import Committer, connect
 from kafka_jobs.processing.offsets import OffsetTracker
 from kafka_jobs.settings import KafkaConfig
@@ -46,27 +40,6 @@ _CATCH_UP_TIMEOUT = 1.0
 _CATCH_UP_BACKOFF = 10.0
 # How long the first batch waits for the purge marks to be read (see `gate`).
 _GATE_TIMEOUT = 10.0
-
-
-#: End offsets of partitions, asked of the broker within a timeout (seconds).
-EndOffsets = Callable[[list[Key], float], dict[Key, int]]
-
-
-def _names(keys: Iterable[Key]) -> str:
-    return ", ".join(f"{topic}[{partition}]" for topic, partition in keys) or "none"
-
-
-_fetchers: weakref.WeakSet[Fetcher] = weakref.WeakSet()
-# Consumers of the parent, in a forked child (Celery's prefork pool): kept referenced
-# there for good, since destroying a librdkafka client after fork crashes the child.
-_inherited: list[Client] = []
-
-
-def _keep_after_fork() -> None:
-    _inherited.extend(fetcher.client for fetcher in list(_fetchers))
-
-
-os.register_at_fork(after_in_child=_keep_after_fork)
 
 
 class Fetcher:
@@ -118,7 +91,7 @@ class Fetcher:
         self.client = connect(config, self._committer)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
-        _fetchers.add(self)
+        keep_after_fork(self)
 
     # --- any thread --------------------------------------------------------------
 
@@ -485,7 +458,7 @@ class Fetcher:
 
     def assigned(self, keys: list[Key]) -> None:
         """New partitions: fresh offset trackers, a new generation for their records."""
-        log.info("partitions assigned: %s", _names(keys))
+        log.info("partitions assigned: %s", names(keys))
         self._committer.forget(keys)
         with self._lock:
             for key in keys:
@@ -495,13 +468,13 @@ class Fetcher:
 
     def revoked(self, keys: list[Key]) -> None:
         """Partitions leave: commit what is acked, drop what is buffered."""
-        log.info("partitions revoked: %s", _names(keys))
+        log.info("partitions revoked: %s", names(keys))
         self._commit(asynchronous=False, keys=keys)
         self._drop(set(keys))
 
     def lost(self, keys: list[Key]) -> None:
         """Partitions taken away: another member may own them already, so commit nothing."""
-        log.warning("partitions lost: %s", _names(keys))
+        log.warning("partitions lost: %s", names(keys))
         self._drop(set(keys))
 
     def _drop(self, keys: set[Key]) -> None:

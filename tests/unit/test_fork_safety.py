@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 
-from celery_bridge import fetcher as fetcher_module
+from celery_bridge import fetched as fetcher_module
 from celery_bridge.fetcher import Fetcher
 from kafka_jobs import producer as producer_module
 from kafka_jobs.broker import free_port
