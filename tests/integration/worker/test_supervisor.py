@@ -98,3 +98,32 @@ def test_a_child_over_its_memory_limit_is_recycled(
     log = (tmp_path / "worker.log").read_text(errors="replace")
     assert f"(pid {first}) uses" in log and "recycling it" in log
     assert f"(pid {first}) recycled" in log
+
+
+def test_children_run_the_process_pool_too(
+    kafka_broker: BrokerInfo, new_topic, new_group, ledger_producer, tmp_path: Path
+) -> None:
+    topic, group, port = new_topic(partitions=4), new_group(), free_port()
+    supervisor = start_worker(
+        kafka_broker,
+        topic,
+        group,
+        tmp_path,
+        concurrency=2,
+        extra_args=(
+            *("--processes", "2", "--pool", "processes"),
+            *("--health-port", str(port), "--health-host", "127.0.0.1"),
+        ),
+    )
+    try:
+        assert wait_until(lambda: _children(port)[0] == 200, timeout=90), _children(port)
+        workers = set(_children(port)[1])
+        enqueue_ledger_jobs(ledger_producer(topic), 200)
+        assert wait_until(lambda: ledger.distinct(tmp_path) >= 200, timeout=120)
+    finally:
+        code = stop(supervisor, timeout=90)
+    assert code == 0
+    runners = {e.pid for e in ledger.executions(tmp_path)}
+    # The jobs ran in the pool's children of the worker processes, not in the workers.
+    assert runners and not runners & workers
+    assert {e.seq for e in ledger.executions(tmp_path)} == set(range(200))
