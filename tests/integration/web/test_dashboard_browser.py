@@ -106,7 +106,12 @@ def test_see_the_group_open_a_dead_letter_replay_it_and_see_it_run(known_state, 
         wait.until(shown)
         browser.save_screenshot(str(ARTIFACTS / "dashboard-overview.png"))
 
-        browser.find_element(By.LINK_TEXT, f"{fast_topic}.dlq").click()
+        def open_letters(d: webdriver.Chrome) -> bool:
+            # The link may be replaced by a refresh between finding and clicking it.
+            d.find_element(By.LINK_TEXT, f"{fast_topic}.dlq").click()
+            return True
+
+        wait.until(open_letters)
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "tr.letter"))
         letter_row = browser.find_element(By.CSS_SELECTOR, 'tr.letter[data-place="0:0"]')
         assert "pending" in letter_row.text
