@@ -21,10 +21,13 @@ from kafka_jobs.options import (
     TopicOptions,
     TopicSettings,
     is_valid_topic_name,
+    ordering_option,
     refuse_unknown,
     resolve,
     retry_policy,
+    time_limits_option,
 )
+from kafka_jobs.processing.limits import parse_rate
 from kafka_jobs.producer import JobProducer
 from kafka_jobs.recurring import Schedule, Schedules
 from kafka_jobs.results.handle import JobResult, reader_of
@@ -51,6 +54,7 @@ _TOPIC_KEYWORDS = frozenset(
         "partitions",
         "replication_factor",
         "config",
+        "throttle",
     }
 )
 """Keywords of `@app.job` that describe the job's whole topic (`TaskOptions.topic_flags`)."""
@@ -118,6 +122,9 @@ class App:
                 serializer=serializer,
                 keep_result=options.get("keep_result"),
                 expires=_expires_option(options.get("expires")),
+                time_limits=time_limits_option(options),
+                rate_limit=parse_rate(options.get("rate_limit")),
+                retry_ordering=ordering_option(options.get("retry_ordering")),
                 topic_flags=TopicOptions.from_settings(options)
                 if _TOPIC_KEYWORDS & options.keys()
                 else None,
@@ -207,6 +214,7 @@ class App:
                 manual_offsets=options.manual_offsets or flags.manual_offsets,
                 subscription_group=options.subscription_group or flags.subscription_group,
                 virtual_partitions=options.virtual_partitions or flags.virtual_partitions,
+                throttle=options.throttle or flags.throttle,
             )
         return options
 
@@ -218,6 +226,7 @@ class App:
             task.options.retry if task else None,
             task.options.dead_letter_topic if task else None,
             self.topic_options.get(topic),
+            task.options.retry_ordering if task else None,
         )
 
     def task(self, name: str) -> Task[Any, Any]:

@@ -11,7 +11,9 @@ from typing import Literal, Protocol, TypedDict
 from kafka_jobs import deadletter
 from kafka_jobs.errors import ConfigurationError
 from kafka_jobs.processing.lanes import VirtualPartitions
-from kafka_jobs.processing.retry import RetryPolicy
+from kafka_jobs.processing.timelimits import TimeLimits
+from kafka_jobs.processing.limits import Throttle, ThrottleSetting, parse_throttle
+from kafka_jobs.processing.retry import RetryOrdering, RetryPolicy, check_ordering
 
 KeySpec = str | Callable[..., object] | None
 """An argument name, or a callable of the call's arguments, giving the partition key."""
@@ -27,6 +29,9 @@ class RetryOptions(TypedDict, total=False):
     backoff / backoff_max: first delay and cap in seconds (doubling, with jitter).
     retry_on / give_up_on: exception classes retried / never retried.
     dead_letter_topic: where records go after the last attempt; False disables.
+    retry_ordering: "strict" pauses the partition for every retry (per-key order
+        kept); "relaxed" re-enqueues retries that wait longer than the
+        `retry_pause_max` setting (default: the app's `retry_ordering`).
     """
 
     retries: int
@@ -35,6 +40,7 @@ class RetryOptions(TypedDict, total=False):
     retry_on: tuple[type[BaseException], ...]
     give_up_on: tuple[type[BaseException], ...]
     dead_letter_topic: DeadLetterSetting
+    retry_ordering: RetryOrdering
 
 
 class TopicSettings(RetryOptions, total=False):
@@ -49,6 +55,11 @@ class TopicSettings(RetryOptions, total=False):
         (True for the defaults, or a `VirtualPartitions`).
     partitions / replication_factor / config: what the topic should be, for
         `kafka-jobs topics plan | migrate` (kafka_jobs.declarative).
+    throttle: at most `limit` jobs per `interval` seconds per partition, a
+        `Throttle` or `(limit, interval_seconds)`; the partition pauses while over.
+    soft_time_limit: seconds after which `SoftTimeLimitExceeded` is raised in the job.
+    time_limit: seconds after which the job is ended (failed with reason
+        ``time-limit``); 0 for either: none, even if the app sets one.
     """
 
     long_running: bool
@@ -58,6 +69,9 @@ class TopicSettings(RetryOptions, total=False):
     partitions: int
     replication_factor: int
     config: Mapping[str, str]
+    throttle: ThrottleSetting
+    soft_time_limit: float
+    time_limit: float
 
 
 class JobOptions(TopicSettings, total=False):
@@ -70,6 +84,8 @@ class JobOptions(TopicSettings, total=False):
     keep_result: write each job's outcome to the results topic, so that its handle's
         `get()` returns the value (default: the app's `keep_result`, False).
     expires: seconds after enqueue past which a job is not started (expired).
+    rate_limit: at most this many starts per worker: "100/s", "10/m", "1000/h",
+        or a number per second (see `kafka_jobs.processing.limits`).
     """
 
     topic: str
@@ -78,6 +94,7 @@ class JobOptions(TopicSettings, total=False):
     serializer: Literal["json", "dill"]
     keep_result: bool
     expires: float
+    rate_limit: str | float
 
 
 class _DeclaresKeys(Protocol):
@@ -114,6 +131,11 @@ def is_valid_topic_name(name: str) -> bool:
 _RETRY_FIELDS = ("retries", "backoff", "backoff_max", "retry_on", "give_up_on")
 
 
+def ordering_option(value: object) -> RetryOrdering | None:
+    """A `retry_ordering` keyword checked (None: not given); `ConfigurationError` if invalid."""
+    return None if value is None else check_ordering(value)
+
+
 def retry_policy(options: RetryOptions) -> RetryPolicy | None:
     """The retry policy the options ask for, or None when they name no retry setting."""
     given = {name: options[name] for name in _RETRY_FIELDS if name in options}  # type: ignore[literal-required]
@@ -133,8 +155,13 @@ class TopicOptions:
     partitions: int | None = None
     replication_factor: int | None = None
     config: Mapping[str, str] | None = None
+    throttle: Throttle | None = None
+    retry_ordering: RetryOrdering | None = None
+    time_limits: TimeLimits | None = None
 
     def __post_init__(self) -> None:
+        if self.retry_ordering is not None:
+            check_ordering(self.retry_ordering)
         if self.partitions is not None and self.partitions < 1:
             raise ConfigurationError(f"partitions must be at least 1, not {self.partitions}")
         if self.replication_factor is not None and self.replication_factor < 1:
@@ -159,7 +186,17 @@ class TopicOptions:
             partitions=options.get("partitions"),
             replication_factor=options.get("replication_factor"),
             config=None if config is None else dict(config),
+            throttle=parse_throttle(options.get("throttle")),
+            retry_ordering=options.get("retry_ordering"),
+            time_limits=time_limits_option(options),
         )
+
+
+def time_limits_option(options: TopicSettings) -> TimeLimits | None:
+    """The time limits the keywords give (None: neither); `ConfigurationError` if invalid."""
+    return TimeLimits.of(
+        options.get("soft_time_limit"), options.get("time_limit"), "time limits"
+    )
 
 
 def _virtual_partitions(setting: VirtualPartitions | bool | None) -> VirtualPartitions | None:
@@ -174,6 +211,8 @@ class FailurePolicy:
 
     retry: RetryPolicy
     dead_letter_topic: str | None
+    ordering: RetryOrdering | None = None
+    """None: the worker's `retry_ordering` setting."""
 
 
 def resolve(
@@ -181,6 +220,7 @@ def resolve(
     task_retry: RetryPolicy | None,
     task_dead_letter: DeadLetterSetting,
     topic_options: TopicOptions | None,
+    task_ordering: RetryOrdering | None = None,
 ) -> FailurePolicy:
     """Job options win over topic options, which win over the defaults."""
     topic_options = topic_options or TopicOptions()
@@ -190,4 +230,5 @@ def resolve(
         dead_letter: str | None = deadletter.default_topic(topic)
     else:
         dead_letter = setting or None
-    return FailurePolicy(retry, dead_letter)
+    ordering = task_ordering or topic_options.retry_ordering
+    return FailurePolicy(retry, dead_letter, ordering)

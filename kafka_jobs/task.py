@@ -15,7 +15,9 @@ from kafka_jobs.delay.tiers import cancel_topic, next_hop, tier_topic, with_dela
 from kafka_jobs.errors import PayloadTooLarge
 from kafka_jobs.instrumentation import tracing
 from kafka_jobs.options import DeadLetterSetting, KeySpec, TopicOptions
-from kafka_jobs.processing.retry import RetryPolicy
+from kafka_jobs.processing.limits import Rate
+from kafka_jobs.processing.timelimits import TimeLimits
+from kafka_jobs.processing.retry import RetryOrdering, RetryPolicy
 from kafka_jobs.producer import EnqueuedJob
 from kafka_jobs.results.handle import for_enqueued
 from kafka_jobs.signing import sign
@@ -50,6 +52,9 @@ class TaskOptions:
     serializer: "json", or "dill" for signed payloads.
     keep_result: write outcomes to the results topic (None: the app's default).
     expires: seconds after enqueue past which a job is not started (None: never).
+    rate_limit: at most this many job starts per worker (None: no limit).
+    retry_ordering: "strict" or "relaxed" retries (None: the topic's, then the app's).
+    time_limits: soft / hard time limits (None: the topic's, then the app's).
     topic_flags: long_running / manual_offsets / subscription_group asked for by
         this task, applied to its whole topic (see `App.consumption`).
     """
@@ -63,6 +68,9 @@ class TaskOptions:
     topic_flags: TopicOptions | None = None
     keep_result: bool | None = None
     expires: float | None = None
+    rate_limit: Rate | None = None
+    retry_ordering: RetryOrdering | None = None
+    time_limits: TimeLimits | None = None
 
 
 def key_bytes(value: object) -> bytes | None:

@@ -30,9 +30,11 @@ from kafka_jobs.processing.calls import (
 from kafka_jobs.processing.control import JobControl, Skip
 from kafka_jobs.processing.failures import Disposition, Failure, FailureHandler, RetryLater
 from kafka_jobs.processing.jobs import Job
+from kafka_jobs.processing.limiting import RateLimits
 from kafka_jobs.processing.outcomes import OutcomeKeeper
 from kafka_jobs.processing.ports import Processing
 from kafka_jobs.processing.processes import ProcessPool
+from kafka_jobs.processing.retry import final_error
 from kafka_jobs.task import Task
 from kafka_jobs.wire import H_EXPIRES, Envelope, decode, now_ms, read_task_name
 
@@ -75,6 +77,7 @@ class Executor:
         self._async: AsyncRunner | None = None
         self._async_lock = threading.Lock()
         self._control = processing.control or JobControl()  # expiry is checked without one
+        self._limits = RateLimits(processing.events, stopping, resume)
         results = processing.results
         self._outcomes = None if results is None else OutcomeKeeper(results, processing)
         self._canvas = (
@@ -147,7 +150,7 @@ class Executor:
                     disposition = cast(Disposition, outcome)
             if state.generation != generation:
                 break  # revoked while it ran: it may have given up; never count it done
-            if disposition is not None:
+            if disposition is not None and not disposition.settled:  # Requeued: moves on
                 if job.batch is None:  # lanes collapse instead: the listener re-runs the rest
                     job.resume_from = offset
                     job.retry_at = time.monotonic() + disposition.delay
@@ -188,6 +191,12 @@ class Executor:
             skip = control.verdict(envelope, now_ms())
             if skip is not None:
                 return self._skip(job, record, envelope, task, *skip)
+        rate = task.options.rate_limit
+        if rate is not None:  # over its limit: the job waits for the token, off this thread
+            at = cast(int, record.offset())
+            held = self._limits.hold(job, at, task.name, envelope.job_id, rate)
+            if held is not None:
+                return held
         offset: int = record.offset()  # type: ignore[assignment]  # a fetched record has one
         state = job.state
         runs, first_failed_ms = state.failures.get(offset, (0, 0)) if state.failures else (0, 0)
@@ -315,7 +324,7 @@ class Executor:
             if delivery is not None:
                 job.held.append((context.offset, delivery))
             if error is None and self._canvas is not None:  # the next step, a chord's join
-                error = self._canvas.succeeded(call.envelope, call.value)
+                error = self._canvas.succeeded(call.envelope, call.value, context, delivery)
         if call.span is not None:
             call.span.end(error)
         if error is not None:
@@ -369,11 +378,11 @@ class Executor:
                 call.envelope, failure, disposition, call.context.attempt, call.started_ms
             )
             if disposition is None and self._canvas is not None:  # failed for good
-                self._canvas.failed(call.envelope, error)
-        if disposition is not None and disposition.rerun:
-            failures[offset] = (call.runs + 1, failure.first_failed_ms)
-        elif disposition is None:
+                self._canvas.failed(call.envelope, final_error(error, context.attempt))
+        if disposition is None or disposition.settled:
             failures.pop(offset, None)
+        elif disposition.rerun:
+            failures[offset] = (call.runs + 1, failure.first_failed_ms)
         return disposition
 
     def _skip(

@@ -159,6 +159,7 @@ class Job:
         "marked",
         "pending",
         "processed",
+        "rate_limited",
         "records",
         "resume_from",
         "retry_at",
@@ -194,6 +195,8 @@ class Job:
         self.marked = 0
         self.resume_from: int | None = None
         self.retry_at = 0.0
+        # Set by the executor when `resume_from` waits for a rate-limit token, not a retry.
+        self.rate_limited = False
         self.finished = False
 
     def release_held(self, *, wait: bool, timeout: float) -> bool:

@@ -38,6 +38,7 @@ from kafka_jobs.worker.subscription import (
     SubscriptionGroup,
     partition_reports,
 )
+from kafka_jobs.worker.throttling import Throttles, requeue
 
 log = logging.getLogger("kafka_jobs.listener")
 
@@ -96,6 +97,7 @@ class Listener:
         self._fatal_errors: list[float] = []
         topics = dict(consumption or {})
         self.builder = JobBuilder(group.name, topics, concurrency, self._generation_metadata)
+        self.throttles = Throttles(self.builder.options, self._pause, events)
         self.subscribed: tuple[str, ...] = group.topics
         self.follower = PatternFollower.of(group, topics, settings, consumption_of, on_new_topics)
         self.abandoned = 0
@@ -257,7 +259,8 @@ class Listener:
             # Not owned any more, or paused (fetched before the pause took effect): these
             # records are fetched again when the partition resumes.
             if state is not None and key not in self.pauses:
-                jobs.extend(self.builder.build(key, state, batch))
+                admitted = self.throttles.admit(key, batch)  # a throttle pauses the rest
+                jobs.extend(self.builder.build(key, state, admitted) if admitted else ())
         return jobs
 
     def _generation_metadata(self) -> object:
@@ -305,6 +308,8 @@ class Listener:
             job.mark_progress()
             if job.batch is not None:
                 self._lane_finished(key, job)
+            elif job.rate_limited:  # the rest waits in memory for its tokens; polling goes on
+                self._schedule([requeue(job)])
             elif job.resume_from is not None:  # a record waits for its retry
                 state.tracker.rewind(job.resume_from)
                 self._pause(key, job.retry_at, job.resume_from)
