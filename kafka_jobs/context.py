@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
-from kafka_jobs.errors import KafkaJobsError
+from kafka_jobs.errors import KafkaJobsError, Retry
 
 if TYPE_CHECKING:
     from kafka_jobs.processing.jobs import PartitionState
@@ -116,6 +116,18 @@ class JobContext:
     def stopping(self) -> bool:
         """True once the worker is shutting down; a long job may return early."""
         return self._worker_stopping.is_set()
+
+    def retry(
+        self,
+        countdown: float | None = None,
+        exc: BaseException | None = None,
+        max_retries: int | None = None,
+    ) -> NoReturn:
+        """Raise `Retry`: run this job again later (Celery's `self.retry`); see `Retry`.
+
+        This run counts as an attempt; once none is left the job fails with `exc`.
+        """
+        raise Retry(countdown=countdown, exc=exc, max_retries=max_retries)
 
     def mark_as_consumed(self, metadata: str | None = None) -> None:
         """Count this record, and the job's records before it, as done.

@@ -101,3 +101,61 @@ class JobExpired(KafkaJobsError):
 
 class JobRevoked(KafkaJobsError):
     """The job was revoked (`app.revoke`, `handle.revoke()`) before it started."""
+
+
+class Retry(KafkaJobsError):
+    """Raised by a job to be run again later: `raise Retry(countdown=6)` (Celery's `retry`).
+
+    The run counts as an attempt. countdown: seconds to wait (None: the job's
+    backoff). exc: the error the job fails with once no attempt is left (None: a
+    `MaxRetriesExceeded`). max_retries: further attempts allowed after the first
+    (None: the job's `retries`, or 3 when it sets none, as Celery's default).
+    A wait longer than the `retry_pause_max` setting re-enqueues the job through
+    the delay tiers; a shorter one pauses its partition.
+    """
+
+    def __init__(
+        self,
+        countdown: float | None = None,
+        exc: BaseException | None = None,
+        max_retries: int | None = None,
+    ) -> None:
+        if countdown is not None and not (0 <= countdown < float("inf")):
+            raise ValueError(f"countdown must be a finite number of seconds >= 0, not {countdown}")
+        if max_retries is not None and max_retries < 0:
+            raise ValueError(f"max_retries must not be negative, not {max_retries}")
+        when = "after the backoff" if countdown is None else f"in {countdown:g}s"
+        super().__init__(f"retry {when}" + ("" if exc is None else f": {exc!r}"))
+        self.countdown = countdown
+        self.exc = exc
+        self.max_retries = max_retries
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword arguments are not in `args`: the process pool pickles this back.
+        return (type(self), (self.countdown, self.exc, self.max_retries))
+
+    def final_error(self, attempts: int) -> BaseException:
+        """What the job fails with when no attempt is left after `attempts` runs."""
+        if self.exc is not None:
+            return self.exc
+        return MaxRetriesExceeded(f"gave up after {attempts} attempts ({self})")
+
+
+class MaxRetriesExceeded(KafkaJobsError):
+    """A job raised `Retry` with no attempt left and no `exc` to fail with."""
+
+
+class SoftTimeLimitExceeded(KafkaJobsError):
+    """Raised inside a running job when it passes its `soft_time_limit`: time to clean up.
+
+    Not raised while a thread job is inside C code (a blocking call such as
+    `time.sleep`); it arrives when that call returns. See the README's time limits.
+    """
+
+
+class TimeLimitExceeded(KafkaJobsError):
+    """The job passed its hard `time_limit` and was ended (dead letters: reason ``time-limit``)."""
+
+
+class JobTerminated(JobRevoked):
+    """The job was revoked with ``terminate=True`` while it ran, and was ended."""

@@ -15,6 +15,7 @@ Headers (all values UTF-8):
 ``kj-chord``       the chord this job is a member of (canvas only)
 ``kj-once``        run at most once per job id (canvas steps, chord callbacks)
 ``kj-expires``     not run when it would start after this time (ms since the epoch)
+``kj-first-failed`` first failed run of a job re-enqueued for a retry (ms since the epoch)
 =================  =========================================================
 
 The value is ``{"args": [...], "kwargs": {...}}``, as JSON or, opted in per task,
@@ -48,6 +49,8 @@ H_CONTENT_TYPE = "content-type"
 H_SIGNATURE = "kj-signature"
 H_EXPIRES = "kj-expires"
 """Milliseconds since the epoch after which the job is not started (`expires=`)."""
+H_FIRST_FAILED = "kj-first-failed"
+"""Milliseconds since the epoch of the first failed run, on a job re-enqueued for a retry."""
 
 # Delayed jobs (see `kafka_jobs.delay.tiers`).
 H_ETA = "kj-eta"
@@ -244,6 +247,31 @@ def read_task_name(raw: RawHeaders) -> str | None:
 def read_job_id(raw: RawHeaders) -> str | None:
     """The job id from a record's headers, without decoding anything else."""
     return _read_text(raw, H_ID)
+
+
+def read_first_failed_ms(raw: RawHeaders) -> int | None:
+    """When a re-enqueued job first failed (ms since the epoch); None if not carried."""
+    text = _read_text(raw, H_FIRST_FAILED)
+    try:
+        return int(text) if text else None
+    except ValueError:
+        return None
+
+
+def retried_headers(raw: RawHeaders, attempt: int, first_failed_ms: int) -> Headers:
+    """A record's headers for its re-enqueued copy: the next attempt and the first failure.
+
+    Everything else (id, key, trace, expiry, canvas) is kept as it was.
+    """
+    replaced = (H_ATTEMPT, H_FIRST_FAILED)
+    kept: Headers = [
+        (name, value) for name, value in header_map(raw).items() if name not in replaced
+    ]
+    return [
+        *kept,
+        (H_ATTEMPT, str(attempt).encode()),
+        (H_FIRST_FAILED, str(first_failed_ms).encode()),
+    ]
 
 
 def _read_text(raw: RawHeaders, name: str) -> str | None:

@@ -5,7 +5,11 @@ Event names (payload keys in parentheses):
 - ``job.started`` (topic, partition, offset, job_id, task, attempt)
 - ``job.succeeded`` (topic, partition, offset, job_id, task, duration)
 - ``job.failed`` (topic, partition, offset, job_id, task, error, attempt, duration)
-- ``job.retrying`` (topic, partition, offset, job_id, task, attempt, error, reason, delay)
+- ``job.retrying`` (topic, partition, offset, job_id, task, attempt, error, reason, delay,
+  how): `how` is "paused" (the partition waits) or "requeued" (re-enqueued through
+  the delay tiers, acknowledged)
+- ``retry.requeue_failed`` (topic, partition, offset, job_id, task, attempt, error,
+  reason, write_error): the re-enqueue of a retry was not acknowledged; tried again
 - ``job.dead_lettered`` (topic, partition, offset, job_id, task, attempt, error, reason,
   dead_letter_topic)
 - ``dead_letter.failed`` (topic, partition, offset, job_id, task, attempt, error, reason,

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from confluent_kafka import Message
 
 from kafka_jobs import deadletter
 from kafka_jobs.errors import DeliveryError, EnqueueError
-from kafka_jobs.wire import read_job_id
+from kafka_jobs.processing.requeue import requeue
+from kafka_jobs.processing.retry import RetryOrdering, decide, final_error
+from kafka_jobs.wire import read_first_failed_ms, read_job_id
 
 if TYPE_CHECKING:
     from kafka_jobs.app import App
     from kafka_jobs.instrumentation.events import EventBus
+    from kafka_jobs.options import FailurePolicy
     from kafka_jobs.processing.ports import FailurePolicies, RecordWriter
 
 log = logging.getLogger("kafka_jobs.worker")
@@ -30,10 +34,24 @@ class RetryLater:
 
     delay: float
     rerun: bool = True
+    settled: ClassVar[bool] = False
+    """The record's offset must not move on yet."""
 
 
-Disposition = RetryLater | None
-"""None settles the record: its offset may be committed."""
+@dataclass(frozen=True, slots=True)
+class Requeued:
+    """The job was re-enqueued (acknowledged) to run again in `delay` seconds: its offset moves on.
+
+    Its outcome is "retrying"; the copy carries the next attempt number.
+    """
+
+    delay: float
+    rerun: ClassVar[bool] = True
+    settled: ClassVar[bool] = True
+
+
+Disposition = RetryLater | Requeued | None
+"""None (or `Requeued`) settles the record: its offset may be committed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,11 +140,18 @@ class RetryThenDeadLetter:
     with backoff (the job is not run again). Topics whose dead-letter topic is
     disabled log and move on.
 
+    A retry waiting longer than `retry_pause_max` seconds (unless the record's
+    retry ordering is "strict") is re-enqueued through the delay tiers instead of
+    pausing the partition; the offset moves on once the copy is acknowledged, and
+    a failed write is retried like a dead letter's.
+
     policies: each record's retry policy and dead-letter topic.
     group_id: the consumer group named in the dead letters' headers.
     writer: writes the dead letters (the app's producer).
     events: where `job.retrying`, `job.dead_lettered` and `dead_letter.failed` go.
     delivery_timeout: seconds to wait for a dead letter's acknowledgement.
+    retry_pause_max / retry_ordering / delay_prefix: the worker's settings of the
+        same names (`retry_ordering` is the default of records whose policy sets none).
 
     Thread-safe: worker threads share one; it keeps no state of its own.
     """
@@ -139,12 +164,18 @@ class RetryThenDeadLetter:
         writer: RecordWriter,
         events: EventBus,
         delivery_timeout: float,
+        retry_pause_max: float = 1.0,
+        retry_ordering: RetryOrdering = "relaxed",
+        delay_prefix: str = "kafka-jobs.delay",
     ) -> None:
         self.policies = policies
         self.group_id = group_id
         self.writer = writer
         self.events = events
         self.delivery_timeout = delivery_timeout
+        self.retry_pause_max = retry_pause_max
+        self.retry_ordering = retry_ordering
+        self.delay_prefix = delay_prefix
         self.dead_letters = deadletter.Writer(group_id)
 
     @classmethod
@@ -156,19 +187,31 @@ class RetryThenDeadLetter:
             writer=app.producer,
             events=app.events,
             delivery_timeout=app.settings.delivery_timeout,
+            retry_pause_max=app.settings.retry_pause_max,
+            retry_ordering="strict" if app.settings.retry_ordering == "strict" else "relaxed",
+            delay_prefix=app.settings.delay_topic_prefix,
         )
 
     def handle(self, failure: Failure) -> Disposition:
         """Retry, dead-letter, or (dead letters disabled) log and drop."""
         policy = self.policies.failure_policy(failure.topic, failure.task)
         events = self.events
-        if failure.reason == deadletter.JOB_FAILED and policy.retry.should_retry(
-            failure.error, failure.attempt
-        ):
-            delay = policy.retry.delay(failure.attempt)
-            log.warning("retrying in %.2fs: %s", delay, failure.describe(), extra=failure.fields())
-            events.emit("job.retrying", **_coordinates(failure), delay=delay)
-            return RetryLater(delay)
+        if failure.reason == deadletter.JOB_FAILED:
+            carried = read_first_failed_ms(failure.record.headers())
+            if carried is not None and carried < failure.first_failed_ms:  # an earlier copy's
+                failure = dataclasses.replace(failure, first_failed_ms=carried)
+            decision = decide(
+                policy.retry,
+                failure.error,
+                failure.attempt,
+                ordering=policy.ordering or self.retry_ordering,
+                pause_max=self.retry_pause_max,
+            )
+            if decision is not None:
+                return self._retry(failure, decision.delay, decision.requeue, policy)
+            failure = dataclasses.replace(
+                failure, error=final_error(failure.error, failure.attempt)
+            )
         if policy.dead_letter_topic is None:
             log.error(
                 "giving up (no dead-letter topic): %s", failure.describe(), extra=failure.fields()
@@ -199,6 +242,45 @@ class RetryThenDeadLetter:
             "job.dead_lettered", **_coordinates(failure), dead_letter_topic=policy.dead_letter_topic
         )
         return None
+
+    def _retry(
+        self, failure: Failure, delay: float, requeue_it: bool, policy: FailurePolicy
+    ) -> Disposition:
+        if not requeue_it:
+            log.warning("retrying in %.2fs: %s", delay, failure.describe(), extra=failure.fields())
+            self.events.emit("job.retrying", **_coordinates(failure), delay=delay, how="paused")
+            return RetryLater(delay)
+        try:
+            topic = requeue(
+                self.writer,
+                failure.record,
+                attempt=failure.attempt,
+                first_failed_ms=failure.first_failed_ms,
+                delay=delay,
+                delay_prefix=self.delay_prefix,
+                timeout=self.delivery_timeout,
+            )
+        except (DeliveryError, EnqueueError) as error:
+            wait = max(0.5, min(delay, policy.retry.delay(max(1, failure.attempt))))
+            log.error(
+                "re-enqueueing the retry failed, trying again in %.2fs; the record stays"
+                " unconsumed: %s (%s)",
+                wait,
+                failure.describe(),
+                error,
+                extra=failure.fields(),
+            )
+            self.events.emit("retry.requeue_failed", **_coordinates(failure), write_error=error)
+            return RetryLater(wait, rerun=False)
+        log.warning(
+            "retrying in %.2fs, re-enqueued to %s: %s",
+            delay,
+            topic,
+            failure.describe(),
+            extra=failure.fields(),
+        )
+        self.events.emit("job.retrying", **_coordinates(failure), delay=delay, how="requeued")
+        return Requeued(delay)
 
     def _write(self, failure: Failure, topic: str) -> None:
         record = failure.record

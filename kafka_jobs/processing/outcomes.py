@@ -1,8 +1,9 @@
 """What the executor writes to the results topic for jobs that keep their result.
 
 A job's run writes "started" (not waited for) and then one final or "retrying"
-outcome, which is waited for before its offset may be committed. A value that
-cannot be written fails the job with `ResultNotSerializable` as its reason.
+outcome (also for a job re-enqueued for its retry), which is waited for before
+its offset may be committed. A value that cannot be written fails the job with
+`ResultNotSerializable` as its reason.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, cast
 
 from kafka_jobs.processing.failures import Disposition, Failure
 from kafka_jobs.processing.processes import UNSENDABLE
+from kafka_jobs.processing.retry import final_error
 from kafka_jobs.results.outcome import Outcome, RemoteError, State
 from kafka_jobs.results.writer import ResultNotSerializable, ResultWriter
 from kafka_jobs.wire import JSON, Envelope, now_ms
@@ -81,7 +83,8 @@ class OutcomeKeeper:
                 policies.failure_policy(failure.topic, failure.task).dead_letter_topic is not None
             )
             state = "dead-lettered" if dead else "failed"
-        problem = self._write(envelope, state, None, failure.error, attempt, started_ms)
+        error = failure.error if disposition is not None else final_error(failure.error, attempt)
+        problem = self._write(envelope, state, None, error, attempt, started_ms)
         if problem is not None:
             log.error("outcome of job %s (%s) not written: %s", envelope.job_id, state, problem)
 
