@@ -23,6 +23,7 @@ from confluent_kafka import KafkaException
 from kombu.connection import Connection
 from kombu.transport import virtual
 
+from celery_bridge import feeding
 from celery_bridge.acks import Message, Payload, QoS
 from celery_bridge.channel import Channel
 from celery_bridge.dead_letters import (
@@ -265,3 +266,8 @@ class Transport(virtual.Transport):
     def default_connection_params(self) -> dict[str, int | None]:
         """Defaults kombu fills into the URL."""
         return {"port": self.default_port, "hostname": None}
+
+
+# Prefork workers on this transport put tasks into their pool off the consumer's thread
+# (Celery has no event loop here): see `celery_bridge.feeding`.
+feeding.install(Transport)

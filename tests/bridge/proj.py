@@ -91,3 +91,9 @@ def _append(path: str, line: str) -> None:
         os.write(fd, line.encode())  # one write per line: appends from threads never interleave
     finally:
         os.close(fd)
+
+
+@app.task(name="proj.record_early", ignore_result=True)
+def record_early(seq: int, sleep: float = 0.0) -> None:
+    """`record` acknowledged when a worker starts it (Celery's default), not when it ends."""
+    record(seq, sleep)
