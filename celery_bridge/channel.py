@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 from confluent_kafka import KafkaException
 from kombu.transport import virtual
 
-from celery_bridge import acks
+from celery_bridge import acks, revoking
 from celery_bridge.acks import Message, Payload, QoS
 from celery_bridge.bindings import binds, routed_queues
 from celery_bridge.dead_letters import REASON_NOT_KOMBU, DeadLetterWriter
@@ -230,6 +230,16 @@ class Channel(virtual.Channel):
                 handle.wait(self.options.delivery_timeout)
         elif is_control(exchange):
             self._send_now()
+        if is_control(exchange):
+            self._keep_revocations(message)
+
+    def _keep_revocations(self, message: Payload) -> None:
+        # A revoke to every worker is kept in the revocations topic as well: workers
+        # started later skip the task too (see `celery_bridge.revoking`).
+        task_ids, terminate = revoking.revoked_ids(message.get("body"))
+        if task_ids:
+            transport = self._transport
+            revoking.write(self.options, transport.topics, transport.producer, task_ids, terminate)
 
     def _send_now(self) -> None:
         # A flush sends at once (librdkafka skips linger.ms for it): a command or reply

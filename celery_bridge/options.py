@@ -69,6 +69,11 @@ class BridgeOptions:
         None publishes every task to its queue as kombu's brokers do [10.0].
     purge_topic: compacted topic of purge marks, followed by every worker
         (see `celery_bridge.purges`) ["celery-bridge.purges"].
+    revoke_topic: compacted topic of revocations shared with kafka-jobs, where a
+        Celery ``revoke`` to every worker is kept (see `celery_bridge.revoking`)
+        [KAFKA_JOBS_REVOKE_TOPIC, else "kafka-jobs.revoked"].
+    revoke_ttl: seconds such a revocation stays in force, and the topic's retention
+        when the bridge creates it [KAFKA_JOBS_REVOKE_TTL, else 86 400].
     delay_topic_prefix: prefix of those topics and of their dispatcher group, shared
         with kafka-jobs workers [KAFKA_JOBS_DELAY_TOPIC_PREFIX, else "kafka-jobs.delay"].
     bootstrap_servers: overrides the hosts of the URL.
@@ -94,6 +99,12 @@ class BridgeOptions:
     broadcast_fetch_wait_ms: int = BROADCAST_FETCH_WAIT_MS
     eta_threshold: float | None = 10.0
     purge_topic: str = "celery-bridge.purges"
+    revoke_topic: str = field(
+        default_factory=lambda: os.environ.get("KAFKA_JOBS_REVOKE_TOPIC") or "kafka-jobs.revoked"
+    )
+    revoke_ttl: float = field(
+        default_factory=lambda: float(os.environ.get("KAFKA_JOBS_REVOKE_TTL") or 86_400.0)
+    )
     delay_topic_prefix: str = field(
         default_factory=lambda: (
             os.environ.get("KAFKA_JOBS_DELAY_TOPIC_PREFIX") or DEFAULT_DELAY_TOPIC_PREFIX
@@ -127,6 +138,10 @@ class BridgeOptions:
             raise ValueError("broadcast_fetch_wait_ms must be at least 1")
         if made.topic_partitions < 1 or made.buffer_size < 1:
             raise ValueError("topic_partitions and buffer_size must be at least 1")
+        if not (math.isfinite(made.revoke_ttl) and made.revoke_ttl > 0):
+            raise ValueError(
+                f"revoke_ttl must be a positive number of seconds, not {made.revoke_ttl}"
+            )
         threshold = made.eta_threshold
         if threshold is not None and not (math.isfinite(threshold) and threshold >= 0):
             raise ValueError(f"eta_threshold must be None or a finite number >= 0, not {threshold}")

@@ -23,7 +23,7 @@ from confluent_kafka import KafkaException
 from kombu.connection import Connection
 from kombu.transport import virtual
 
-from celery_bridge import feeding
+from celery_bridge import feeding, revoking
 from celery_bridge.acks import Message, Payload, QoS
 from celery_bridge.channel import Channel
 from celery_bridge.dead_letters import (
@@ -271,3 +271,5 @@ class Transport(virtual.Transport):
 # Prefork workers on this transport put tasks into their pool off the consumer's thread
 # (Celery has no event loop here): see `celery_bridge.feeding`.
 feeding.install(Transport)
+# Its workers follow kafka-jobs' revocations topic: see `celery_bridge.revoking`.
+revoking.install(Transport)
