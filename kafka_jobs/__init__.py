@@ -34,6 +34,7 @@ from kafka_jobs.errors import (
     JobExpired,
     JobFailed,
     JobRevoked,
+    JobTerminated,
     KafkaJobsError,
     MaxRetriesExceeded,
     NotDecodable,
@@ -43,6 +44,8 @@ from kafka_jobs.errors import (
     ResultNotKept,
     ResultUnavailable,
     Retry,
+    SoftTimeLimitExceeded,
+    TimeLimitExceeded,
     UnknownFormatVersion,
     UnknownTask,
 )
@@ -59,6 +62,7 @@ from kafka_jobs.processing.failures import (
 )
 from kafka_jobs.processing.jobs import Job
 from kafka_jobs.processing.lanes import VirtualPartitions
+from kafka_jobs.processing.limits import Rate, Throttle
 from kafka_jobs.processing.queue import JobsQueue
 from kafka_jobs.processing.retry import RetryPolicy
 from kafka_jobs.processing.scheduler import FifoScheduler, Scheduler
@@ -98,12 +102,14 @@ __all__ = [
     "JobOptions",
     "JobResult",
     "JobRevoked",
+    "JobTerminated",
     "JobsQueue",
     "KafkaJobsError",
     "LogFailures",
     "MaxRetriesExceeded",
     "NotDecodable",
     "PayloadTooLarge",
+    "Rate",
     "RecordRejected",
     "RecordTooLarge",
     "Requeued",
@@ -118,7 +124,10 @@ __all__ = [
     "Scheduler",
     "Settings",
     "Signature",
+    "SoftTimeLimitExceeded",
     "Task",
+    "TimeLimitExceeded",
+    "Throttle",
     "TopicSettings",
     "Transaction",
     "UnknownFormatVersion",

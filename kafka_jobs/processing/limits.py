@@ -124,8 +124,9 @@ class TokenBucket:
         if now > self.updated:
             self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
             self.updated = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        # A hair under one token is float rounding of a caller that waited exactly as told.
+        if self.tokens >= 1.0 - 1e-9:
+            self.tokens = max(0.0, self.tokens - 1.0)
             return 0.0
         return (1.0 - self.tokens) / self.rate
 
