@@ -283,15 +283,20 @@ class App:
         except TopicCreationFailed as exc:
             raise KafkaJobsError(str(exc)) from exc
 
-    def revoke(self, job_ids: str | Iterable[str], ttl: float | None = None) -> int:
+    def revoke(
+        self, job_ids: str | Iterable[str], ttl: float | None = None, *, terminate: bool = False
+    ) -> int:
         """Revoke jobs: any that has not started yet is skipped by every worker.
 
         The revocation lasts `ttl` seconds (default `revoke_ttl`) and reaches
         delayed jobs too; unknown ids are harmless. Returns how many were written.
+        terminate: also end a running one like a hard time limit (`JobTerminated`;
+        settled as revoked, never retried).
         """
         from kafka_jobs.revocations import revoke
 
-        return revoke(self, [job_ids] if isinstance(job_ids, str) else job_ids, ttl)
+        ids = [job_ids] if isinstance(job_ids, str) else job_ids
+        return revoke(self, ids, ttl, terminate)
 
     def assignments(self) -> dict[str, list[int]]:
         """Topic -> partitions this process's running workers own right now.

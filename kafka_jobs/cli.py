@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kafka_jobs import cli_control, cli_results, cli_schedule, cli_topics
+from kafka_jobs import cli_control, cli_results, cli_schedule, cli_topics, cli_worker
 from kafka_jobs.errors import ConfigurationError, KafkaJobsError
 from kafka_jobs.instrumentation import logs
 
@@ -104,24 +104,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MIB",
         help="with --processes: recycle a child whose resident memory passes this",
     )
-    worker.add_argument(
-        "--health-port", type=int, help="serve /live and /ready for probes on this port"
-    )
-    worker.add_argument(
-        "--health-host", default="0.0.0.0", help="address of the health port [0.0.0.0]"
-    )
-    worker.add_argument(
-        "--health-stall",
-        type=float,
-        metavar="SECONDS",
-        help="not live after this long without a poll [max.poll.interval.ms]",
-    )
-    worker.add_argument(
-        "--summary-interval",
-        type=float,
-        metavar="SECONDS",
-        help="log a summary line this often; 0: never (default: KAFKA_JOBS_SUMMARY_INTERVAL or 30)",
-    )
+    cli_worker.add_options(worker)  # health, summary, time limits
     worker.set_defaults(command=_worker)
 
     status = commands.add_parser("status", help="lag per partition of a worker group")
@@ -200,8 +183,7 @@ def _worker(options: argparse.Namespace) -> int:
     app = load_app(options.app)
     if options.async_concurrency:
         app.settings = app.settings.replace(async_concurrency=options.async_concurrency)
-    if options.summary_interval is not None:
-        app.settings = app.settings.replace(summary_interval=options.summary_interval)
+    cli_worker.apply(app, options)
     worker = app.worker(
         pool=options.pool,
         app_spec=options.app,
@@ -367,7 +349,16 @@ def _status(options: argparse.Namespace) -> int:
             workers = [w for w in states if w["group"] == group]
             if workers:
                 _print_table(
-                    ["worker", "threads busy", "jobs/s", "partitions", "done", "failed", "seen"],
+                    [
+                        "worker",
+                        "threads busy",
+                        "jobs/s",
+                        "partitions",
+                        "done",
+                        "failed",
+                        "not run / held",
+                        "seen",
+                    ],
                     [
                         [
                             f"{w['host']}:{w['pid']}",
@@ -376,6 +367,7 @@ def _status(options: argparse.Namespace) -> int:
                             str(len(w["partitions"])),
                             f"{w['totals']['succeeded']:,}",
                             f"{w['totals']['failed']:,}",
+                            status.describe_control_counts(w["totals"]),
                             f"{(time.time() * 1000 - w['at']) / 1000:.0f}s ago",
                         ]
                         for w in workers

@@ -1,4 +1,4 @@
-"""`kafka-jobs revoke JOB_ID... -A MODULE [--ttl SECONDS]`: revoke jobs through Kafka."""
+"""`kafka-jobs revoke JOB_ID... -A MODULE [--ttl SECONDS] [--terminate]`: revoke jobs."""
 
 from __future__ import annotations
 
@@ -15,6 +15,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     revoke.add_argument(
         "--ttl", type=float, metavar="SECONDS", help="how long it stays in force [revoke_ttl]"
     )
+    revoke.add_argument(
+        "--terminate",
+        action="store_true",
+        help="also end a running one, like a hard time limit (its thread is abandoned)",
+    )
     revoke.set_defaults(command=run)
 
 
@@ -24,6 +29,7 @@ def run(options: argparse.Namespace) -> int:
     from kafka_jobs.loader import load_app
 
     app = load_app(options.app) if options.app else App()
-    count = app.revoke(options.job_ids, options.ttl)
-    print(f"revoked {count} job(s) in {app.settings.revoke_topic}", flush=True)
+    count = app.revoke(options.job_ids, options.ttl, terminate=options.terminate)
+    ended = " (running ones are ended)" if options.terminate else ""
+    print(f"revoked {count} job(s) in {app.settings.revoke_topic}{ended}", flush=True)
     return 0

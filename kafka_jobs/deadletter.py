@@ -68,6 +68,10 @@ H_REPLAYED = wire.H_DLQ_REPLAYED
 MAX_MESSAGE = 1_000
 MAX_TRACEBACK = 8_000
 JOB_FAILED = "job-failed"
+TIME_LIMIT = "time-limit"
+"""A job ended by its hard time limit: retried per its policy, like a job that raised."""
+RAN = (JOB_FAILED, TIME_LIMIT)
+"""Reasons of records whose job ran (and so may be retried)."""
 
 _HOST = f"{socket.gethostname()}:{os.getpid()}"
 

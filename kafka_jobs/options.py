@@ -11,9 +11,9 @@ from typing import Literal, Protocol, TypedDict
 from kafka_jobs import deadletter
 from kafka_jobs.errors import ConfigurationError
 from kafka_jobs.processing.lanes import VirtualPartitions
-from kafka_jobs.processing.timelimits import TimeLimits
 from kafka_jobs.processing.limits import Throttle, ThrottleSetting, parse_throttle
 from kafka_jobs.processing.retry import RetryOrdering, RetryPolicy, check_ordering
+from kafka_jobs.processing.timelimits import TimeLimits
 
 KeySpec = str | Callable[..., object] | None
 """An argument name, or a callable of the call's arguments, giving the partition key."""
@@ -194,9 +194,7 @@ class TopicOptions:
 
 def time_limits_option(options: TopicSettings) -> TimeLimits | None:
     """The time limits the keywords give (None: neither); `ConfigurationError` if invalid."""
-    return TimeLimits.of(
-        options.get("soft_time_limit"), options.get("time_limit"), "time limits"
-    )
+    return TimeLimits.of(options.get("soft_time_limit"), options.get("time_limit"), "time limits")
 
 
 def _virtual_partitions(setting: VirtualPartitions | bool | None) -> VirtualPartitions | None:

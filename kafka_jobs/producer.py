@@ -134,12 +134,12 @@ class EnqueuedJob:
             self._cancel_topic, "", str(self.eta_ms).encode(), self.id.encode(), []
         )
 
-    def revoke(self, ttl: float | None = None) -> None:
-        """Revoke the job: it is not started if it has not started yet (see `App.revoke`)."""
+    def revoke(self, ttl: float | None = None, *, terminate: bool = False) -> None:
+        """Revoke the job: not started if not yet; `terminate`: ended if running (`App.revoke`)."""
         revoker = self._producer.revoker
         if revoker is None:
             raise ValueError(f"job {self.id}: its producer belongs to no app; use app.revoke()")
-        revoker([self.id], ttl)
+        revoker([self.id], ttl, terminate=terminate)
 
     def keep_result(self, result: ResultSource) -> EnqueuedJob:
         """The job's outcome can be read through `result` (its task keeps results)."""
@@ -219,7 +219,7 @@ class JobProducer:
         self._delivery_timeout = delivery_timeout
         self._exit_hook_registered = False
         # Set by the App that owns this producer: how its jobs' handles revoke them.
-        self.revoker: Callable[[list[str], float | None], object] | None = None
+        self.revoker: Callable[..., object] | None = None  # (ids, ttl, terminate=)
         self._reset()
         _producers.add(self)
 

@@ -39,15 +39,19 @@ def ensure_topic(app: App) -> None:
     )
 
 
-def revoke(app: App, job_ids: Iterable[str], ttl: float | None = None) -> int:
+def revoke(
+    app: App, job_ids: Iterable[str], ttl: float | None = None, terminate: bool = False
+) -> int:
     """Revoke `job_ids` for `ttl` seconds (default `revoke_ttl`); returns how many were written.
 
+    terminate: also end a run of them in progress, on whichever worker, like a
+    hard time limit (the job is settled as revoked, never retried).
     Waits until the broker acknowledged every record. Unknown ids are harmless.
     """
     settings = app.settings
     ensure_topic(app)
     until = now_ms() + int((settings.revoke_ttl if ttl is None else ttl) * 1000)
-    value = revocation_value(until)
+    value = revocation_value(until, terminate)
     handles = []
     for job_id in job_ids:
         key = job_id.encode()

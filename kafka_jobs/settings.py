@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kafka_jobs.errors import ConfigurationError
+from kafka_jobs.processing.retry import check_ordering, check_pause_max
+from kafka_jobs.processing.timelimits import check_limits
 
 ConfigValue = str | int | float | bool | Callable[..., object] | logging.Logger
 """The value of one librdkafka client setting, as confluent_kafka's clients take it.
@@ -122,6 +124,18 @@ class Settings:
     revoke_ttl: seconds a revocation stays in force (and the topic's retention).
     dead_letter_expired: dead-letter jobs that expired before they started (with
         reason ``expired``) instead of only counting and logging them.
+    canvas_transactions: a chain's next step (a chord member's join) and the
+        finished record's offset commit in one Kafka transaction, when the broker
+        accepts transactions (tried once per worker process) and the topic has
+        neither virtual partitions nor manual offsets; see `kafka_jobs.canvas.worker`.
+    retry_ordering: default of every job's `retry_ordering`: "relaxed" (retries
+        waiting longer than `retry_pause_max` are re-enqueued through the delay
+        tiers, the partition goes on) or "strict" (the partition pauses).
+    retry_pause_max: seconds; shorter retry waits pause the partition, longer ones
+        are re-enqueued (with `retry_ordering="relaxed"`).
+    soft_time_limit / time_limit: seconds a job may run before `SoftTimeLimitExceeded`
+        is raised in it / before it is ended; 0 (default): none. Defaults of every
+        job; a topic's and a job's own limits win.
     group_protocol: "classic" (default) or "consumer" (KIP-848: the broker assigns
         partitions and owns session timeouts; Apache Kafka 4.0+).
     kafka_config: librdkafka settings for every client (SASL/SSL go here).
@@ -157,6 +171,11 @@ class Settings:
     revoke_topic: str = "kafka-jobs.revoked"
     revoke_ttl: float = 86_400.0
     dead_letter_expired: bool = False
+    canvas_transactions: bool = False
+    retry_ordering: str = "relaxed"
+    retry_pause_max: float = 1.0
+    soft_time_limit: float = 0.0
+    time_limit: float = 0.0
     group_protocol: str = "classic"
     kafka_config: KafkaConfig = field(default_factory=dict)
     producer_config: KafkaConfig = field(default_factory=dict)
@@ -192,6 +211,9 @@ class Settings:
                 raise ConfigurationError(f"{name} must not be negative (and finite)")
         if not math.isfinite(self.shutdown_timeout) or self.shutdown_timeout < 0:
             raise ConfigurationError("shutdown_timeout must not be negative (and finite)")
+        check_ordering(self.retry_ordering)
+        check_pause_max(self.retry_pause_max)
+        check_limits(self.soft_time_limit, self.time_limit, "settings")
         self.consumer_settings()  # fail now, not when a worker starts
 
     def replace(self, **changes: Any) -> Settings:  # each field's own type
@@ -278,6 +300,11 @@ ENV_VARIABLES: dict[str, str] = {
     "revoke_topic": "KAFKA_JOBS_REVOKE_TOPIC",
     "revoke_ttl": "KAFKA_JOBS_REVOKE_TTL",
     "dead_letter_expired": "KAFKA_JOBS_DEAD_LETTER_EXPIRED",
+    "canvas_transactions": "KAFKA_JOBS_CANVAS_TRANSACTIONS",
+    "retry_ordering": "KAFKA_JOBS_RETRY_ORDERING",
+    "retry_pause_max": "KAFKA_JOBS_RETRY_PAUSE_MAX",
+    "soft_time_limit": "KAFKA_JOBS_SOFT_TIME_LIMIT",
+    "time_limit": "KAFKA_JOBS_TIME_LIMIT",
     "group_protocol": "KAFKA_JOBS_GROUP_PROTOCOL",
 }
 

@@ -16,8 +16,8 @@ from kafka_jobs.errors import PayloadTooLarge
 from kafka_jobs.instrumentation import tracing
 from kafka_jobs.options import DeadLetterSetting, KeySpec, TopicOptions
 from kafka_jobs.processing.limits import Rate
-from kafka_jobs.processing.timelimits import TimeLimits
 from kafka_jobs.processing.retry import RetryOrdering, RetryPolicy
+from kafka_jobs.processing.timelimits import TimeLimits
 from kafka_jobs.producer import EnqueuedJob
 from kafka_jobs.results.handle import for_enqueued
 from kafka_jobs.signing import sign

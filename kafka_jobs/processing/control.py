@@ -6,7 +6,8 @@ id, value ``{"until": <ms>}``: every worker follows it from the beginning
 that has not started yet is skipped wherever it is consumed. A revocation
 lapses at ``until`` (`Settings.revoke_ttl` after it was made): the topic need not
 grow forever and a worker never holds more than the revocations still in force.
-A revocation of an unknown id is harmless: nothing ever matches it.
+A revocation of an unknown id is harmless: nothing ever matches it. One with
+``"terminate": true`` also ends a run of that job in progress (`on_terminate`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 from confluent_kafka import Message
@@ -27,9 +29,12 @@ log = logging.getLogger(__name__)
 Skip = Literal["expired", "revoked"]
 
 
-def revocation_value(until_ms: int) -> bytes:
-    """The record value of a revocation in force until `until_ms`."""
-    return json.dumps({"until": until_ms}).encode()
+def revocation_value(until_ms: int, terminate: bool = False) -> bytes:
+    """The record value of a revocation in force until `until_ms` (ending running ones too)."""
+    value: dict[str, object] = {"until": until_ms}
+    if terminate:
+        value["terminate"] = True
+    return json.dumps(value).encode()
 
 
 def expires_at(headers: Mapping[str, bytes | None]) -> int | None:
@@ -47,6 +52,8 @@ class JobControl:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.revoked: dict[str, int] = {}  # job id -> in force until (ms); read without the lock
+        # Ends a running job (`Watchdog.terminate`), for revocations with "terminate".
+        self.on_terminate: Callable[[str], object] | None = None
 
     def take(self, message: Message) -> None:
         """Note one record of the revocations topic (the follower's callback)."""
@@ -60,11 +67,16 @@ class JobControl:
                 self.revoked.pop(job_id, None)
                 return
             try:
-                until = int(json.loads(value)["until"])
-            except (ValueError, KeyError, TypeError):
+                fields = json.loads(value)
+                until = int(fields["until"])
+                terminate = fields.get("terminate") is True
+            except (ValueError, KeyError, TypeError, AttributeError):
                 log.warning("revocations: skipping a malformed record for %s", job_id)
                 return
             self.revoked[job_id] = until
+        on_terminate = self.on_terminate
+        if terminate and on_terminate is not None and until > time.time() * 1000:
+            on_terminate(job_id)  # outside the lock: it ends runs, which may take a moment
 
     def is_revoked(self, job_id: str, now_ms: int) -> bool:
         """True while a revocation of `job_id` is in force."""

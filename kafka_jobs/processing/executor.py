@@ -7,14 +7,13 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, cast
 
 from confluent_kafka import Message
 
 from kafka_jobs.canvas.worker import CanvasWorker
 from kafka_jobs.context import JobContext, set_current
-from kafka_jobs.deadletter import JOB_FAILED
 from kafka_jobs.errors import KafkaJobsError, NotDecodable, RecordRejected, RecordTooLarge
 from kafka_jobs.instrumentation import tracing
 from kafka_jobs.processing.aio import AsyncRunner
@@ -35,6 +34,8 @@ from kafka_jobs.processing.outcomes import OutcomeKeeper
 from kafka_jobs.processing.ports import Processing
 from kafka_jobs.processing.processes import ProcessPool
 from kafka_jobs.processing.retry import final_error
+from kafka_jobs.processing.timelimits import TERMINATED, Abandoned, TimeLimits, failure_reason
+from kafka_jobs.processing.watch import JobWatch
 from kafka_jobs.task import Task
 from kafka_jobs.wire import H_EXPIRES, Envelope, decode, now_ms, read_task_name
 
@@ -62,6 +63,7 @@ class Executor:
         *,
         resume: Callable[[Job], None] | None = None,
         processes: ProcessPool | None = None,
+        time_limits: Mapping[str, TimeLimits] | None = None,
     ) -> None:
         self.processing = processing
         self.failures = failures
@@ -77,6 +79,8 @@ class Executor:
         self._async: AsyncRunner | None = None
         self._async_lock = threading.Lock()
         self._control = processing.control or JobControl()  # expiry is checked without one
+        self.watch = JobWatch(processing, time_limits, resume)
+        self._control.on_terminate = self.watch.watchdog.terminate
         self._limits = RateLimits(processing.events, stopping, resume)
         results = processing.results
         self._outcomes = None if results is None else OutcomeKeeper(results, processing)
@@ -97,6 +101,7 @@ class Executor:
 
     def close(self) -> None:
         """Stop the event loop, the child processes and the canvas's reader, if started."""
+        self.watch.watchdog.close()
         if self._async is not None:
             self._async.stop()
         if self.processes is not None:
@@ -190,7 +195,7 @@ class Executor:
         if control.revoked or H_EXPIRES in envelope.headers:
             skip = control.verdict(envelope, now_ms())
             if skip is not None:
-                return self._skip(job, record, envelope, task, *skip)
+                return self._skip(job, record, envelope, task.keeps_result, *skip)
         rate = task.options.rate_limit
         if rate is not None:  # over its limit: the job waits for the token, off this thread
             at = cast(int, record.offset())
@@ -244,22 +249,33 @@ class Executor:
                 call.error = error
                 return self._conclude(job, record, call)
             return self._submit(job, cast(Coroutine[Any, Any, object], coroutine), call)
+        pooled = self.processes is not None and not task.bookkeeping
+        running = self.watch.begin(job, call, task, "process" if pooled else "thread")
+        watchdog = self.watch.watchdog
+        watchdog.start(running)  # for time limits and terminate=True
         set_current(context)
         token = call.span.activate() if call.span is not None else None
         result: object = None
         try:
-            if self.processes is not None and not task.bookkeeping:
+            if pooled:
+                assert self.processes is not None
                 result = self.processes.call(
-                    task.name, envelope.args, envelope.kwargs, fields(context)
+                    task.name, envelope.args, envelope.kwargs, fields(context), running
                 )
             else:
                 result = task.fn(*envelope.args, **envelope.kwargs)
+            ended = watchdog.finish(running)  # in the try: a soft limit raised here is the job's
         except BaseException as error:  # SystemExit from a job is a failure too, not a dead thread
             call.error = error
+            ended = watchdog.finish(running)
         finally:
             set_current(None)
             if token is not None:
                 tracing.JobSpan.deactivate(token)
+        if ended is not None:  # a hard limit or terminate=True ended it
+            if running.abandoned:
+                raise Abandoned  # a new thread concluded the record: this one only ends
+            call.error = ended
         # `result is not None` first: most jobs return None, and isawaitable costs ~0.5 us.
         if call.error is None and result is not None and inspect.isawaitable(result):
             # An async function not seen as one (behind a sync decorator, an async
@@ -288,14 +304,19 @@ class Executor:
             )
             return SKIPPED
         job.pending = call  # before the loop can end it and hand the job back
+        running = self.watch.begin(job, call, self._tasks.task(call.envelope.task), "async")
+        watchdog = self.watch.watchdog
 
         def ended(future: concurrent.futures.Future[object]) -> None:
+            if watchdog.finish(running) is not None:
+                return  # ended by a limit or terminate=True: the job went on already
             call.error = future.exception() if not future.cancelled() else CancelledJob()
             if call.error is None:
                 call.value = future.result()
             resume(job)
 
-        runner.start(coroutine, call.context, ended, call.span)
+        running.handle = runner.start(coroutine, call.context, ended, call.span)
+        watchdog.start(running)
         return SUSPENDED
 
     def _conclude(self, job: Job, record: Message, call: Call) -> Disposition | _Skipped:
@@ -324,7 +345,8 @@ class Executor:
             if delivery is not None:
                 job.held.append((context.offset, delivery))
             if error is None and self._canvas is not None:  # the next step, a chord's join
-                error = self._canvas.succeeded(call.envelope, call.value, context, delivery)
+                at = None if job.manual else context  # manual offsets: never committed for the job
+                error = self._canvas.succeeded(call.envelope, call.value, at, delivery)
         if call.span is not None:
             call.span.end(error)
         if error is not None:
@@ -355,6 +377,10 @@ class Executor:
             attempt=context.attempt,
             duration=time.perf_counter() - call.started,
         )
+        reason = failure_reason(error)
+        if reason == TERMINATED:  # revoked while it ran: settled, never retried
+            failures.pop(offset, None)
+            return self._skip(job, record, envelope, call.keep, "revoked", error)  # type: ignore[arg-type]
         now = now_ms()
         if job.batch is not None:
             # A lane failed: collapse. This run counts as an attempt; the sequential
@@ -365,7 +391,7 @@ class Executor:
         failure = Failure(
             record,
             error,
-            JOB_FAILED,
+            reason,
             envelope.task,
             context.attempt,
             call.first_failed_ms or now,
@@ -390,11 +416,11 @@ class Executor:
         job: Job,
         record: Message,
         envelope: Envelope,
-        task: Task[..., object],
+        keeps: bool,
         why: Skip,
         error: KafkaJobsError,
     ) -> Disposition:
-        """Settle a job that must not start; an expired one may be dead-lettered."""
+        """Settle a job that must not start or was terminated; expired ones may be dead-lettered."""
         self._events.emit(
             f"job.{why}",
             topic=job.topic,
@@ -405,7 +431,7 @@ class Executor:
             error=error,
         )
         log.info("not started (%s): %s", why, error)
-        if self._outcomes is not None and task.keeps_result:
+        if self._outcomes is not None and keeps:
             self._outcomes.skipped(envelope, why, error)
             if self._canvas is not None:  # a chain stops, a chord hears of it
                 self._canvas.failed(envelope, error)

@@ -196,7 +196,7 @@ class RetryThenDeadLetter:
         """Retry, dead-letter, or (dead letters disabled) log and drop."""
         policy = self.policies.failure_policy(failure.topic, failure.task)
         events = self.events
-        if failure.reason == deadletter.JOB_FAILED:
+        if failure.reason in deadletter.RAN:
             carried = read_first_failed_ms(failure.record.headers())
             if carried is not None and carried < failure.first_failed_ms:  # an earlier copy's
                 failure = dataclasses.replace(failure, first_failed_ms=carried)
@@ -293,7 +293,7 @@ class RetryThenDeadLetter:
             headers=record.headers(),
             reason=failure.reason,
             error=failure.error,
-            attempts=failure.attempt if failure.reason == deadletter.JOB_FAILED else 0,
+            attempts=failure.attempt if failure.reason in deadletter.RAN else 0,
             first_failed_ms=failure.first_failed_ms,
             last_failed_ms=failure.last_failed_ms,
         )

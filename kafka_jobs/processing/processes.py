@@ -28,16 +28,19 @@ from typing import TYPE_CHECKING
 
 import dill
 
-from kafka_jobs.errors import ConfigurationError, KafkaJobsError
+from kafka_jobs.errors import ConfigurationError, KafkaJobsError, SoftTimeLimitExceeded
 
 if TYPE_CHECKING:
     from kafka_jobs.processing.ports import TaskRegistry
+    from kafka_jobs.processing.timelimits import Running
     from kafka_jobs.settings import Settings
 
 log = logging.getLogger("kafka_jobs.worker")
 
 _CHECK_INTERVAL = 0.5
 """Seconds between liveness checks of a child while it runs a job."""
+_END_CHECK_INTERVAL = 0.1
+"""Seconds between checks whether a watched job was ended (then its child is killed)."""
 
 
 class _Unsendable:
@@ -128,11 +131,14 @@ class ProcessPool:
         args: Sequence[object],
         kwargs: Mapping[str, object],
         context: Mapping[str, object],
+        running: Running | None = None,
     ) -> object:
         """Run `task(*args, **kwargs)` in a child: its value; raise what it raised.
 
         `WorkerProcessDied` when the child died; a value that cannot be sent back
-        comes back as `UNSENDABLE`.
+        comes back as `UNSENDABLE`. With `running`, the child raises
+        `SoftTimeLimitExceeded` at its soft limit, and once `running` was ended (hard
+        limit, terminate) the child is killed and replaced and its error raised.
         """
         with self._lock:
             if self._closed:
@@ -143,10 +149,15 @@ class ProcessPool:
         if child is None:
             child = _Child(self.app_spec)
             self._adopt(child, idle=False)
+        soft = running.soft_left() if running is not None else None
         try:
-            outcome = self._exchange(child, dill.dumps((task, args, kwargs, context)))
+            outcome = self._exchange(
+                child, dill.dumps((task, args, kwargs, context, soft)), running
+            )
         except WorkerProcessDied:
             self._replace(child)
+            if running is not None and running.error is not None:
+                raise running.error from None
             raise
         finally:  # other errors (arguments that cannot be pickled) leave the child fine
             if child.alive():
@@ -156,13 +167,20 @@ class ProcessPool:
             raise outcome
         return outcome[0]
 
-    def _exchange(self, child: _Child, request: bytes) -> BaseException | tuple[object]:
+    def _exchange(
+        self, child: _Child, request: bytes, running: Running | None
+    ) -> BaseException | tuple[object]:
         reply: bytes | None = None
+        interval = _CHECK_INTERVAL if running is None else _END_CHECK_INTERVAL
         try:
             child.conn.send_bytes(request)
             while True:
-                if child.conn.poll(_CHECK_INTERVAL):  # a reply, or EOF when it died
+                if child.conn.poll(interval):  # a reply, or EOF when it died
                     reply = child.conn.recv_bytes()
+                    break
+                if running is not None and running.ended:  # hard limit or terminate
+                    log.warning("killing worker process %s: %s", child.process.pid, running.error)
+                    child.process.kill()
                     break
                 if not child.alive():  # dead, its pipe perhaps held open by a grandchild
                     break
@@ -244,6 +262,7 @@ def _child_main(conn: Connection, app_spec: str) -> None:
     # Ctrl-C and a SIGTERM to the process group are for the parent, which stops us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGALRM, _soft_limit_passed)
     app = load_app(app_spec)
     while True:
         try:
@@ -265,7 +284,7 @@ def _run_in_child(tasks: TaskRegistry, settings: Settings, request: bytes) -> by
         raise KafkaJobsError("mark_as_consumed() is not available in the process pool")
 
     try:
-        task_name, args, kwargs, fields = dill.loads(request)
+        task_name, args, kwargs, fields, soft = dill.loads(request)
         context = JobContext(
             **fields,
             partition_revoked=never,
@@ -274,9 +293,13 @@ def _run_in_child(tasks: TaskRegistry, settings: Settings, request: bytes) -> by
             settings=settings,
         )
         set_current(context)
-        result = tasks.task(task_name).fn(*args, **kwargs)
-        if inspect.iscoroutine(result):
-            result = asyncio.run(result)
+        _soft_limit.start(soft)
+        try:
+            result = tasks.task(task_name).fn(*args, **kwargs)
+            if inspect.iscoroutine(result):
+                result = asyncio.run(result)
+        finally:
+            _soft_limit.stop()
         for child_job in context.children:  # acknowledged before the job counts as done
             child_job.wait(settings.delivery_timeout)
         try:
@@ -293,3 +316,33 @@ def _run_in_child(tasks: TaskRegistry, settings: Settings, request: bytes) -> by
     finally:
         set_current(None)
         sys.stdout.flush()
+
+
+class _SoftLimit:
+    """The child's soft limit: SIGALRM after the seconds left, raised only while a job runs."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.seconds = 0.0
+
+    def start(self, seconds: float | None) -> None:
+        if seconds is None:
+            return
+        self.seconds = seconds
+        self.armed = True
+        # A limit already passed (the job waited for this child) still raises, at once.
+        signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+
+    def stop(self) -> None:
+        if self.armed:
+            self.armed = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+_soft_limit = _SoftLimit()
+
+
+def _soft_limit_passed(signum: int, frame: object) -> None:
+    if _soft_limit.armed:  # a late signal after the job returned is dropped
+        _soft_limit.armed = False
+        raise SoftTimeLimitExceeded("the job passed its soft time limit")

@@ -179,11 +179,17 @@ class Worker:
             control=self.control,
         )
         self.executor = Executor(
-            processing, handler, self.stopping, resume=self.queue.resume, processes=self.processes
+            processing,
+            handler,
+            self.stopping,
+            resume=self.queue.resume,
+            processes=self.processes,
+            time_limits={t: o.time_limits for t, o in app.topic_options.items() if o.time_limits},
         )
         self.pool = ThreadPool(
             self.concurrency, self.queue, self.executor, self.scheduler, app.events
         )
+        self.executor.watch.set_take_over(self.pool.take_over)  # thread jobs past time_limit
         consumer_config = settings.consumer_settings(self.group_id)
         self.listeners = [
             Listener(
