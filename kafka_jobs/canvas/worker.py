@@ -32,8 +32,8 @@ the earlier one has a final outcome by the time the later one is read (a copy
 runs only after the copy before it in its partition ended). So the callback's
 code runs once, unless the worker running the callback itself dies before its
 outcome is written: then it runs again, as any job does (at-least-once).
-No transactions are used: the embedded broker shows aborted records to
-read_committed readers, and the once-mark closes the same window on both brokers.
+Joins are not run in transactions: the embedded broker shows aborted records
+to read_committed readers, and the once-mark closes the same window on both brokers.
 
 Chains. A step carries the steps after it (`kj-chain`). When it succeeded
 (outcome acknowledged), its worker enqueues the next step with the value as
@@ -42,6 +42,27 @@ the step's offset may be committed. When it failed for good, the worker writes
 that error as the outcome of every later step, so the chain's handle raises it.
 A step skipped as a copy that already ran still enqueues the next one from its
 recorded outcome (the crash may have come between the two).
+
+With `canvas_transactions` (and a broker that accepts transactions, a topic
+without virtual partitions or manual offsets), what a finished job starts, the
+next step or a chord member's join, is written in one transaction with the
+job's offset (`kafka_jobs.transactions.continuation`), after the job's outcome
+was acknowledged. A worker killed before the commit leaves an open transaction
+(read_committed readers of the partitions it wrote wait behind it, and so does
+the next owner's offset fetch on Apache Kafka) until the broker aborts it after
+`transaction.timeout.ms` (librdkafka's default: 60 s), or until the partition's
+next owner opens its producer: the `transactional.id` is the consumed
+partition's, which ends the dead one's transaction (the embedded broker never
+expires one: this is what ends it there). The record runs again and writes the
+next step in a new transaction. So read_committed
+readers see the next step once, not once per run (on a broker that hides
+aborted records: Apache Kafka, not the embedded one, where the once-mark still
+skips the copy). The outcome stays outside the transaction: a join reads the
+member's outcome, which must be visible before the join is, and a re-run of a
+step that carries the once-mark goes on from the recorded value instead of
+running the step again. Without transactions the next step is acknowledged
+before the offset may be committed: a crash in between writes it twice, and
+the copy is skipped by id as described above.
 """
 
 from __future__ import annotations
@@ -51,14 +72,18 @@ import dataclasses
 import functools
 import json
 import logging
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from kafka_jobs.canvas.signature import ChordSpec, decode_steps, encode_steps, enqueue_step
-from kafka_jobs.errors import KafkaJobsError
+from kafka_jobs.context import JobContext, current_job_or_none
+from kafka_jobs.errors import DeliveryTimeout, KafkaJobsError
+from kafka_jobs.producer import EnqueuedJob
 from kafka_jobs.results.outcome import Outcome, RemoteError, partition_of
 from kafka_jobs.results.reader import ResultsReader
 from kafka_jobs.task import Task, TaskOptions
+from kafka_jobs.transactions import active_transaction, continuation
 from kafka_jobs.wire import (
     H_CHAIN,
     H_CHORD,
@@ -74,7 +99,7 @@ from kafka_jobs.wire import (
 
 if TYPE_CHECKING:
     from kafka_jobs.app import App
-    from kafka_jobs.processing.ports import TaskRegistry
+    from kafka_jobs.processing.ports import Delivery, TaskRegistry
     from kafka_jobs.results.writer import ResultWriter
     from kafka_jobs.settings import Settings
 
@@ -165,19 +190,57 @@ class CanvasWorker:
         log.info("job %s (%s) already ran: skipping this copy", envelope.job_id, envelope.task)
         return _bookkeeping(functools.partial(self._ran, envelope, outcome), envelope.task)
 
-    def succeeded(self, envelope: Envelope, value: object) -> BaseException | None:
-        """A canvas job's value is written: go on (next step, join); the error, if any."""
+    def succeeded(
+        self,
+        envelope: Envelope,
+        value: object,
+        context: JobContext | None = None,
+        outcome: Delivery | None = None,
+    ) -> BaseException | None:
+        """A canvas job's value is written: go on (next step, join); the error, if any.
+
+        context: the finished record; with `canvas_transactions` what goes on is
+            written in one transaction with its offset (see the module docstring).
+        outcome: the value's write, when not acknowledged yet: it is before going on.
+        """
         headers = envelope.headers
+        chain, chord = headers.get(H_CHAIN), headers.get(H_CHORD)
+        if chain is None and chord is None:
+            return None
         try:
-            raw = headers.get(H_CHAIN)
-            if raw is not None:
-                self._next_step(envelope, raw, value)
-            raw = headers.get(H_CHORD)
-            if raw is not None:
-                self._enqueue_join(envelope, raw)
+            if outcome is not None:  # a join reads it; a committed offset must not pass it
+                outcome.wait(self._timeout)
+            txn = None
+            if context is not None and getattr(self._settings, "canvas_transactions", False):
+                txn = continuation(context, self._timeout)
+            if txn is None:
+                for handle in self._go_on(envelope, chain, chord, value):
+                    handle.wait(self._timeout)
+            else:
+                with txn as open_txn:
+                    handles = self._go_on(envelope, chain, chord, value)
+                    # Delivered (not yet visible) before the commit: a plain write (a
+                    # step with a countdown goes through the delay tiers) is waited for too.
+                    if open_txn.producer.flush(self._timeout):
+                        raise DeliveryTimeout(f"job {envelope.job_id}: next step not delivered")
+                    for handle in handles:
+                        handle.wait(self._timeout)
         except Exception as error:  # the job fails with it: retried, or dead-lettered
             return error
         return None
+
+    def _go_on(
+        self, envelope: Envelope, chain: bytes | None, chord: bytes | None, value: object
+    ) -> list[EnqueuedJob]:
+        """Enqueue the next step and the join, if any; their handles, not waited for."""
+        handles = []
+        if chain is not None:
+            step = self._next_step(envelope, chain, value)
+            if step is not None:
+                handles.append(step)
+        if chord is not None:
+            handles.append(self._enqueue_join(envelope, chord))
+        return handles
 
     def failed(self, envelope: Envelope, error: BaseException) -> None:
         """A canvas job failed for good (its outcome is written): stop its chain, tell its chord."""
@@ -185,15 +248,15 @@ class CanvasWorker:
 
     # --- chains ----------------------------------------------------------------------
 
-    def _next_step(self, envelope: Envelope, raw: bytes, value: object) -> None:
+    def _next_step(self, envelope: Envelope, raw: bytes, value: object) -> EnqueuedJob | None:
         steps = decode_steps(raw)
         if not steps:
-            return
+            return None
         step, rest = steps[0], steps[1:]
         canvas: Headers = [(H_CHAIN, encode_steps(rest))] if rest else []
         first = () if step.immutable else (value,)
         task = self._tasks.task(step.task)
-        enqueue_step(task, step, first, canvas, _since(envelope)).wait(self._timeout)
+        return enqueue_step(task, step, first, canvas, _since(envelope))
 
     def _stop(self, envelope: Envelope, error: RemoteError) -> None:
         headers = envelope.headers
@@ -204,14 +267,15 @@ class CanvasWorker:
                     self._write(Outcome(step.id, step.task, "failed", error=error, attempts=0))
             raw = headers.get(H_CHORD)
             if raw is not None:
-                self._enqueue_join(envelope, raw)
+                self._enqueue_join(envelope, raw).wait(self._timeout)
         except Exception:  # the job has failed already; a handle waits until its timeout
             log.exception("job %s failed, and its canvas could not be told", envelope.job_id)
 
     def _ran(self, envelope: Envelope, outcome: Outcome) -> None:
         """A copy of a job that has a final outcome: go on from that outcome, again."""
         if outcome.state == "succeeded":
-            problem = self.succeeded(envelope, outcome.value_for(self._secret))
+            value = outcome.value_for(self._secret)
+            problem = self.succeeded(envelope, value, current_job_or_none())
             if problem is not None:
                 raise problem
         else:
@@ -222,7 +286,8 @@ class CanvasWorker:
 
     # --- chords ----------------------------------------------------------------------
 
-    def _enqueue_join(self, envelope: Envelope, raw: bytes) -> None:
+    def _enqueue_join(self, envelope: Envelope, raw: bytes) -> EnqueuedJob:
+        """Enqueue the chord's join (in the open transaction, if any); not waited for."""
         spec = ChordSpec.decode(raw)
         topic = spec.callback.topic
         if not topic:
@@ -232,7 +297,12 @@ class CanvasWorker:
         key = spec.id.encode()
         value = encode_value([json.loads(raw)], {})
         headers = encode_headers(JOIN_TASK, job_id, key)
-        producer.enqueue(topic, job_id, value, key, headers).wait(self._timeout)
+        txn = active_transaction()
+        if txn is None:
+            return producer.enqueue(topic, job_id, value, key, headers)
+        handle = EnqueuedJob(job_id, topic, producer, os.getpid())
+        txn.produce(topic, value, key, headers, handle.on_delivery)
+        return handle
 
     def _run_join(self, chord: object) -> None:
         spec = ChordSpec.decode(json.dumps(chord))
