@@ -4,8 +4,11 @@
     metrics.snapshot()                       # {"succeeded": {"task": n}, ...}
     metrics.serve(9102)                      # Prometheus format (needs prometheus_client)
 
-Counters per task: started, succeeded, failed, retried, dead_lettered; per topic:
-rejected records; rebalances; a histogram of job durations. Gauges read live from
+Counters per task: started, succeeded, failed, retried, dead_lettered, and jobs not
+started or held: expired, revoked, time_limited (ended by a time limit),
+rate_limited (held for a rate-limit token; counted per hold); per topic: rejected
+records, throttled (partition pauses of topic throttling); rebalances; a
+histogram of job durations. Gauges read live from
 a worker when one is given: jobs queued, threads busy, paused partitions, and the
 lag of each owned partition (librdkafka's statistics, refreshed every second).
 """
@@ -34,7 +37,12 @@ _COUNTED = {
     "job.failed": "failed",
     "job.retrying": "retried",
     "job.dead_lettered": "dead_lettered",
+    "job.expired": "expired",
+    "job.revoked": "revoked",
+    "job.time_limited": "time_limited",
+    "job.rate_limited": "rate_limited",
 }
+_PER_TOPIC = {"record.rejected": "rejected", "partition.throttled": "throttled"}
 
 
 class Metrics:
@@ -44,6 +52,7 @@ class Metrics:
         self._lock = threading.Lock()
         self.by_task: dict[str, Counter[str]] = {name: Counter() for name in _COUNTED.values()}
         self.rejected: Counter[str] = Counter()
+        self.throttled: Counter[str] = Counter()
         self.rebalances = 0
         self.duration_buckets = [0] * len(BUCKETS)
         self.duration_sum = 0.0
@@ -72,8 +81,9 @@ class Metrics:
                     for index, bound in enumerate(BUCKETS):
                         if duration <= bound:
                             self.duration_buckets[index] += 1
-            elif name == "record.rejected":
-                self.rejected[str(event.payload.get("topic"))] += 1
+            elif name in _PER_TOPIC:
+                counts = self.rejected if name == "record.rejected" else self.throttled
+                counts[str(event.payload.get("topic"))] += 1
             elif name in ("partitions.revoked", "partitions.lost", "partitions.assigned"):
                 self.rebalances += name == "partitions.assigned"
 
@@ -91,10 +101,11 @@ class Metrics:
         }
 
     def totals(self) -> dict[str, int]:
-        """Each counter summed over tasks (and `rejected` over topics), since attached."""
+        """Each counter summed over tasks (`rejected`, `throttled` over topics), since attached."""
         with self._lock:
             totals = {name: sum(counts.values()) for name, counts in self.by_task.items()}
             totals["rejected"] = sum(self.rejected.values())
+            totals["throttled"] = sum(self.throttled.values())
         return totals
 
     def lag(self) -> dict[tuple[str, int], int]:
@@ -106,6 +117,7 @@ class Metrics:
         with self._lock:
             data: dict[str, JSON] = {name: dict(counts) for name, counts in self.by_task.items()}
             data["rejected"] = dict(self.rejected)
+            data["throttled"] = dict(self.throttled)
             data["rebalances"] = self.rebalances
             data["duration"] = {"count": self.duration_count, "sum": self.duration_sum}
         data.update(self.gauges())
@@ -134,6 +146,14 @@ class Metrics:
             for topic, value in self.rejected.items():
                 rejected.add_metric([topic], value)
             yield rejected
+            throttled = CounterMetricFamily(
+                "kafka_jobs_partitions_throttled",
+                "Partition pauses of topic throttling",
+                labels=["topic"],
+            )
+            for topic, value in self.throttled.items():
+                throttled.add_metric([topic], value)
+            yield throttled
             yield CounterMetricFamily(
                 "kafka_jobs_rebalances", "Partition assignments received", value=self.rebalances
             )

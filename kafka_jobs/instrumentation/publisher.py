@@ -8,7 +8,8 @@ three intervals. So the operator tools need only the broker.
 
 Value (version 1): group, host, pid, started_at / at (ms since the epoch),
 interval (s), concurrency, pool, busy, queued, totals (succeeded, failed,
-retried, dead_lettered, rejected since start), jobs_per_second (over the last
+retried, dead_lettered, rejected, and expired, revoked, time_limited,
+rate_limited, throttled since start), jobs_per_second (over the last
 interval), partitions: list of {topic, partition, paused, committed,
 jobs_running, lag}, recent_failures: the last `RECENT_FAILURES` job failures
 ({at, task, job_id, topic, partition, offset, attempt, error, message,

@@ -3,13 +3,15 @@
 Lag is end offset minus committed offset, as the broker reports them. Some
 brokers misreport end offsets (the embedded Tansu after multi-record batches);
 the figures are then only as good as the broker's. Whether a partition is paused,
-and which worker process owns it, come from the states running workers publish
-(`kafka_jobs.instrumentation.publisher`).
+which worker process owns it, and each worker's counts of expired, revoked,
+time-limited, rate-limited and throttled jobs (`control_counts`) come from the
+states running workers publish (`kafka_jobs.instrumentation.publisher`).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -94,6 +96,23 @@ def collect(
         return rows
     finally:
         probe.close()
+
+
+CONTROL_COUNTS = ("expired", "revoked", "time_limited", "rate_limited", "throttled")
+"""Counts of jobs not started or held, in worker states' `totals` (see `metrics`):
+expired, revoked, ended by a time limit, held for a rate-limit token (per hold),
+and partition pauses of topic throttling."""
+
+
+def control_counts(totals: Mapping[str, int]) -> dict[str, int]:
+    """The `CONTROL_COUNTS` of one worker's (or a sum of) totals; 0 where a state has none."""
+    return {name: int(totals.get(name, 0)) for name in CONTROL_COUNTS}
+
+
+def describe_control_counts(totals: Mapping[str, int]) -> str:
+    """`control_counts` as one short cell: "expired 0, revoked 1, time-limited 0, ..."."""
+    counts = control_counts(totals)
+    return ", ".join(f"{name.replace('_', '-')} {value:,}" for name, value in counts.items())
 
 
 def _held(group: str, states: list[WorkerState]) -> dict[tuple[str, int], tuple[bool, str]]:

@@ -27,6 +27,7 @@ from flask.typing import ResponseReturnValue
 from kafka_jobs import dlq
 from kafka_jobs.app import App
 from kafka_jobs.errors import KafkaJobsError
+from kafka_jobs.instrumentation.status import control_counts
 from kafka_jobs.web.data import Sampler
 from kafka_jobs.web.replays import Replays
 from kafka_jobs.web.results import RecentResultsCache
@@ -66,6 +67,7 @@ def create_app(  # noqa: C901
     web.jinja_env.filters["sparkline"] = sparkline
     web.jinja_env.filters["when"] = _when
     web.jinja_env.filters["duration"] = _duration
+    web.jinja_env.filters["control_counts"] = lambda totals: list(control_counts(totals).items())
     web.jinja_env.globals["live_refresh"] = live_refresh
 
     def writes_allowed() -> bool:
