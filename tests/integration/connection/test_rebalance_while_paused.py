@@ -25,7 +25,14 @@ def test_paused_partition_that_comes_back_is_consumed_again(
             consumer_config={"partition.assignment.strategy": strategy},
         )
 
-        @app.job(key="key", name="step", retries=1, backoff=8.0, backoff_max=8.0)
+        @app.job(
+            key="key",
+            name="step",
+            retries=1,
+            backoff=8.0,
+            backoff_max=8.0,
+            retry_ordering="strict",  # pause the partition (relaxed would re-enqueue)
+        )
         def step(n: int, key: str) -> None:
             with lock:
                 ran.append(n)

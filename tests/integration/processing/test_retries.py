@@ -1,4 +1,4 @@
-"""Retries: in place, with backoff, pausing only the failing record's partition."""
+"""Retries in place (retry_ordering="strict"): a backoff pauses only its own partition."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ def test_fails_twice_then_succeeds_with_three_retries_while_other_partitions_flo
     steady: list[int] = []
     lock = threading.Lock()
 
-    @app.job(key="key", retries=3, backoff=3.0, backoff_max=4.0)
+    # strict: the retries pause the partition (test_retry_requeue.py has the re-enqueued ones)
+    @app.job(key="key", retries=3, backoff=3.0, backoff_max=4.0, retry_ordering="strict")
     def flaky(key: str) -> None:
         with lock:
             attempts.append(current_job().attempt)
