@@ -9,12 +9,10 @@ or a retry:
   re-queued below) is suspended: a `Waker` thread hands it back to the queue
   when the token is due (or at once when the worker stops or the partition is
   lost), so it goes on from that record with its records still in memory;
-- a regular (blocking) job ends at that record with `rate_limited` set: the
-  listener re-queues the rest of its records as a job that does not hold back
-  polling, with the partition paused meanwhile (`worker.throttling.requeue`);
-- a lane of a regular topic (virtual partitions) collapses its batch, as a
-  failure would, but without counting an attempt: the rest of the batch runs
-  sequentially, and so is re-queued as above.
+- a regular (blocking) job or lane ends at that record with `rate_limited`
+  set: the listener re-queues the rest of its records as a job that does not
+  hold back polling, with the partition paused meanwhile
+  (`worker.throttling.requeue`); the other lanes of its batch go on.
 """
 
 from __future__ import annotations
@@ -129,13 +127,15 @@ class RateLimits:
             rate_limit=rate.text,
             delay=wait,
         )
-        if not job.blocking and self._waker is not None:
+        if self._waker is None:
+            # Nothing could hand a re-queued job back: the partition pauses and fetches
+            # the record again when due, as for a retry (a lane's batch runs sequentially).
+            if job.batch is not None:
+                job.batch.collapsed.set()
+                return RetryLater(0.0)
+            return RetryLater(wait)
+        if not job.blocking:
             self._waker.wake_at(job, now + wait)
             return SUSPENDED
-        if job.batch is not None:  # a lane: the rest of its batch runs sequentially
-            job.batch.collapsed.set()
-            return RetryLater(0.0)
-        # Without a waker the listener cannot re-queue it: the partition pauses and
-        # fetches the record again when due, as for a retry.
-        job.rate_limited = self._waker is not None
+        job.rate_limited = True  # the listener re-queues the rest without blocking polling
         return RetryLater(wait)

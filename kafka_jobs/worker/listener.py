@@ -306,10 +306,10 @@ class Listener:
                     del self._retired[key]
                 continue
             job.mark_progress()
-            if job.batch is not None:
-                self._lane_finished(key, job)
-            elif job.rate_limited:  # the rest waits in memory for its tokens; polling goes on
+            if job.rate_limited:  # the rest waits in memory for its tokens; polling goes on
                 self._schedule([requeue(job)])
+            elif job.batch is not None:
+                self._lane_finished(key, job)
             elif job.resume_from is not None:  # a record waits for its retry
                 state.tracker.rewind(job.resume_from)
                 self._pause(key, job.retry_at, job.resume_from)
@@ -334,7 +334,7 @@ class Listener:
             job.state.tracker.rewind(first)
             self.builder.collapsed[key] = batch.last_offset
             self._pause(key, 0.0, first)
-        elif not job.blocking:
+        elif not all(lane.blocking for lane in batch.lanes):  # long-running, or a lane requeued
             self._pause(key, 0.0, batch.next_offset())
 
     def _mark_running(self, keys: Sequence[Key] | None = None) -> None:

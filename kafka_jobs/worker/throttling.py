@@ -77,14 +77,23 @@ class Throttles:
 
 
 def requeue(job: Job) -> Job:
-    """The rest of a rate-limited regular job, as a job that does not hold back polling.
+    """The rest of a rate-limited regular job (or lane), as a job that does not hold back polling.
 
     Its records stay in memory and registered in the partition's offset tracker
     (not done, so never committed before they run); scheduling it pauses the
-    partition until it ends, like a long-running job, and the executor suspends
-    it off its thread while it waits for tokens (`processing.limiting`).
+    partition until it ends (for a lane: until its whole batch ended), like a
+    long-running job, and the executor suspends it off its thread while it waits
+    for tokens (`processing.limiting`). It starts at the held record, or earlier
+    where an outcome write failed (`resume_from`).
     """
-    rest = Job(job.group_id, job.state, job.records[job.processed :], blocking=False)
+    start = job.resume_from
+    if start is None:
+        start = int(job.records[job.processed].offset() or 0)
+    records = [record for record in job.records if int(record.offset() or 0) >= start]
+    rest = Job(job.group_id, job.state, records, blocking=False, batch=job.batch)
     rest.manual = job.manual
     rest.group_metadata = job.group_metadata
+    if job.batch is not None:  # the batch ends when its lanes do: this one in its place
+        lanes = job.batch.lanes
+        lanes[lanes.index(job)] = rest
     return rest

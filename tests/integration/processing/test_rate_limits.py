@@ -85,25 +85,41 @@ def test_a_task_without_a_limit_is_not_slowed_by_a_rate_limited_one(kafka_app, n
     assert slow_done_when_fast_finished[0] < 100
 
 
-def test_rate_limited_jobs_in_virtual_partitions_all_run_at_the_rate(kafka_app, new_topic) -> None:
+def test_in_virtual_partitions_a_rate_limited_lane_does_not_hold_the_other_lanes(
+    kafka_app, new_topic
+) -> None:
     topic = new_topic()
     app = kafka_app(default_topic=topic)
+    app.configure_topic(topic, virtual_partitions=True, retries=1)
     starts: list[tuple[float, int]] = []
+    fast_done: list[int] = []
+    limited_done_when_fast_finished: list[int] = []
     lock = threading.Lock()
 
-    @app.job(rate_limit="25/s", key="n", virtual_partitions=True, retries=1)
-    def limited(n: int) -> None:
+    @app.job(rate_limit="10/s", key="key")
+    def limited(key: str, n: int) -> None:
         with lock:
             starts.append((time.monotonic(), n))
 
-    for n in range(60):
-        limited.delay(n)
+    @app.job(key="key")
+    def fast(key: str, n: int) -> None:
+        with lock:
+            fast_done.append(n)
+            if len(fast_done) == 30:
+                limited_done_when_fast_finished.append(len(starts))
+
+    for n in range(30):  # one partition; the lanes split it by key
+        fast.delay("fast", n)
+        limited.delay("slow", n)
     app.flush(30)
     with app.worker(concurrency=4):
-        assert wait_until(lambda: len(starts) >= 60, timeout=90)
-    assert sorted(n for _, n in starts) == list(range(60))
+        assert wait_until(lambda: len(starts) >= 30, timeout=90)
+    assert sorted(n for _, n in starts) == list(range(30))
+    assert sorted(fast_done) == list(range(30))
     times = sorted(t for t, _ in starts)
-    assert 59 / 25 - 0.1 <= times[-1] - times[0] < 30
+    assert 29 / 10 - 0.1 <= times[-1] - times[0] < 30
+    # The limited lane waits for its tokens (2.9 s); the other lane did not wait with it.
+    assert limited_done_when_fast_finished[0] < 30
 
 
 def test_a_throttled_partition_pauses_and_the_other_goes_on(kafka_app, new_topic) -> None:

@@ -149,14 +149,19 @@ def test_without_a_resume_path_a_held_job_falls_back_to_a_timed_pause() -> None:
     assert not job.rate_limited  # re-queueing would only meet the limit again at once
 
 
-def test_a_lane_over_its_limit_collapses_its_batch() -> None:
-    limits = RateLimits(EventBus(), threading.Event(), resume=lambda job: None)
+def test_a_lane_over_its_limit_ends_for_the_listener_or_collapses_without_a_resume_path() -> None:
     rate = Rate(1.0, "1/s")
+    limits = RateLimits(EventBus(), threading.Event(), resume=lambda job: None)
     batch = LaneBatch(10)
     lane = _job(batch=batch)
     limits.hold(lane, 0, "task", "id", rate)
+    assert isinstance(limits.hold(lane, 1, "task", "id", rate), RetryLater)
+    assert lane.rate_limited and not batch.collapsed.is_set()
+    limits = RateLimits(EventBus(), threading.Event(), resume=None)
+    lane = _job(batch=batch)
+    limits.hold(lane, 0, "task", "id", rate)
     assert limits.hold(lane, 1, "task", "id", rate) == RetryLater(0.0)
-    assert batch.collapsed.is_set()
+    assert batch.collapsed.is_set() and not lane.rate_limited
 
 
 def test_a_non_blocking_job_is_suspended_and_woken_when_its_token_is_due() -> None:

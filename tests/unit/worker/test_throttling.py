@@ -6,7 +6,7 @@ from confluent_kafka import Message
 
 from kafka_jobs.instrumentation.events import EventBus
 from kafka_jobs.options import TopicOptions
-from kafka_jobs.processing.jobs import Job, PartitionState
+from kafka_jobs.processing.jobs import Job, LaneBatch, PartitionState
 from kafka_jobs.processing.limits import Throttle
 from kafka_jobs.worker.throttling import Throttles, requeue
 
@@ -87,3 +87,25 @@ def test_the_rest_of_a_rate_limited_job_runs_as_a_non_blocking_job_from_the_held
     assert not rest.blocking and rest.manual and rest.state is state
     assert rest.group_metadata == "meta" and rest.group_id == "g"
     assert rest.next_offset() == 12
+
+
+def test_a_requeued_rest_starts_where_an_outcome_write_failed() -> None:
+    job = Job("g", PartitionState("t", 0), _records("t", 0, 10, 5))
+    job.processed, job.resume_from = 3, 11
+    assert [r.offset() for r in requeue(job).records] == [11, 12, 13, 14]
+
+
+def test_a_requeued_lane_takes_its_place_in_the_batch() -> None:
+    state = PartitionState("t", 0)
+    batch = LaneBatch(20)
+    lanes = [
+        Job("g", state, [r for r in _records("t", 0, 10, 10) if r.offset() % 2 == n], batch=batch)
+        for n in (0, 1)
+    ]
+    batch.lanes, batch.left = list(lanes), 2
+    lanes[1].processed = 1
+    rest = requeue(lanes[1])
+    assert batch.lanes == [lanes[0], rest] and rest.batch is batch and not rest.blocking
+    assert [r.offset() for r in rest.records] == [13, 15, 17, 19]
+    lanes[0].processed = 5
+    assert batch.next_offset() == 13
