@@ -27,6 +27,10 @@ Event names (payload keys in parentheses):
 - ``job.cancelled`` (job_id, topic): the delay dispatcher dropped a cancelled delayed job
 - ``job.expired`` / ``job.revoked`` (topic, partition, offset, job_id, task, error): the
   job was not started, being past its ``expires`` time / revoked (`App.revoke`)
+- ``job.rate_limited`` (topic, partition, offset, job_id, task, rate_limit, delay): the job
+  waits `delay` seconds for its task's rate-limit token (not run yet, not an attempt)
+- ``partition.throttled`` (topic, partition, offset, limit, interval, delay): topic
+  throttling paused the partition; it fetches again from `offset` after `delay` seconds
 - ``poll_interval.warning`` (group, topic, batch_size, p99, fitting_batch): a batch's p99
   run time would outlast ``max.poll.interval.ms``
 - ``poll_interval.batch_size`` (group, batch_size, p99): adaptive batching changed the size
