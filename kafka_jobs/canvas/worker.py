@@ -211,7 +211,7 @@ class CanvasWorker:
             if outcome is not None:  # a join reads it; a committed offset must not pass it
                 outcome.wait(self._timeout)
             txn = None
-            if context is not None and getattr(self._settings, "canvas_transactions", False):
+            if context is not None and self._settings.canvas_transactions:
                 txn = continuation(context, self._timeout)
             if txn is None:
                 for handle in self._go_on(envelope, chain, chord, value):
