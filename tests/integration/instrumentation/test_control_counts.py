@@ -1,4 +1,4 @@
-"""Expired, revoked, rate-limited and throttled counts in metrics, status and the dashboard."""
+"""Expired, revoked, time-limited, rate-limited and throttled counts: metrics, status, dashboard."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from kafka_jobs import SoftTimeLimitExceeded
 from kafka_jobs.instrumentation.publisher import read_states
 from kafka_jobs.instrumentation.status import control_counts, describe_control_counts
 from kafka_jobs.testing import unique_name, wait_until
@@ -37,6 +38,15 @@ def test_counts_of_jobs_not_started_or_held_reach_metrics_status_and_the_dashboa
         with lock:
             ran.append(name)
 
+    @app.job(soft_time_limit=0.3)
+    def overrun() -> None:
+        try:
+            for _ in range(400):  # 20 s in small steps: the soft limit comes first
+                time.sleep(0.05)
+        except SoftTimeLimitExceeded:
+            with lock:
+                ran.append("cleaned up")
+
     @app.job(rate_limit="5/s")
     def limited(n: int) -> None:
         with lock:
@@ -49,6 +59,7 @@ def test_counts_of_jobs_not_started_or_held_reach_metrics_status_and_the_dashboa
 
     plain.apply_async(("late",), expires=0.2)
     plain.delay("revoked").revoke()
+    overrun.delay()
     for n in range(4):
         limited.delay(n)
     for n in range(5):
@@ -59,30 +70,27 @@ def test_counts_of_jobs_not_started_or_held_reach_metrics_status_and_the_dashboa
     worker.start_reporting()
     try:
         metrics = worker.metrics()
-        assert wait_until(lambda: len(ran) >= 9, timeout=60)
+        assert wait_until(lambda: len(ran) >= 10, timeout=60)
         assert wait_until(lambda: metrics.totals()["expired"] >= 1, timeout=30)
         assert wait_until(lambda: metrics.totals()["revoked"] >= 1, timeout=30)
+        assert wait_until(lambda: metrics.totals()["time_limited"] >= 1, timeout=30)
         totals = metrics.totals()
         # 4 starts at 5/s: 3 holds at least (a job may be held more than once).
         assert totals["rate_limited"] >= 3
         assert totals["throttled"] >= 2  # 5 records at 2 per window: 3 windows
         assert totals["expired"] == 1 and totals["revoked"] == 1
         assert "late" not in ran and "revoked" not in ran
-        assert totals["time_limited"] == 0
+        assert totals["time_limited"] == 1 and "cleaned up" in ran
 
         registry = CollectorRegistry()
         registry.register(metrics)
         text = generate_latest(registry).decode()
-        for name, task in (("expired", plain.name), ("revoked", plain.name)):
+        names = (("expired", plain.name), ("revoked", plain.name), ("time_limited", overrun.name))
+        for name, task in names:
             assert f'kafka_jobs_jobs_{name}_total{{task="{task}"}} 1.0' in text
-        found = re.search(
-            rf'kafka_jobs_jobs_rate_limited_total\{{task="{limited.name}"\}} (\S+)', text
-        )
-        assert found and float(found.group(1)) == totals["rate_limited"]
-        found = re.search(
-            rf'kafka_jobs_partitions_throttled_total\{{topic="{throttled_topic}"\}} (\S+)', text
-        )
-        assert found and float(found.group(1)) == totals["throttled"]
+        assert _sample(text, "jobs_rate_limited", "task", limited.name) == totals["rate_limited"]
+        throttles = _sample(text, "partitions_throttled", "topic", throttled_topic)
+        assert throttles == totals["throttled"]
 
         # The published state (what `kafka-jobs status` and the dashboard read).
         def published() -> dict[str, int]:
@@ -92,22 +100,30 @@ def test_counts_of_jobs_not_started_or_held_reach_metrics_status_and_the_dashboa
         expected = control_counts(metrics.totals())
         assert wait_until(lambda: published() == expected, timeout=30)
         cell = describe_control_counts(expected)
-        assert "expired 1, revoked 1, time-limited 0" in cell
+        assert "expired 1, revoked 1, time-limited 1" in cell
 
-        client = dashboard(app, sample_interval=0.3)
-
-        def shown() -> dict[str, int]:
-            view = client.get("/api/overview").get_json()
-            groups = [g for g in view["groups"] if g["name"] == app.settings.group_id]
-            workers = groups[0]["workers"] if groups else []
-            return control_counts(workers[0]["totals"]) if workers else {}
-
-        assert wait_until(lambda: shown() == expected, timeout=30)
-        page = client.get("/").get_data(as_text=True)
-        for header in ("expired", "revoked", "time-limited", "rate-limited", "throttled"):
-            assert f"<th>{header}</th>" in page
-        assert f'<td class="rate_limited">{expected["rate_limited"]}</td>' in page
-        assert f'<td class="throttled">{expected["throttled"]}</td>' in page
+        _dashboard_shows(dashboard(app, sample_interval=0.3), app.settings.group_id, expected)
     finally:
         worker.stop()
         worker.join(30)
+
+
+def _sample(text: str, family: str, label: str, value: str) -> float:
+    found = re.search(rf'kafka_jobs_{family}_total\{{{label}="{value}"\}} (\S+)', text)
+    assert found, text
+    return float(found.group(1))
+
+
+def _dashboard_shows(client, group: str, expected: dict[str, int]) -> None:
+    def shown() -> dict[str, int]:
+        view = client.get("/api/overview").get_json()
+        groups = [g for g in view["groups"] if g["name"] == group]
+        workers = groups[0]["workers"] if groups else []
+        return control_counts(workers[0]["totals"]) if workers else {}
+
+    assert wait_until(lambda: shown() == expected, timeout=30)
+    page = client.get("/").get_data(as_text=True)
+    for header in ("expired", "revoked", "time-limited", "rate-limited", "throttled"):
+        assert f"<th>{header}</th>" in page
+    for name, count in expected.items():
+        assert f'<td class="{name}">{count}</td>' in page
