@@ -156,3 +156,36 @@ def test_a_throttled_partition_pauses_and_the_other_goes_on(kafka_app, new_topic
     assert max(t for t, _ in starts[1]) < first[10]
     assert {event["partition"] for event in throttled} == {0}
     assert all(event["topic"] == topic for event in throttled)
+
+
+@pytest.mark.parametrize("long_running", [False, True], ids=["regular", "long-running"])
+def test_a_worker_stops_without_waiting_out_a_token_and_the_held_job_runs_later(
+    kafka_app, new_topic, long_running: bool
+) -> None:
+    topic = new_topic()
+    app = kafka_app(default_topic=topic, shutdown_timeout=60)
+    ran: list[int] = []
+
+    @app.job(rate_limit="1/m", long_running=long_running)
+    def limited(n: int) -> None:
+        ran.append(n)
+
+    for n in range(3):
+        limited.delay(n)
+    app.flush(30)
+    held = _events(app, "job.rate_limited")
+    group = f"g-{topic}"
+    worker = app.worker(concurrency=2, group_id=group).start()
+    try:
+        assert wait_until(lambda: ran == [0] and len(held) >= 1, timeout=60)
+    finally:
+        worker.stop()
+        stopping = time.monotonic()
+        assert worker.join(90)
+    # The next token is a minute away; the held job was handed back at once, not run.
+    assert time.monotonic() - stopping < 50
+    assert ran == [0]
+    # Not counted as done: the next worker (a fresh bucket) runs it, and only it.
+    with app.worker(concurrency=2, group_id=group):
+        assert wait_until(lambda: len(ran) >= 2, timeout=60)
+    assert ran == [0, 1]
