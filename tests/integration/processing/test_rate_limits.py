@@ -47,9 +47,10 @@ def test_200_jobs_at_50_per_second_take_about_4_seconds_and_all_run_once(
     assert sorted(n for _, n in starts) == list(range(200))  # each once, nothing dropped
     times = sorted(t for t, _ in starts)
     # Capacity 1 at 50/s: the 200th start comes 199 tokens, 3.98 s, after the first,
-    # and any 51 consecutive starts span at least 50 tokens (1 s).
+    # and any 51 consecutive starts span at least 50 tokens (1 s; a start is recorded
+    # a moment after its token was taken, hence the margin).
     assert 3.5 <= times[-1] - times[0] < 30
-    assert min(times[i + 50] - times[i] for i in range(len(times) - 50)) >= 0.95
+    assert min(times[i + 50] - times[i] for i in range(len(times) - 50)) >= 0.9
     assert held and all(event["task"] == limited.name for event in held)
 
 
