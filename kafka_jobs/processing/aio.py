@@ -6,7 +6,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any
 
 from kafka_jobs.context import JobContext, set_current
@@ -14,6 +14,15 @@ from kafka_jobs.errors import KafkaJobsError, SoftTimeLimitExceeded
 from kafka_jobs.instrumentation.tracing import JobSpan
 
 log = logging.getLogger("kafka_jobs.worker")
+
+
+class CancelledJob(KafkaJobsError):
+    """An async job's coroutine was cancelled (by the worker's shutdown, or by itself)."""
+
+
+async def awaiting(awaitable: Awaitable[object]) -> object:
+    """A coroutine awaiting `awaitable` (an async job behind a sync decorator)."""
+    return await awaitable
 
 
 class JobExited(KafkaJobsError):

@@ -7,7 +7,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, cast
 
 from confluent_kafka import Message
@@ -16,7 +16,7 @@ from kafka_jobs.canvas.worker import CanvasWorker
 from kafka_jobs.context import JobContext, set_current
 from kafka_jobs.errors import KafkaJobsError, NotDecodable, RecordRejected, RecordTooLarge
 from kafka_jobs.instrumentation import tracing
-from kafka_jobs.processing.aio import AsyncRunner
+from kafka_jobs.processing.aio import AsyncRunner, CancelledJob, awaiting
 from kafka_jobs.processing.calls import (
     SKIPPED,
     SUSPENDED,
@@ -35,7 +35,7 @@ from kafka_jobs.processing.ports import Processing
 from kafka_jobs.processing.processes import ProcessPool
 from kafka_jobs.processing.retry import final_error
 from kafka_jobs.processing.timelimits import TERMINATED, Abandoned, TimeLimits, failure_reason
-from kafka_jobs.processing.watch import JobWatch
+from kafka_jobs.processing.watch import GuardedMark, JobWatch
 from kafka_jobs.task import Task
 from kafka_jobs.wire import H_EXPIRES, Envelope, decode, now_ms, read_task_name
 
@@ -205,6 +205,7 @@ class Executor:
         offset: int = record.offset()  # type: ignore[assignment]  # a fetched record has one
         state = job.state
         runs, first_failed_ms = state.failures.get(offset, (0, 0)) if state.failures else (0, 0)
+        guard = GuardedMark(job) if job.manual else None
         context = JobContext(
             envelope.task,
             envelope.job_id,
@@ -216,7 +217,7 @@ class Executor:
             envelope.headers,
             state.revoked_event,
             self.stopping,
-            job.mark_through,
+            guard or job.mark_through,
             self._settings,
             job.group_metadata,
             state,
@@ -251,6 +252,8 @@ class Executor:
             return self._submit(job, cast(Coroutine[Any, Any, object], coroutine), call)
         pooled = self.processes is not None and not task.bookkeeping
         running = self.watch.begin(job, call, task, "process" if pooled else "thread")
+        if guard is not None:  # an ended run's later marks must not count
+            guard.running = running
         watchdog = self.watch.watchdog
         watchdog.start(running)  # for time limits and terminate=True
         set_current(context)
@@ -280,7 +283,7 @@ class Executor:
         if call.error is None and result is not None and inspect.isawaitable(result):
             # An async function not seen as one (behind a sync decorator, an async
             # __call__): its work is in what it returned.
-            return self._submit(job, _awaiting(result), call)
+            return self._submit(job, awaiting(result), call)
         call.value = result
         return self._conclude(job, record, call)
 
@@ -482,11 +485,3 @@ class Executor:
         if disposition is not None and not disposition.rerun:
             job.state.unsettled[failure.offset] = failure
         return disposition
-
-
-class CancelledJob(KafkaJobsError):
-    """An async job's coroutine was cancelled (by the worker's shutdown, or by itself)."""
-
-
-async def _awaiting(awaitable: Awaitable[object]) -> object:
-    return await awaitable

@@ -117,3 +117,27 @@ class JobWatch:
                 self._resume(job)  # job.pending is this call already
         else:
             log.error("job %s ended (%s)", running.job_id, error)
+
+
+class GuardedMark:
+    """`Job.mark_through` for a manual-offsets job, ignored once its run was ended.
+
+    An abandoned thread's job may call `mark_as_consumed()` after a new thread took
+    its partition over: those records are not its to mark any more.
+    """
+
+    __slots__ = ("job", "running")
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.running: Running | None = None
+
+    def __call__(self, offset: int) -> None:
+        """Mark the job's records through `offset`, unless its run was ended."""
+        running = self.running
+        if running is not None and running.ended:
+            log.warning(
+                "job %s was ended: its mark_as_consumed(%d) is ignored", running.job_id, offset
+            )
+            return
+        self.job.mark_through(offset)
