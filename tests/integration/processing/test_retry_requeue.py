@@ -252,6 +252,50 @@ def test_strict_ordering_still_pauses_the_partition(
     assert (retrying.payload["how"], retrying.payload["delay"]) == ("paused", 2.5)
 
 
+@pytest.mark.parametrize("kind", ["async", "virtual"])
+def test_async_jobs_and_virtual_partitions_re_enqueue_too(
+    kafka_app, new_topic, reader, kind: str
+) -> None:
+    topic = new_topic()
+    app = kafka_app(default_topic=topic)
+    app.configure_topic(topic, virtual_partitions=kind == "virtual", retries=3)
+    runs: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def run(n: int) -> None:
+        attempt = current_job().attempt
+        with lock:
+            runs.append((n, attempt))
+        if n == 0 and attempt < 3:
+            raise Retry(countdown=2)
+
+    if kind == "async":
+
+        @app.job(key="key")
+        async def step(n: int, key: str) -> None:
+            run(n)
+
+    else:
+
+        @app.job(key="key")
+        def step(n: int, key: str) -> None:
+            run(n)
+
+    events: list[Event] = []
+    app.events.subscribe(events.append)
+    for n in range(11):
+        step.delay(n, "slow" if n == 0 else f"k{n}")
+    app.flush(10)
+    with app.worker():
+        assert wait_until(lambda: (0, 3) in runs and {n for n, _ in runs} == set(range(11)), 60)
+    assert [a for n, a in runs if n == 0] == [1, 2, 3]
+    requeued = [e.payload["attempt"] for e in events if e.name == "job.retrying"]
+    # A lane's failure collapses the batch and counts as an attempt: the sequential
+    # re-run (attempt 2) is the one that asks the failure policy, and is re-enqueued.
+    assert requeued == ([1, 2] if kind == "async" else [2])
+    assert len(reader(topic).read()) == 11 + len(requeued)
+
+
 def _requeue_worker(
     broker: BrokerInfo, topic: str, group: str, prefix: str, directory: Path, commit: float
 ) -> subprocess.Popen[bytes]:
