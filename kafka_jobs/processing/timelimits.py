@@ -17,7 +17,6 @@ run is interrupted or ended depends on where it runs (the executor sets it):
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import heapq
 import logging
@@ -165,11 +164,13 @@ class Running:
     ) -> None:
         self.job_id = job_id
         self.kind = kind
-        start = time.monotonic() if now is None else now
-        soft = limits.soft if limits is not None else None
-        hard = limits.hard if limits is not None else None
-        self.soft_at = start + soft if soft else None
-        self.hard_at = start + hard if hard else None
+        if limits is None:  # most runs: no clock read
+            self.soft_at: float | None = None
+            self.hard_at: float | None = None
+        else:
+            start = time.monotonic() if now is None else now
+            self.soft_at = start + limits.soft if limits.soft else None
+            self.hard_at = start + limits.hard if limits.hard else None
         self.state = _RUNNING
         self.error: BaseException | None = None
         self.thread_id = 0
@@ -259,21 +260,23 @@ class Watchdog:
         """Thread jobs ended are abandoned (`on_end` hands their job to a new thread)."""
         self._cond = threading.Condition(threading.Lock())
         self._deadlines = Deadlines()
-        self._by_id: dict[str, list[Running]] = {}
+        # Every run in progress; set.add / discard and list(set) are atomic (GIL):
+        # the hot path of a run without limits takes the lock only in `finish`.
+        self._runs: set[Running] = set()
+        self._lock = self._cond
         self._events = events
         self._thread: threading.Thread | None = None
         self._closed = False
 
     def start(self, running: Running) -> None:
         """Watch a run that just started (an async one may have finished already)."""
+        if running.soft_at is None and running.hard_at is None and running.kind != "async":
+            self._runs.add(running)  # finished only after this, on this thread
+            return
         with self._cond:
             if running.state != _RUNNING:
                 return
-            runs = self._by_id.get(running.job_id)
-            if runs is None:
-                self._by_id[running.job_id] = [running]
-            else:
-                runs.append(running)
+            self._runs.add(running)
             if running.soft_at is None and running.hard_at is None:
                 return
             self._deadlines.add(running)
@@ -286,19 +289,18 @@ class Watchdog:
 
     def finish(self, running: Running) -> BaseException | None:
         """The run returned: None, or the error it was ended with meanwhile (it is over)."""
-        with self._cond:
+        with self._lock:
             state = running.state
             if state == _RUNNING:
                 running.state = _FINISHED  # first: nothing is sent to it any more
                 if running.soft_sent and running.kind == "thread":
                     _set_async_exc(running.thread_id, None)  # sent but perhaps not raised
-            self._forget(running)
-            return running.error if state == _ENDED else None
+        self._runs.discard(running)
+        return running.error if state == _ENDED else None
 
     def terminate(self, job_id: str) -> int:
         """End the runs of `job_id` (`JobTerminated`); how many there were."""
-        with self._cond:
-            runs = list(self._by_id.get(job_id, ()))
+        runs = [running for running in list(self._runs) if running.job_id == job_id]
         ended = 0
         for running in runs:
             if self._end(running, JobTerminated(f"job {job_id} was terminated while it ran")):
@@ -307,8 +309,7 @@ class Watchdog:
 
     def running(self) -> int:
         """How many runs are watched right now."""
-        with self._cond:
-            return sum(len(runs) for runs in self._by_id.values())
+        return len(self._runs)
 
     def close(self) -> None:
         """Stop the watchdog thread (runs still going keep going, unwatched)."""
@@ -351,21 +352,13 @@ class Watchdog:
             running.error = error
             # Decided here, under the lock `finish` takes: never both it and a new thread.
             running.abandoned = running.kind == "thread" and self.abandon_threads
-            self._forget(running)
+        self._runs.discard(running)
         if self.on_end is not None:
             try:
                 self.on_end(running, error)
             except Exception:
                 log.exception("ending job %s failed", running.job_id)
         return True
-
-    def _forget(self, running: Running) -> None:
-        runs = self._by_id.get(running.job_id)
-        if runs is not None:
-            with contextlib.suppress(ValueError):
-                runs.remove(running)
-            if not runs:
-                del self._by_id[running.job_id]
 
     def _emit(self, running: Running, limit: Limit) -> None:
         if self._events is not None and running.context is not None:
