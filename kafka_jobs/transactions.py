@@ -144,6 +144,11 @@ class _PartitionProducers:
             while len(self._idle) > self._keep:
                 self._idle.popitem(last=False)  # no transaction open: dropping it is enough
 
+    def release(self) -> None:
+        """Drop the idle producers (a worker stopped); the next use makes them again."""
+        with self._lock:
+            self._idle.clear()
+
 
 _partition_producers = _PartitionProducers()
 
@@ -269,6 +274,11 @@ def _refused(refusal: KafkaException) -> None:
                 refusal,
             )
             _supported = False
+
+
+def release_continuations() -> None:
+    """Close the idle producers of `continuation` (called when a worker stops)."""
+    _partition_producers.release()
 
 
 def _next_offset(context: JobContext) -> TopicPartition:

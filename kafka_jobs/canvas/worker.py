@@ -83,7 +83,7 @@ from kafka_jobs.producer import EnqueuedJob
 from kafka_jobs.results.outcome import Outcome, RemoteError, partition_of
 from kafka_jobs.results.reader import ResultsReader
 from kafka_jobs.task import Task, TaskOptions
-from kafka_jobs.transactions import active_transaction, continuation
+from kafka_jobs.transactions import active_transaction, continuation, release_continuations
 from kafka_jobs.wire import (
     H_CHAIN,
     H_CHORD,
@@ -163,10 +163,12 @@ class CanvasWorker:
         return ResultsReader(config, self._settings.results_topic)
 
     def close(self) -> None:
-        """Stop the reader, if one was started (the worker stops)."""
+        """Stop the reader, if one was started, and drop idle continuation producers."""
         if "_reader" in self.__dict__:
             self._reader.close()
         self._reads.shutdown(wait=False)
+        if self._settings.canvas_transactions:
+            release_continuations()
 
     # --- hooks ---------------------------------------------------------------------
 
