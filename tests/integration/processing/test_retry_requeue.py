@@ -296,6 +296,35 @@ def test_async_jobs_and_virtual_partitions_re_enqueue_too(
     assert len(reader(topic).read()) == 11 + len(requeued)
 
 
+def test_a_refused_re_enqueue_is_tried_again_without_running_the_job_again(
+    kafka_app, kafka_broker: BrokerInfo, new_topic, new_group
+) -> None:
+    topic, group = new_topic(), new_group()
+    # No broker accepts a topic name this long: every write to a delay tier is refused.
+    app = kafka_app(default_topic=topic, group_id=group, delay_topic_prefix="d" * 250)
+    runs: list[int] = []
+
+    @app.job
+    def step(n: int) -> None:
+        runs.append(n)
+        if n == 0:
+            raise Retry(countdown=5)
+
+    events: list[Event] = []
+    app.events.subscribe(events.append)
+    step.delay(0)
+    step.delay(1)
+    app.flush(10)
+    with app.worker(dispatch_delayed=False):
+        assert wait_until(
+            lambda: sum(e.name == "retry.requeue_failed" for e in events) >= 2, timeout=60
+        )
+        # Nothing moved past the record: the job behind it waits, nothing is committed.
+        assert runs == [0]
+        assert kafka_broker.committed(group, topic) < 1
+    assert not [e for e in events if e.name == "job.retrying"]
+
+
 def _requeue_worker(
     broker: BrokerInfo, topic: str, group: str, prefix: str, directory: Path, commit: float
 ) -> subprocess.Popen[bytes]:
