@@ -26,7 +26,11 @@ Event names (payload keys in parentheses):
   partition goes on)
 - ``job.cancelled`` (job_id, topic): the delay dispatcher dropped a cancelled delayed job
 - ``job.expired`` / ``job.revoked`` (topic, partition, offset, job_id, task, error): the
-  job was not started, being past its ``expires`` time / revoked (`App.revoke`)
+  job was not started, being past its ``expires`` time / revoked (`App.revoke`); a
+  ``job.revoked`` whose error is a `JobTerminated` was ended while it ran (terminate=True)
+- ``job.time_limited`` (topic, partition, offset, job_id, task, limit): the running job
+  passed its soft (``limit="soft"``: `SoftTimeLimitExceeded` raised in it) or hard
+  (``"hard"``: ended, failed with reason ``time-limit``) time limit
 - ``job.rate_limited`` (topic, partition, offset, job_id, task, rate_limit, delay): the job
   waits `delay` seconds for its task's rate-limit token (not run yet, not an attempt)
 - ``partition.throttled`` (topic, partition, offset, limit, interval, delay): topic

@@ -249,7 +249,7 @@ class Executor:
             except BaseException as error:
                 call.error = error
                 return self._conclude(job, record, call)
-            return self._submit(job, cast(Coroutine[Any, Any, object], coroutine), call)
+            return self._submit(job, cast(Coroutine[Any, Any, object], coroutine), call, task)
         pooled = self.processes is not None and not task.bookkeeping
         running = self.watch.begin(job, call, task, "process" if pooled else "thread")
         if guard is not None:  # an ended run's later marks must not count
@@ -283,12 +283,12 @@ class Executor:
         if call.error is None and result is not None and inspect.isawaitable(result):
             # An async function not seen as one (behind a sync decorator, an async
             # __call__): its work is in what it returned.
-            return self._submit(job, awaiting(result), call)
+            return self._submit(job, awaiting(result), call, task)
         call.value = result
         return self._conclude(job, record, call)
 
     def _submit(
-        self, job: Job, coroutine: Coroutine[Any, Any, object], call: Call
+        self, job: Job, coroutine: Coroutine[Any, Any, object], call: Call, task: Task[..., object]
     ) -> _Suspended | _Skipped:
         """Hand an async record's coroutine to the event loop; its job resumes when it ends."""
         resume = self._resume
@@ -307,7 +307,7 @@ class Executor:
             )
             return SKIPPED
         job.pending = call  # before the loop can end it and hand the job back
-        running = self.watch.begin(job, call, self._tasks.task(call.envelope.task), "async")
+        running = self.watch.begin(job, call, task, "async")
         watchdog = self.watch.watchdog
 
         def ended(future: concurrent.futures.Future[object]) -> None:
