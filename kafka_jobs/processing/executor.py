@@ -255,11 +255,11 @@ class Executor:
         if guard is not None:  # an ended run's later marks must not count
             guard.running = running
         watchdog = self.watch.watchdog
-        watchdog.start(running)  # for time limits and terminate=True
         set_current(context)
         token = call.span.activate() if call.span is not None else None
         result: object = None
         try:
+            watchdog.start(running)  # limits, terminate=True; a soft limit may come from here on
             if pooled:
                 assert self.processes is not None
                 result = self.processes.call(
