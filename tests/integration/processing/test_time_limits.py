@@ -308,3 +308,49 @@ def test_revoke_with_terminate_ends_a_running_job(
     assert [p["job_id"] for p in revoked] == [handle.id]
     assert not [name for name, _ in seen if name != "job.revoked"]
     assert not dlq.read(app, f"{topic}.dlq").letters
+
+
+def test_worker_time_limit_flag_ends_a_stuck_job(
+    kafka_broker: BrokerInfo, new_topic, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = new_topic()
+    ledger = tmp_path / "ledger.txt"
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_broker.bootstrap_servers)
+    monkeypatch.setenv("LIMITS_TOPIC", topic)
+    monkeypatch.setenv("LIMITS_LEDGER", str(ledger))
+    jobs = importlib.reload(importlib.import_module("tests.integration.processing.timelimits_app"))
+    app = jobs.app
+    try:
+        jobs.hangs.delay(1)
+        for n in (2, 3):
+            jobs.quick.delay(n)
+        app.flush(30)
+        root = Path(__file__).resolve().parents[3]
+        with open(tmp_path / "worker.log", "wb") as log:
+            worker = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "kafka_jobs", "worker", "-A"),
+                    *("tests.integration.processing.timelimits_app", "--group", f"g-{topic}"),
+                    *("--concurrency", "1", "--time-limit", "1", "--summary-interval", "0"),
+                ],
+                cwd=root,
+                env=os.environ.copy(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            assert wait_until(lambda: len(_ledger(ledger)) == 3, timeout=60), _ledger(ledger)
+            assert wait_until(lambda: dlq.read(app, f"{topic}.dlq").letters, timeout=30)
+        finally:
+            worker.terminate()
+            code = worker.wait(60)
+        assert [line[:2] for line in _ledger(ledger)] == [
+            ["hangs", "1"],
+            ["quick", "2"],
+            ["quick", "3"],
+        ]
+        (letter,) = dlq.read(app, f"{topic}.dlq").letters
+        assert letter.info["reason"] == "time-limit"
+        assert code == 0, (tmp_path / "worker.log").read_text()[-3000:]
+    finally:
+        app.close(5)

@@ -45,3 +45,10 @@ def quick(n: int) -> None:
     """Notes where it ran."""
     job = current_job()
     note(f"quick {n} {os.getpid()} {job.offset}")
+
+
+@app.job
+def hangs(n: int) -> None:
+    """No limit of its own: the worker's --time-limit ends it (a thread job here)."""
+    note(f"hangs {n} {os.getpid()}")
+    time.sleep(3600)
