@@ -354,3 +354,34 @@ def test_worker_time_limit_flag_ends_a_stuck_job(
         assert code == 0, (tmp_path / "worker.log").read_text()[-3000:]
     finally:
         app.close(5)
+
+
+def test_terminate_kills_and_replaces_a_process_pool_child(
+    kafka_broker: BrokerInfo, new_topic, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = new_topic()
+    ledger = tmp_path / "ledger.txt"
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_broker.bootstrap_servers)
+    monkeypatch.setenv("KAFKA_JOBS_REVOKE_TOPIC", f"{topic}.revoked")
+    monkeypatch.setenv("LIMITS_TOPIC", topic)
+    monkeypatch.setenv("LIMITS_LEDGER", str(ledger))
+    jobs = importlib.reload(importlib.import_module("tests.integration.processing.timelimits_app"))
+    app = jobs.app
+    try:
+        handle = jobs.spins.delay(1)
+        jobs.quick.delay(2)
+        app.flush(30)
+        with app.worker(pool="processes", concurrency=1, group_id=f"g-{topic}") as worker:
+            assert worker.processes is not None
+            assert wait_until(lambda: len(_ledger(ledger)) == 1, timeout=60)
+            assert app.revoke(handle.id, terminate=True) == 1
+            assert wait_until(lambda: len(_ledger(ledger)) == 2, timeout=30), _ledger(ledger)
+            assert wait_until(lambda: _committed(worker, topic) == 2, timeout=30)
+            assert worker.processes.replaced == 1
+            assert worker.processes.alive() == 1
+        lines = _ledger(ledger)
+        assert [line[:2] for line in lines] == [["spins", "1"], ["quick", "2"]]
+        assert lines[0][2] != lines[1][2]  # the terminated child was replaced
+        assert not dlq.read(app, f"{topic}.dlq").letters  # settled as revoked, not retried
+    finally:
+        app.close(5)

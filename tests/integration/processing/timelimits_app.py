@@ -52,3 +52,12 @@ def hangs(n: int) -> None:
     """No limit of its own: the worker's --time-limit ends it (a thread job here)."""
     note(f"hangs {n} {os.getpid()}")
     time.sleep(3600)
+
+
+@app.job(retries=3, backoff=0.05)
+def spins(n: int) -> None:
+    """Runs until it is ended (at most 60 s), in small steps."""
+    note(f"spins {n} {os.getpid()}")
+    for _ in range(1200):
+        time.sleep(0.05)
+    note(f"spun {n} {os.getpid()}")
