@@ -27,12 +27,12 @@ import queue
 import threading
 from typing import Any
 
+from celery_bridge import steps
+
 log = logging.getLogger(__name__)
 
 __all__ = ["PoolFeeder", "install"]
 
-# Set on a WorkController whose pool puts go through a PoolFeeder.
-_MARK = "_kafkajobs_pool_feeder"
 # How often a feeder waiting for a free child looks whether it should stop.
 _STOP_CHECK = 0.5
 
@@ -114,37 +114,16 @@ def _on_worker_init(sender: Any, transport_cls: type, **_: Any) -> None:
     if not getattr(pool_cls, "uses_semaphore", False):
         return  # only the prefork pool blocks in its put
     sender.pool_putlocks = False  # the pool's put never blocks: the feeder waits instead
-    setattr(sender, _MARK, True)
-    sender.app.steps["worker"].add(_feeder_step())
+    steps.add_after_pool(sender, "celery_bridge.feeding.FeederStep", _feeder)
 
 
-_step: type | None = None
-
-
-def _feeder_step() -> type:
-    """The worker bootstep (made once) that installs the feeder after the Pool step."""
-    global _step
-    if _step is None:
-        from celery import bootsteps
-
-        class FeederStep(bootsteps.StartStopStep):  # type: ignore[misc]
-            """Replaces the worker's ``process_task`` with a `PoolFeeder`'s put."""
-
-            name = "celery_bridge.feeding.FeederStep"
-            requires = ("celery.worker.components:Pool",)
-
-            def include_if(self, w: Any) -> bool:
-                return bool(getattr(w, _MARK, False))
-
-            def create(self, w: Any) -> PoolFeeder:
-                # Runs before the Consumer step (last), which reads w.process_task; the
-                # step's start and stop (after the Pool's, before it stops) are the feeder's.
-                feeder = PoolFeeder(w)
-                w.process_task = feeder.put
-                return feeder
-
-        _step = FeederStep
-    return _step
+def _feeder(worker: Any) -> PoolFeeder:
+    """The feeder step's object: replaces the worker's ``process_task`` with its put."""
+    # Made before the Consumer step, which reads process_task; the step's start and
+    # stop (after the Pool's, before it stops) are the feeder's.
+    feeder = PoolFeeder(worker)
+    worker.process_task = feeder.put
+    return feeder
 
 
 def install(transport_cls: type) -> None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Message
 
+from celery_bridge import steps
 from kafka_jobs.connection.follower import Follower
 from kafka_jobs.processing.control import JobControl, revocation_value
 
@@ -41,9 +42,6 @@ __all__ = ["RevocationsFollower", "revoked_ids", "topic_config", "write"]
 
 # How long a worker waits at start for the revocations already written.
 LOAD_TIMEOUT = 10.0
-
-# Set on a WorkController whose revocations are followed.
-_MARK = "_kafkajobs_revocations"
 
 
 def revoked_ids(body: object) -> tuple[list[str], bool]:
@@ -158,41 +156,21 @@ def _on_worker_init(sender: Any, transport_cls: type, **_: Any) -> None:
     conninfo = getattr(sender, "_conninfo", None)
     if conninfo is None or not isinstance(conninfo.transport, transport_cls):
         return
-    setattr(sender, _MARK, True)
-    sender.app.steps["worker"].add(_revocations_step())
+    # After the pool's children are forked (the follower's thread stays here), started
+    # before the Consumer step: the revocations are in force before the first task.
+    steps.add_after_pool(sender, "celery_bridge.revoking.RevocationsStep", _follower)
 
 
-_step: type | None = None
-
-
-def _revocations_step() -> type:
-    """The worker bootstep (made once) that follows the revocations before consuming."""
-    global _step
-    if _step is None:
-        from celery import bootsteps  # type: ignore[import-untyped]
-
-        class RevocationsStep(bootsteps.StartStopStep):  # type: ignore[misc]
-            """Starts (before the Consumer step, last) and stops a `RevocationsFollower`."""
-
-            name = "celery_bridge.revoking.RevocationsStep"
-            # After the pool's children are forked: the follower's thread stays here.
-            requires = ("celery.worker.components:Pool",)
-
-            def include_if(self, w: Any) -> bool:
-                return bool(getattr(w, _MARK, False))
-
-            def create(self, w: Any) -> RevocationsFollower:
-                transport = w._conninfo.transport
-                return RevocationsFollower(transport.options, transport.topics)
-
-        _step = RevocationsStep
-    return _step
+def _follower(worker: Any) -> RevocationsFollower:
+    """The revocations step's object: the worker's transport's `RevocationsFollower`."""
+    transport = worker._conninfo.transport
+    return RevocationsFollower(transport.options, transport.topics)
 
 
 def install(transport_cls: type) -> None:
     """Connect the ``worker_init`` hook for workers on `transport_cls` (nothing without Celery)."""
     try:
-        from celery import signals
+        from celery import signals  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover  (kombu alone)
         return
 
