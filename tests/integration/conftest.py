@@ -69,34 +69,41 @@ def start_worker(
 ) -> subprocess.Popen[bytes]:
     """A `kafka-jobs worker` process serving `ledger_app`; its ledger is in `ledger_dir`."""
     ledger.create(ledger_dir)
-    env = broker.env()
-    env[ledger.ENV] = str(ledger_dir)
-    env["KAFKA_JOBS_DELAY_TOPIC_PREFIX"] = delay_prefix or f"{topic}.delay"
-    env["LEDGER_LONG_RUNNING"] = "1" if long_running else "0"
-    env["LEDGER_VIRTUAL"] = "1" if virtual else "0"
-    env.update(LEDGER_TOPIC=topic, LEDGER_SLEEP=str(sleep))
+    env = {
+        ledger.ENV: str(ledger_dir),
+        "KAFKA_JOBS_DELAY_TOPIC_PREFIX": delay_prefix or f"{topic}.delay",
+        "LEDGER_LONG_RUNNING": "1" if long_running else "0",
+        "LEDGER_VIRTUAL": "1" if virtual else "0",
+        "LEDGER_TOPIC": topic,
+        "LEDGER_SLEEP": str(sleep),
+    }
     if slow_key is not None:
         env.update(LEDGER_SLOW_KEY=slow_key, LEDGER_SLOW_SECONDS=str(slow_seconds))
-    with open(ledger_dir / "worker.log", "ab") as log:
+    return worker_process(
+        broker,
+        "tests.integration.ledger_app",
+        group,
+        env,
+        ledger_dir / "worker.log",
+        *("--concurrency", str(concurrency), "--shutdown-timeout", str(shutdown_timeout)),
+        *extra_args,
+    )
+
+
+def worker_process(
+    broker: BrokerInfo, app: str, group: str, env: dict[str, str], log: Path, *args: str
+) -> subprocess.Popen[bytes]:
+    """A `kafka-jobs worker -A app --group group *args` process on `broker`.
+
+    `env` is added to the broker's environment (`BrokerInfo.env`); the worker's output
+    is appended to `log`.
+    """
+    with open(log, "ab") as out:
         return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kafka_jobs",
-                "worker",
-                "-A",
-                "tests.integration.ledger_app",
-                "--group",
-                group,
-                "--concurrency",
-                str(concurrency),
-                "--shutdown-timeout",
-                str(shutdown_timeout),
-                *extra_args,
-            ],
+            [sys.executable, "-m", "kafka_jobs", "worker", "-A", app, "--group", group, *args],
             cwd=ROOT,
-            env=env,
-            stdout=log,
+            env={**broker.env(), **env},
+            stdout=out,
             stderr=subprocess.STDOUT,
             preexec_fn=die_with_parent,  # an aborted test run leaves no worker behind
         )
@@ -114,7 +121,14 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 60.0) -> int:
         raise
 
 
-__all__ = ["BrokerInfo", "enqueue_ledger_jobs", "key_off_partition", "start_worker", "stop"]
+__all__ = [
+    "BrokerInfo",
+    "enqueue_ledger_jobs",
+    "key_off_partition",
+    "start_worker",
+    "stop",
+    "worker_process",
+]
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -24,13 +23,11 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 import kafka_jobs.transactions
 from kafka_jobs import chain, chord
-from kafka_jobs.broker import die_with_parent
 from kafka_jobs.canvas.worker import JOIN_TASK
 from kafka_jobs.connection import probes
 from kafka_jobs.testing import BrokerInfo, unique_name, wait_until
 from kafka_jobs.wire import read_task_name
-from tests import ROOT
-from tests.integration.conftest import stop
+from tests.integration.conftest import stop, worker_process
 
 # Short transactions: a killed worker's open one is aborted by the broker after this
 # (plus its cleanup interval, 10 s by default), which frees the partitions it wrote.
@@ -222,26 +219,9 @@ def test_a_chord_members_join_is_enqueued_in_its_transaction(
 def _worker(
     broker: BrokerInfo, group: str, env: dict[str, str], log: Path
 ) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kafka_jobs",
-                "worker",
-                "-A",
-                "tests.integration.canvas.chain_app",
-                "--group",
-                group,
-                "--concurrency",
-                "2",
-            ],
-            cwd=ROOT,
-            env={**broker.env(), **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
-        )
+    return worker_process(
+        broker, "tests.integration.canvas.chain_app", group, env, log, "--concurrency", "2"
+    )
 
 
 def _ran(directory: Path, step: str) -> list[int]:

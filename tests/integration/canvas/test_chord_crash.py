@@ -6,16 +6,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
 from kafka_jobs import chord
-from kafka_jobs.broker import die_with_parent
 from kafka_jobs.testing import BrokerInfo, unique_name, wait_until
-from tests import ROOT
-from tests.integration.conftest import stop
+from tests.integration.conftest import stop, worker_process
 
 MEMBERS = 8
 
@@ -23,26 +20,9 @@ MEMBERS = 8
 def _worker(
     broker: BrokerInfo, group: str, env: dict[str, str], log: Path
 ) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kafka_jobs",
-                "worker",
-                "-A",
-                "tests.integration.canvas.chord_app",
-                "--group",
-                group,
-                "--concurrency",
-                "4",
-            ],
-            cwd=ROOT,
-            env={**broker.env(), **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
-        )
+    return worker_process(
+        broker, "tests.integration.canvas.chord_app", group, env, log, "--concurrency", "4"
+    )
 
 
 def _started(directory: Path) -> list[tuple[int, int]]:

@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +21,6 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from kafka_jobs import App, Retry, current_job
-from kafka_jobs.broker import die_with_parent
 from kafka_jobs.delay.tiers import tier_topic
 from kafka_jobs.instrumentation.events import Event
 from kafka_jobs.testing import BrokerInfo, unique_name, wait_until
@@ -35,7 +33,8 @@ from kafka_jobs.wire import (
     H_ID,
     header_map,
 )
-from tests import ROOT, ledger
+from tests import ledger
+from tests.integration.conftest import stop, worker_process
 
 
 class Reader:
@@ -328,33 +327,14 @@ def test_a_refused_re_enqueue_is_tried_again_without_running_the_job_again(
 def _requeue_worker(
     broker: BrokerInfo, topic: str, group: str, prefix: str, directory: Path, commit: float
 ) -> subprocess.Popen[bytes]:
-    env = broker.env()
-    env.update(
-        {
-            ledger.ENV: str(directory),
-            "REQUEUE_TOPIC": topic,
-            "KAFKA_JOBS_DELAY_TOPIC_PREFIX": prefix,
-            "KAFKA_JOBS_COMMIT_INTERVAL": str(commit),
-        }
-    )
-    with open(directory / "worker.log", "ab") as log:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kafka_jobs",
-                "worker",
-                "-A",
-                "tests.integration.processing.requeue_app",
-                "--group",
-                group,
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
-        )
+    env = {
+        ledger.ENV: str(directory),
+        "REQUEUE_TOPIC": topic,
+        "KAFKA_JOBS_DELAY_TOPIC_PREFIX": prefix,
+        "KAFKA_JOBS_COMMIT_INTERVAL": str(commit),
+    }
+    app = "tests.integration.processing.requeue_app"
+    return worker_process(broker, app, group, env, directory / "worker.log")
 
 
 def _runs(directory: Path, attempt: int) -> int:
@@ -421,6 +401,5 @@ def test_kill_9_after_the_re_enqueue_neither_loses_nor_duplicates_the_retry(
         assert _runs(tmp_path, 2) == written
         assert _runs(tmp_path, 3) == 0
     finally:
-        second.terminate()
-        assert second.wait(60) == 0
+        assert stop(second) == 0
     assert [e.seq for e in ledger.executions(tmp_path)].count(0) == written
