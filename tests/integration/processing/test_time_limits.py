@@ -10,11 +10,13 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from kafka_jobs import JobRevoked, SoftTimeLimitExceeded, dlq
 from kafka_jobs.testing import BrokerInfo, wait_until
+from tests.integration.conftest import stop, worker_process
 
 
 def _events(app, *names: str) -> list[tuple[str, dict[str, object]]]:
@@ -210,15 +212,22 @@ def _ledger(path: Path) -> list[list[str]]:
     return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def _limits_jobs(
+    broker: BrokerInfo, topic: str, ledger: Path, monkeypatch: pytest.MonkeyPatch
+) -> ModuleType:
+    """`timelimits_app`, (re)loaded for `topic` on `broker`; its jobs write to `ledger`."""
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers)
+    monkeypatch.setenv("LIMITS_TOPIC", topic)
+    monkeypatch.setenv("LIMITS_LEDGER", str(ledger))
+    return importlib.reload(importlib.import_module("tests.integration.processing.timelimits_app"))
+
+
 def test_process_pool_soft_limit_and_a_stuck_child_killed_and_replaced(
     kafka_broker: BrokerInfo, new_topic, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     topic = new_topic()
     ledger = tmp_path / "ledger.txt"
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_broker.bootstrap_servers)
-    monkeypatch.setenv("LIMITS_TOPIC", topic)
-    monkeypatch.setenv("LIMITS_LEDGER", str(ledger))
-    jobs = importlib.reload(importlib.import_module("tests.integration.processing.timelimits_app"))
+    jobs = _limits_jobs(kafka_broker, topic, ledger, monkeypatch)
     app = jobs.app
     try:
         jobs.cleans_up.delay(1)
@@ -315,35 +324,26 @@ def test_worker_time_limit_flag_ends_a_stuck_job(
 ) -> None:
     topic = new_topic()
     ledger = tmp_path / "ledger.txt"
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_broker.bootstrap_servers)
-    monkeypatch.setenv("LIMITS_TOPIC", topic)
-    monkeypatch.setenv("LIMITS_LEDGER", str(ledger))
-    jobs = importlib.reload(importlib.import_module("tests.integration.processing.timelimits_app"))
+    jobs = _limits_jobs(kafka_broker, topic, ledger, monkeypatch)
     app = jobs.app
     try:
         jobs.hangs.delay(1)
         for n in (2, 3):
             jobs.quick.delay(n)
         app.flush(30)
-        root = Path(__file__).resolve().parents[3]
-        with open(tmp_path / "worker.log", "wb") as log:
-            worker = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "kafka_jobs", "worker", "-A"),
-                    *("tests.integration.processing.timelimits_app", "--group", f"g-{topic}"),
-                    *("--concurrency", "1", "--time-limit", "1", "--summary-interval", "0"),
-                ],
-                cwd=root,
-                env=os.environ.copy(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        worker = worker_process(
+            kafka_broker,
+            "tests.integration.processing.timelimits_app",
+            f"g-{topic}",
+            {},  # the environment set above
+            tmp_path / "worker.log",
+            *("--concurrency", "1", "--time-limit", "1", "--summary-interval", "0"),
+        )
         try:
             assert wait_until(lambda: len(_ledger(ledger)) == 3, timeout=60), _ledger(ledger)
             assert wait_until(lambda: dlq.read(app, f"{topic}.dlq").letters, timeout=30)
         finally:
-            worker.terminate()
-            code = worker.wait(60)
+            code = stop(worker)
         assert [line[:2] for line in _ledger(ledger)] == [
             ["hangs", "1"],
             ["quick", "2"],
@@ -361,11 +361,8 @@ def test_terminate_kills_and_replaces_a_process_pool_child(
 ) -> None:
     topic = new_topic()
     ledger = tmp_path / "ledger.txt"
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_broker.bootstrap_servers)
     monkeypatch.setenv("KAFKA_JOBS_REVOKE_TOPIC", f"{topic}.revoked")
-    monkeypatch.setenv("LIMITS_TOPIC", topic)
-    monkeypatch.setenv("LIMITS_LEDGER", str(ledger))
-    jobs = importlib.reload(importlib.import_module("tests.integration.processing.timelimits_app"))
+    jobs = _limits_jobs(kafka_broker, topic, ledger, monkeypatch)
     app = jobs.app
     try:
         handle = jobs.spins.delay(1)
