@@ -128,12 +128,4 @@ def _feeder(worker: Any) -> PoolFeeder:
 
 def install(transport_cls: type) -> None:
     """Connect the ``worker_init`` hook for workers on `transport_cls` (nothing without Celery)."""
-    try:
-        from celery import signals
-    except ImportError:  # pragma: no cover  (kombu alone)
-        return
-
-    def on_worker_init(sender: Any, **kwargs: Any) -> None:
-        _on_worker_init(sender, transport_cls, **kwargs)
-
-    signals.worker_init.connect(on_worker_init, weak=False)
+    steps.on_worker_init(transport_cls, _on_worker_init)

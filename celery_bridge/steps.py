@@ -5,13 +5,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["add_after_pool"]
+__all__ = ["add_after_pool", "on_worker_init"]
 
 # Set on a WorkController: the names of the steps added to it here.
 _ADDED = "_kafkajobs_steps"
 # Each step class is made once: the app's worker blueprint keeps the steps it was given
 # for every worker it starts, and only a worker marked with a step's name includes it.
 _made: dict[str, type] = {}
+
+
+def on_worker_init(transport_cls: type, hook: Callable[[Any, type], None]) -> None:
+    """Connect `hook(worker, transport_cls)` to Celery's ``worker_init`` (none without Celery)."""
+    try:
+        from celery import signals  # type: ignore[import-untyped]
+    except ImportError:  # pragma: no cover  (kombu alone)
+        return
+
+    def on_init(sender: Any, **_: Any) -> None:
+        hook(sender, transport_cls)
+
+    signals.worker_init.connect(on_init, weak=False)
 
 
 def add_after_pool(worker: Any, name: str, create: Callable[[Any], Any]) -> None:
@@ -28,7 +41,7 @@ def add_after_pool(worker: Any, name: str, create: Callable[[Any], Any]) -> None
 def _step(step_name: str, make: Callable[[Any], Any]) -> type:
     step = _made.get(step_name)
     if step is None:
-        from celery import bootsteps  # type: ignore[import-untyped]
+        from celery import bootsteps
 
         class Step(bootsteps.StartStopStep):  # type: ignore[misc]
             name = step_name
