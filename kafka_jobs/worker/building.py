@@ -72,7 +72,10 @@ class JobBuilder:
         blocking, manual = not options.long_running, options.manual_offsets
         virtual = options.virtual_partitions
         collapsed_until = self.collapsed.get(key)
-        if collapsed_until is not None and state.tracker.is_done(collapsed_until):
+        mark = state.tracker.committable()
+        # Behind us only once the mark passed it: lanes that did not fail may have
+        # finished the batch's last offset while the failed record is still to run.
+        if collapsed_until is not None and mark is not None and mark > collapsed_until:
             del self.collapsed[key]  # the collapsed batch is behind us: back to lanes
             collapsed_until = None
         if virtual is None or collapsed_until is not None:

@@ -8,7 +8,9 @@ from confluent_kafka import Message
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kafka_jobs.options import TopicOptions
 from kafka_jobs.processing.jobs import Job, PartitionState
+from kafka_jobs.processing.lanes import VirtualPartitions
 from kafka_jobs.worker.building import JobBuilder
 
 
@@ -86,3 +88,35 @@ def test_the_job_holds_exactly_the_records_not_known_done(
     jobs = builder().build(("t", 0), state, batch(*offsets))
     expected = [o for o in offsets if o not in finished]
     assert offsets_of(jobs) == ([expected] if expected else [])
+
+
+class KeyedRecord(Record):
+    """A record with a lane key (its record key)."""
+
+    def key(self) -> bytes:
+        return str(self._offset).encode()
+
+    def headers(self) -> None:
+        return None
+
+
+def test_a_collapsed_batch_reruns_sequentially_though_later_lanes_finished() -> None:
+    # The batch's last record finished in its own lane before the lane of the first
+    # one failed: the collapse lasts until every record up to the last is done.
+    virtual = VirtualPartitions(partitioner=lambda key, headers: key)
+    b = JobBuilder("g", {"t": TopicOptions(virtual_partitions=virtual)}, 3, lambda: None)
+    state, key = PartitionState("t", 0), ("t", 0)
+    fetched = cast(list[Message], [KeyedRecord(o) for o in (0, 1, 2)])
+    lanes = b.build(key, state, fetched)
+    assert offsets_of(lanes) == [[0], [1], [2]] and lanes[0].batch is not None
+    state.tracker.mark_done([1, 2])  # the other lanes finished; offset 0's lane failed
+    state.tracker.rewind(0)  # what the listener does when the last lane of a collapsed batch ends
+    b.collapsed[key] = lanes[0].batch.last_offset
+    (rerun,) = b.build(key, state, fetched)
+    assert offsets_of([rerun]) == [[0]] and rerun.batch is None  # one job, no lanes
+    rerun.done_offsets.append(0)
+    rerun.mark_progress()
+    assert state.tracker.committable() == 3
+    after = b.build(key, state, cast(list[Message], [KeyedRecord(o) for o in (3, 4)]))
+    assert offsets_of(after) == [[3], [4]]  # the collapsed batch is behind: lanes again
+    assert key not in b.collapsed
