@@ -196,13 +196,12 @@ class Executor:
             skip = control.verdict(envelope, now_ms())
             if skip is not None:
                 return self._skip(job, record, envelope, task.keeps_result, *skip)
+        offset: int = record.offset()  # type: ignore[assignment]  # a fetched record has one
         rate = task.options.rate_limit
         if rate is not None:  # over its limit: the job waits for the token, off this thread
-            at = cast(int, record.offset())
-            held = self._limits.hold(job, at, task.name, envelope.job_id, rate)
+            held = self._limits.hold(job, offset, task.name, envelope.job_id, rate)
             if held is not None:
                 return held
-        offset: int = record.offset()  # type: ignore[assignment]  # a fetched record has one
         state = job.state
         runs, first_failed_ms = state.failures.get(offset, (0, 0)) if state.failures else (0, 0)
         guard = GuardedMark(job) if job.manual else None
