@@ -138,7 +138,9 @@ class Retry(KafkaJobsError):
         """What the job fails with when no attempt is left after `attempts` runs."""
         if self.exc is not None:
             return self.exc
-        return MaxRetriesExceeded(f"gave up after {attempts} attempts ({self})")
+        exceeded = MaxRetriesExceeded(f"gave up after {attempts} attempts ({self})")
+        exceeded.__cause__ = self  # a dead letter's traceback shows where the retry was asked
+        return exceeded
 
 
 class MaxRetriesExceeded(KafkaJobsError):

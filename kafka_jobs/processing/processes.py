@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import dill
 
-from kafka_jobs.errors import ConfigurationError, KafkaJobsError, SoftTimeLimitExceeded
+from kafka_jobs.errors import ConfigurationError, KafkaJobsError, Retry, SoftTimeLimitExceeded
 
 if TYPE_CHECKING:
     from kafka_jobs.processing.ports import TaskRegistry
@@ -192,16 +192,7 @@ class ProcessPool:
                 f"worker process {child.process.pid} died while running the job"
                 f" ({_describe_exit(child.process.exitcode)})"
             )
-        kind, payload, name, message, remote_traceback = dill.loads(reply)
-        if kind == "ok":
-            return (payload,)
-        try:
-            sent = dill.loads(payload) if payload is not None else None
-        except Exception:  # e.g. its class cannot be imported here
-            sent = None
-        error = sent if isinstance(sent, BaseException) else RemoteJobError(f"{name}: {message}")
-        error.add_note(f"raised in worker process {child.process.pid}:\n{remote_traceback}")
-        return error
+        return decode_reply(reply, child.process.pid)
 
     def _replace(self, dead: _Child) -> None:
         with self._lock:
@@ -225,6 +216,24 @@ class ProcessPool:
             children, self._all, self._idle = list(self._all), set(), []
         for child in children:
             child.close(timeout)
+
+
+def decode_reply(reply: bytes, pid: int | None) -> BaseException | tuple[object]:
+    """A child's reply: `(value,)`, or the exception it raised, noted with its traceback there."""
+    kind, payload, name, message, remote_traceback, exc_traceback = dill.loads(reply)
+    if kind == "ok":
+        return (payload,)
+    try:
+        sent = dill.loads(payload) if payload is not None else None
+    except Exception:  # e.g. its class cannot be imported here
+        sent = None
+    error = sent if isinstance(sent, BaseException) else RemoteJobError(f"{name}: {message}")
+    error.add_note(f"raised in worker process {pid}:\n{remote_traceback}")
+    if isinstance(error, Retry) and error.exc is not None:
+        # Its `exc` is what a dead letter shows once no attempt is left: without the
+        # note it would say nothing of where the job failed (tracebacks stay behind).
+        error.exc.add_note(f"raised in worker process {pid}:\n{exc_traceback}")
+    return error
 
 
 def _describe_exit(code: int | None) -> str:
@@ -303,19 +312,42 @@ def _run_in_child(tasks: TaskRegistry, settings: Settings, request: bytes) -> by
         for child_job in context.children:  # acknowledged before the job counts as done
             child_job.wait(settings.delivery_timeout)
         try:
-            return bytes(dill.dumps(("ok", result, None, None, None)))
+            return bytes(dill.dumps(("ok", result, None, None, None, None)))
         except Exception:  # a value dill cannot send: only a kept result misses it
-            return bytes(dill.dumps(("ok", UNSENDABLE, None, None, None)))
+            return bytes(dill.dumps(("ok", UNSENDABLE, None, None, None, None)))
     except BaseException as error:
-        text = "".join(traceback.format_exception(error))
-        try:
-            payload: bytes | None = dill.dumps(error)
-        except Exception:
-            payload = None
-        return bytes(dill.dumps(("error", payload, type(error).__qualname__, str(error), text)))
+        return _error_reply(error)
     finally:
         set_current(None)
         sys.stdout.flush()
+
+
+def _error_reply(error: BaseException) -> bytes:
+    """The reply for a job that raised `error`: the exception itself when it can travel."""
+    text = "".join(traceback.format_exception(error))
+    exc = error.exc if isinstance(error, Retry) else None
+    # Where `exc` was raised, if it was; else where the retry was asked.
+    exc_text = text
+    if exc is not None and exc.__traceback__ is not None:
+        exc_text = "".join(traceback.format_exception(exc))
+    payload = _sendable(error)
+    if payload is None and isinstance(error, Retry) and error.exc is not None:
+        # The retry (its countdown, max_retries) must not be lost because its `exc`
+        # cannot travel: that one goes as text.
+        stand_in = RemoteJobError(f"{type(error.exc).__qualname__}: {error.exc}")
+        payload = _sendable(Retry(error.countdown, stand_in, error.max_retries))
+    reply = ("error", payload, type(error).__qualname__, str(error), text, exc_text)
+    return bytes(dill.dumps(reply))
+
+
+def _sendable(error: BaseException) -> bytes | None:
+    """`error` pickled, if it unpickles too (one whose `__init__` wants more arguments does not)."""
+    try:
+        payload: bytes = dill.dumps(error)
+        dill.loads(payload)
+    except Exception:
+        return None
+    return payload
 
 
 class _SoftLimit:

@@ -12,18 +12,15 @@ import os
 import signal
 import subprocess
 import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
 
 from kafka_jobs import App, Retry, current_job
 from kafka_jobs.delay.tiers import tier_topic
 from kafka_jobs.instrumentation.events import Event
-from kafka_jobs.testing import BrokerInfo, unique_name, wait_until
+from kafka_jobs.testing import BrokerInfo, wait_until
 from kafka_jobs.wire import (
     H_ATTEMPT,
     H_DLQ_ATTEMPTS,
@@ -35,72 +32,7 @@ from kafka_jobs.wire import (
 )
 from tests import ledger
 from tests.integration.conftest import stop, worker_process
-
-
-class Reader:
-    """Reads a topic (every partition) from its start; `read()` adds what arrived since.
-
-    Records of one partition keep their order; the topics read in order are single-partition.
-    """
-
-    def __init__(self, broker: BrokerInfo, topic: str) -> None:
-        self._topic = topic
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": broker.bootstrap_servers,
-                "group.id": unique_name("reader"),
-                "enable.auto.commit": False,
-            }
-        )
-        self._assigned = False
-        self.records: list[Any] = []
-
-    def read(self) -> list[Any]:
-        if not self._assigned:  # the topic may not exist yet (dead letters, delay tiers)
-            found = self._consumer.list_topics(self._topic, timeout=5).topics.get(self._topic)
-            if found is None or found.error is not None or not found.partitions:
-                return self.records
-            self._consumer.assign([TopicPartition(self._topic, p, 0) for p in found.partitions])
-            self._assigned = True
-        for _ in range(20):  # bounded: a backlog is drained over later calls
-            batch = [r for r in self._consumer.consume(500, 0.2) if r.error() is None]
-            self.records.extend(batch)
-            if not batch:
-                break
-        return self.records
-
-    def close(self) -> None:
-        self._consumer.close()
-
-
-@pytest.fixture
-def reader(kafka_broker: BrokerInfo) -> Iterator[Any]:
-    opened: list[Reader] = []
-
-    def make(topic: str) -> Reader:
-        opened.append(Reader(kafka_broker, topic))
-        return opened[-1]
-
-    yield make
-    for one in opened:
-        one.close()
-
-
-class Effects:
-    """Writes one record per finished run to a topic and waits for its acknowledgement."""
-
-    def __init__(self, broker: BrokerInfo, topic: str) -> None:
-        self.topic = topic
-        self._producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 0})
-
-    def write(self, label: str, **fields: object) -> None:
-        value = json.dumps({"label": label, "at": time.time(), **fields}).encode()
-        self._producer.produce(self.topic, value, partition=0)
-        assert self._producer.flush(30) == 0, "effect not acknowledged"
-
-
-def _effects(records: list[Any]) -> list[dict[str, Any]]:
-    return [json.loads(r.value()) for r in records]
+from tests.integration.effects import Effects, effects_of
 
 
 def test_a_6s_retry_does_not_hold_100_jobs_of_other_keys_on_its_partition(
@@ -129,7 +61,7 @@ def test_a_6s_retry_does_not_hold_100_jobs_of_other_keys_on_its_partition(
     with app.worker(concurrency=2):
         assert wait_until(lambda: len(done.read()) == 102, timeout=90)
         assert slow.get(30) == 2  # its second run succeeded, and knew its attempt
-    seen = _effects(done.records)
+    seen = effects_of(done.records)
     labels = [e["label"] for e in seen]
     assert labels[0] == "slow-failed"
     assert labels[-1] == "slow"  # every other job finished before the retry ran
@@ -242,7 +174,7 @@ def test_strict_ordering_still_pauses_the_partition(
     done = reader(effects_topic)
     with app.worker():
         assert wait_until(lambda: len(done.read()) == 21, timeout=60)
-    seen = _effects(done.records)
+    seen = effects_of(done.records)
     # Strict: the partition waited for the retry; the jobs behind it ran after it, in order.
     assert seen[0]["label"] == "slow" and seen[0]["attempt"] == 2
     assert [e["n"] for e in seen[1:]] == list(range(20))
