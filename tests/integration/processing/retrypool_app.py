@@ -43,8 +43,23 @@ def once(countdown: float, via: str) -> int:
     return attempt
 
 
+class NoRoundTrip(Exception):
+    """Pickles, but does not unpickle: its `__init__` wants two arguments, `args` holds one."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"{a}/{b}")
+
+
 @app.job(name="retrypool.always", retries=5)
 def always(countdown: float, via: str, max_retries: int, exc: str | None) -> None:
-    """Every attempt asks to be retried, until `max_retries` retries are spent."""
+    """Every attempt asks to be retried, until `max_retries` retries are spent.
+
+    exc: None, "no-round-trip" (an error that cannot travel back), else a LookupError's text.
+    """
     note_run("always")
-    ask_retry(via, countdown, max_retries, LookupError(exc) if exc else None)
+    error: BaseException | None = None
+    if exc == "no-round-trip":
+        error = NoRoundTrip(1, 2)
+    elif exc is not None:
+        error = LookupError(exc)
+    ask_retry(via, countdown, max_retries, error)
