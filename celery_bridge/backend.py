@@ -118,6 +118,26 @@ class KafkaBackend(KeyValueStoreBackend):  # type: ignore[misc]  # Celery is unt
         """Kafka failures are worth a retry (``result_backend_always_retry``)."""
         return isinstance(exc, KafkaJobsError | KafkaException | ConnectionError)
 
+    def _fail_chain(
+        self,
+        chain: Any,
+        exc: BaseException,
+        traceback: str | None = None,
+        store_result: bool = True,
+        state: str = states.FAILURE,
+    ) -> None:
+        """Celery's failure of the steps after a failed one, and of the members of a group step.
+
+        Celery marks a group step failed under the group's own id only, while the
+        chain's result, that group's `GroupResult`, waits for its members: without
+        this its ``get()`` never returns (Celery's issue #6437, an expected failure
+        of its suite on Redis).
+        """
+        super()._fail_chain(chain, exc, traceback, store_result=store_result, state=state)
+        members = [m for step in _steps(chain) for m in _group_members(step)]
+        if members:
+            self._fail_chain(members, exc, traceback, store_result=store_result, state=state)
+
     # --- clients (looked up per call: a forked pool child gets its own) -----------------
 
     def _reader(self) -> Reader[Stored]:
@@ -339,3 +359,18 @@ class KafkaBackend(KeyValueStoreBackend):  # type: ignore[misc]  # Celery is unt
                 if on_message is not None:
                     on_message(meta)
                 yield task_id, meta
+
+
+def _steps(chain: object) -> list[Mapping[str, Any]]:
+    """The steps of a request's chain that are signatures (it may be None or a placeholder)."""
+    if not isinstance(chain, list | tuple):
+        return []
+    return [step for step in chain if isinstance(step, Mapping)]
+
+
+def _group_members(step: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """A group step's member signatures, else none."""
+    if step.get("subtask_type") != "group":
+        return []
+    tasks = (step.get("kwargs") or {}).get("tasks") or ()
+    return [task for task in tasks if isinstance(task, Mapping)]

@@ -207,6 +207,19 @@ def test_chord_with_a_failed_member_fails_and_skips_its_callback(app: Celery) ->
     assert _tally[key] == 0
 
 
+def test_a_failed_step_fails_the_group_that_ends_its_chain(app: Celery) -> None:
+    # Celery's issue #6437: the chain's result is the group's, which waits for its members.
+    add, fail = app.tasks["rb.add"], app.tasks["rb.fail"]
+    result = (add.s(1, 1) | fail.s() | group(add.s(1), add.s(2))).delay()
+    assert isinstance(result, GroupResult)
+    with pytest.raises(ValueError, match="boom from the worker"):
+        result.get(timeout=30)
+    # Every member is failed in the results topic (a fresh result, not the one waited on).
+    members = [AsyncResult(member.id, app=app) for member in result.results]
+    assert [member.state for member in members] == [states.FAILURE, states.FAILURE]
+    assert all(isinstance(member.result, ValueError) for member in members)
+
+
 def test_a_value_the_serializer_cannot_encode_fails_the_task_clearly(app: Celery) -> None:
     result = app.tasks["rb.unencodable"].delay()
     with pytest.raises(EncodeError, match="not JSON serializable"):
